@@ -1,0 +1,34 @@
+"""One-particle basis functions, evaluated elementwise on tensors of any shape."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["chebyshev", "fourier_powers"]
+
+
+def chebyshev(u: torch.Tensor, n: int, dim: int = -1) -> torch.Tensor:
+    """Chebyshev polynomials of the first kind T_0..T_{n-1} at ``u``, stacked along a new
+    axis ``dim`` (default last: shape (*u.shape, n)).
+
+    Uses the three-term recurrence T_{k+1} = 2 u T_k - T_{k-1}, valid for any real u.
+    """
+    out = [torch.ones_like(u), u]
+    for _ in range(2, n):
+        out.append(2 * u * out[-1] - out[-2])
+    return torch.stack(out[:n], dim=dim)
+
+
+def fourier_powers(cos_a: torch.Tensor, sin_a: torch.Tensor, m_max: int,
+                   dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos(m a) and sin(m a) for m = 0..m_max from cos(a), sin(a), stacked along a new
+    axis ``dim`` (default last: each (*shape, m_max + 1)).
+
+    Powers of exp(i a) by repeated complex multiplication: no further trigonometric calls.
+    """
+    cos_m, sin_m = [torch.ones_like(cos_a)], [torch.zeros_like(sin_a)]
+    for _ in range(m_max):
+        c, s = cos_m[-1], sin_m[-1]
+        cos_m.append(c * cos_a - s * sin_a)
+        sin_m.append(s * cos_a + c * sin_a)
+    return torch.stack(cos_m, dim=dim), torch.stack(sin_m, dim=dim)

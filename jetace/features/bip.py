@@ -1,0 +1,190 @@
+"""Boost-invariant polynomials (BIPs): the ``bip`` feature family of arXiv:2207.08272.
+
+Construction (DESIGN.md section 2), per jet with constituents p_j = (E, px, py, pz):
+
+1. reflect every constituent with the Householder matrix that maps the jet axis to e_z;
+2. per constituent: r = r_t + 1e-4 (r_t the transverse momentum to the axis, GeV),
+   azimuth theta, rapidity y along the axis, t_M = ln(E^2 - z^2 + 1), x = r / sum r,
+   u = (ln x + 4.7) / 6;
+3. one-particle basis phi_{k,l,n} = T_k(u) exp(i l theta) exp(i n y) t_M, with k < 6 and
+   l, n in -3..3, pooled over constituents: A_{k,l,n} = sum_j phi_{k,l,n}(j);
+4. features Re prod_t A_{k_t,l_t,n_t} over sorted multisets of 1..order factors with
+   sum l = sum n = 0 and sum (k + |l| + |n|) <= degree.
+
+Rotations about the jet axis shift every theta and boosts along it shift every y, so
+the zero-sum products are invariant (also under permutations and zero padding).
+The reference code uses t_M = ln sqrt(E^2 - z^2 + 1), half of ours: that scales each
+product of nu factors by 2^-nu, which feature standardisation removes.
+
+``complete=True`` keeps one product of each complex-conjugate pair (their real parts
+are equal, so the default construction duplicates about 40% of its columns) and adds
+its imaginary part, also invariant; self-conjugate products are real and give one
+column. The feature count is the same as the default one.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from jetace.basis import chebyshev, fourier_powers
+from jetace.features.plan import build_plan, enumerate_products
+from jetace.frames import axis_frame_kinematics
+
+__all__ = ["BIPFeatures", "R_OFFSET", "U_SHIFT", "U_SCALE"]
+
+R_OFFSET = 1e-4  #: GeV added to every r_t (part of the definition)
+U_SHIFT, U_SCALE = 4.7, 6.0  #: u = (ln x + U_SHIFT) / U_SCALE
+N_CHEB, L_MAX, N_MAX = 6, 3, 3
+
+
+def _element_table(degree: int) -> list[tuple[int, int, int]]:
+    """One-particle indices (k, l, n) with k + |l| + |n| <= degree, lexicographic."""
+    return [(k, l, n) for k in range(N_CHEB) for l in range(-L_MAX, L_MAX + 1)
+            for n in range(-N_MAX, N_MAX + 1) if k + abs(l) + abs(n) <= degree]
+
+
+def _half_pairs() -> list[tuple[int, int]]:
+    """(l, n) frequencies computed explicitly; the others are their complex conjugates."""
+    return [(l, n) for n in range(N_MAX + 1) for l in range(-L_MAX, L_MAX + 1)
+            if n > 0 or l >= 0]
+
+
+def _name(term: tuple[tuple[int, int, int], ...]) -> str:
+    return "bip_" + "_".join(f"k{k}l{l}n{n}".replace("-", "m") for k, l, n in term)
+
+
+class BIPFeatures(torch.nn.Module):
+    """Boost-invariant polynomial features of jets.
+
+    Parameters
+    ----------
+    order : int
+        Maximal number of factors in a product (body order), >= 1.
+    degree : int
+        Maximal total degree sum (k + |l| + |n|) of a product, >= 0.
+    complete : bool
+        Drop duplicated real parts and add imaginary parts (see module docstring).
+
+    ``forward(p4, mask)``: ``p4`` (B, P, 4) constituents (E, px, py, pz) in GeV, ``mask``
+    (B, P) bool; returns (B, num_features) on p4's device in p4's dtype. Padded positions
+    must be masked; a jet with no constituents gives all-zero features.
+
+    Feature counts (default construction): (order, degree) = (3, 6): 311, (3, 7): 595,
+    (4, 7): 1473, (4, 8): 3205.
+    """
+
+    def __init__(self, order: int = 4, degree: int = 7, complete: bool = False) -> None:
+        super().__init__()
+        if int(order) < 1 or int(degree) < 0:
+            raise ValueError(f"need order >= 1 and degree >= 0, got order={order}, degree={degree}")
+        self.order, self.degree, self.complete = int(order), int(degree), bool(complete)
+        elements = _element_table(self.degree)
+        index = {e: i for i, e in enumerate(elements)}
+        terms = enumerate_products([(l, n) for _, l, n in elements],
+                                   [k + abs(l) + abs(n) for k, l, n in elements],
+                                   self.order, self.degree)
+        if self.complete:
+            outputs = []
+            for term in terms:
+                conj = tuple(sorted(index[(k, -l, -n)] for k, l, n in (elements[i] for i in term)))
+                if term <= conj:
+                    outputs.append((term, 0))
+                    if term != conj:
+                        outputs.append((term, 1))
+        else:
+            outputs = [(term, 0) for term in terms]
+        self.terms = [tuple(elements[i] for i in term) for term, _ in outputs]
+        self.feature_names = [_name(t) + ("_im" if part else "_re" if self.complete else "")
+                              for t, (_, part) in zip(self.terms, outputs)]
+        self.num_features = len(outputs)
+
+        # element e = (k, l, n) is read from the pooled table of n >= 0 frequencies,
+        # row (k, n), column l + L_MAX; n < 0 elements are conjugates of (k, -l, -n)
+        src, sign = [], []
+        for k, l, n in elements:
+            conj = n < 0
+            src.append((k * (N_MAX + 1) + abs(n)) * (2 * L_MAX + 1) + (-l if conj else l) + L_MAX)
+            sign.append(-1.0 if conj else 1.0)
+        self.register_buffer("_el_src", torch.tensor(src), persistent=False)
+        self.register_buffer("_el_sign", torch.tensor(sign, dtype=torch.float64)[:, None],
+                             persistent=False)
+
+        plan = build_plan(len(elements), outputs)
+        self._n_levels = len(plan.levels)
+        for t, (parent, factor) in enumerate(plan.levels):
+            self.register_buffer(f"_parent{t}", torch.tensor(parent, dtype=torch.long),
+                                 persistent=False)
+            self.register_buffer(f"_factor{t}", torch.tensor(factor, dtype=torch.long),
+                                 persistent=False)
+        # imaginary parts are needed at every level but the last, and there only for outputs
+        last = len(plan.levels)
+        self._last_im = any(lvl == last and part for lvl, _, part in plan.outputs)
+        sizes = [len(elements)] + [len(p) for p, _ in plan.levels]
+        offsets, pos = {}, 0
+        for lvl, size in enumerate(sizes):
+            for part in (0, 1) if lvl < last or self._last_im else (0,):
+                offsets[lvl, part] = pos
+                pos += size
+        out_idx = [offsets[lvl, part] + node for lvl, node, part in plan.outputs]
+        self.register_buffer("_out_idx", torch.tensor(out_idx, dtype=torch.long), persistent=False)
+
+    @property
+    def spec(self) -> dict:
+        """JSON-serialisable description; ``features_from_spec(spec)`` rebuilds this module."""
+        return {"family": "bip", "order": self.order, "degree": self.degree,
+                "complete": self.complete}
+
+    def extra_repr(self) -> str:
+        return (f"order={self.order}, degree={self.degree}, complete={self.complete}, "
+                f"num_features={self.num_features}")
+
+    def pooled_basis(self, p4: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real and imaginary parts of A for every one-particle element, each (n_elements, B)."""
+        kin = axis_frame_kinematics(p4, mask)
+        m = mask.to(p4.dtype)
+        r = (kin.rt + R_OFFSET) * m
+        x = r / r.sum(dim=1, keepdim=True).clamp_min(R_OFFSET)
+        u = torch.where(mask, (torch.log(torch.where(mask, x, 1.0)) + U_SHIFT) / U_SCALE, 0.0)
+        # particle index last in the left factor, so broadcasts run over contiguous memory
+        radial = chebyshev(u, N_CHEB, dim=1) * (torch.log1p(kin.mt2) * m)[:, None]  # (B, K, P)
+        y = torch.where(mask, kin.y, 0.0)
+        cos_n, sin_n = fourier_powers(torch.cos(y), torch.sin(y), N_MAX, dim=1)  # (B, N + 1, P)
+        cos_l, sin_l = fourier_powers(kin.cos_theta, kin.sin_theta, L_MAX)  # (B, P, L + 1)
+        # exp(i l theta) for l = -L..L, as [cos | sin], (B, P, 2 (2L + 1))
+        theta = torch.cat([cos_l.flip(-1), cos_l[..., 1:], -sin_l.flip(-1), sin_l[..., 1:]], -1)
+        # radial x exp(i n y) per particle, (B, K, [cos | sin], N + 1, P)
+        ry = radial[:, :, None, None] * torch.stack([cos_n, sin_n], dim=1)[:, None]
+        pooled = torch.bmm(ry.flatten(1, 3), theta)  # (B, 2 K (N + 1), 2 (2L + 1))
+        b, w = len(p4), 2 * L_MAX + 1
+        pooled = pooled.view(b, N_CHEB, 2, N_MAX + 1, 2, w)  # (b, k, cos|sin n, n, cos|sin l, l)
+        a_re = pooled[:, :, 0, :, 0] - pooled[:, :, 1, :, 1]
+        a_im = pooled[:, :, 0, :, 1] + pooled[:, :, 1, :, 0]
+        a_re = a_re.reshape(b, -1).T.index_select(0, self._el_src)
+        a_im = a_im.reshape(b, -1).T.index_select(0, self._el_src) * self._el_sign.to(p4.dtype)
+        return a_re, a_im
+
+    def forward(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if p4.ndim != 3 or p4.shape[-1] != 4 or mask.shape != p4.shape[:2]:
+            raise ValueError(f"expected p4 (B, P, 4) and mask (B, P), got {tuple(p4.shape)} "
+                             f"and {tuple(mask.shape)}")
+        mask = mask.to(torch.bool)
+        if len(p4) == 0:
+            return p4.new_zeros(0, self.num_features)
+        if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()) and mask.numel():
+            # drop trailing columns that are padding in every jet of the batch
+            used = torch.nonzero(mask.any(dim=0))
+            width = int(used[-1]) + 1 if len(used) else 1
+            p4, mask = p4[:, :width], mask[:, :width]
+        # products are evaluated feature-major, (n_nodes, B): gathers copy whole rows
+        z_re, z_im = a_re, a_im = self.pooled_basis(p4, mask)
+        parts = [z_re, z_im]
+        for t in range(self._n_levels):
+            parent, factor = getattr(self, f"_parent{t}"), getattr(self, f"_factor{t}")
+            pr, fr = z_re.index_select(0, parent), a_re.index_select(0, factor)
+            pi, fi = z_im.index_select(0, parent), a_im.index_select(0, factor)
+            z_re = pr * fr - pi * fi
+            parts.append(z_re)
+            if t + 1 < self._n_levels or self._last_im:
+                z_im = pr * fi + pi * fr
+                parts.append(z_im)
+        return torch.cat(parts, dim=0).index_select(0, self._out_idx).T.contiguous()

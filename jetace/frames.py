@@ -1,0 +1,89 @@
+"""Jet frames and numerically stable constituent kinematics.
+
+All functions take padded constituents ``p4`` of shape (B, P, 4), ordered
+(E, px, py, pz) in GeV, and a boolean ``mask`` of shape (B, P) (True = real
+constituent). Values at padded positions are defined (finite) but meaningless;
+callers zero their contributions with the mask. Device and dtype follow ``p4``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["AxisKinematics", "jet_axis", "householder_to_z", "axis_frame_kinematics"]
+
+#: Floor for the transverse mass in the rapidity of a massless constituent lying exactly
+#: on the jet axis (the only case where m_T = 0 and y is infinite), in GeV.
+MT_FLOOR = 1e-8
+
+
+def jet_axis(p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Unit vector along the summed constituent three-momentum, shape (B, 3).
+
+    A jet whose three-momenta sum to zero (or that has no constituents) gets e_z.
+    """
+    p3 = (p4[..., 1:] * mask[..., None]).sum(dim=1)
+    norm = torch.linalg.vector_norm(p3, dim=-1, keepdim=True)
+    ez = torch.zeros_like(p3)
+    ez[:, 2] = 1.0
+    return torch.where(norm > 0, p3 / torch.where(norm > 0, norm, 1.0), ez)
+
+
+def householder_to_z(p3: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Apply the Householder reflection H that maps unit vector ``n`` to e_z.
+
+    H = I - 2 v v^T / (v.v) with v = n - e_z, and H = I when n = e_z.
+    ``p3``: (B, P, 3), ``n``: (B, 3). The z-component of v is formed without
+    cancellation (n_z - 1 = -(n_x^2 + n_y^2) / (1 + n_z) for n_z > 0), so jets almost
+    along e_z are reflected accurately.
+    """
+    nx, ny, nz = n.unbind(-1)
+    t2 = nx * nx + ny * ny
+    vz = torch.where(nz > 0, -t2 / (1 + nz.clamp_min(0)), nz - 1)
+    v = torch.stack([nx, ny, vz], dim=-1)
+    vv = (v * v).sum(-1)
+    scale = torch.where(vv > 0, 2.0 / torch.where(vv > 0, vv, 1.0), 0.0)  # (B,)
+    vp = (p3 * v[:, None, :]).sum(-1)  # (B, P)
+    return p3 - (scale[:, None] * vp)[..., None] * v[:, None, :]
+
+
+class AxisKinematics(NamedTuple):
+    """Per-constituent quantities in the jet-axis frame, each of shape (B, P).
+
+    ``rt``: transverse momentum to the axis (GeV, without offset); ``cos_theta``,
+    ``sin_theta``: azimuth about the axis; ``y``: rapidity along the axis; ``mt2``:
+    squared transverse mass E^2 - z^2 (GeV^2).
+    """
+
+    rt: torch.Tensor
+    cos_theta: torch.Tensor
+    sin_theta: torch.Tensor
+    y: torch.Tensor
+    mt2: torch.Tensor
+
+
+def axis_frame_kinematics(p4: torch.Tensor, mask: torch.Tensor) -> AxisKinematics:
+    """Rotate constituents into the jet-axis frame and compute stable kinematics.
+
+    Rapidity is y = sign(z) ln((E + |z|) / m_T) with m_T^2 = r_t^2 + max(E^2 - |p|^2, 0),
+    which is exact under boosts along the axis up to rounding (no additive epsilon);
+    only a massless constituent exactly on the axis (m_T = 0) uses :data:`MT_FLOOR`.
+    A constituent with r_t = 0 gets azimuth 0.
+    """
+    e = p4[..., 0]
+    p3 = householder_to_z(p4[..., 1:], jet_axis(p4, mask))
+    px, py, z = p3.unbind(-1)
+    rt = torch.hypot(px, py)
+    has_rt = rt > 0
+    safe_rt = torch.where(has_rt, rt, 1.0)
+    cos_t = torch.where(has_rt, px / safe_rt, 1.0)
+    sin_t = torch.where(has_rt, py / safe_rt, 0.0)
+    pabs = torch.linalg.vector_norm(p4[..., 1:], dim=-1)
+    m2 = ((e - pabs) * (e + pabs)).clamp_min(0)
+    mt2 = rt * rt + m2
+    mt = torch.sqrt(mt2).clamp_min(MT_FLOOR)
+    num = e + z.abs()
+    y = torch.sign(z) * (torch.log(torch.where(num > 0, num, mt)) - torch.log(mt))
+    return AxisKinematics(rt, cos_t, sin_t, y, mt2)

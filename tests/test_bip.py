@@ -1,0 +1,259 @@
+"""BIPFeatures: counts, brute-force reference, symmetries, numerics."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from symmetry import (
+    assert_invariant,
+    boost_along_axis,
+    pad,
+    random_axis_rapidity,
+    random_rotation,
+    rotate,
+)
+from toyjets import toy_jet, toy_jets
+
+from jetace import BIPFeatures
+
+
+def well_conditioned_jets(n: int, seed: int) -> list[np.ndarray]:
+    """Massive constituents of 1-50 GeV, 0.05-0.4 rad from the jet axis: no rapidity or
+    azimuth is ill-conditioned, so float64 invariance holds to ~1e-12."""
+    rng = np.random.default_rng(seed)
+    jets = []
+    for _ in range(n):
+        m = int(rng.integers(3, 25))
+        pt = rng.uniform(1, 50, m)
+        eta = rng.uniform(-1.5, 1.5) + rng.choice([-1, 1], m) * rng.uniform(0.05, 0.4, m)
+        phi = rng.uniform(-3, 3) + rng.choice([-1, 1], m) * rng.uniform(0.05, 0.4, m)
+        px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
+        e = np.sqrt(px**2 + py**2 + pz**2 + rng.uniform(0.1, 1.0, m) ** 2)
+        jets.append(np.stack([e, px, py, pz], 1))
+    return jets
+
+
+# ---- an independent, slow reference written from DESIGN.md section 2 -------------------
+
+def reference_bip(jet: np.ndarray, order: int, degree: int, complete: bool = False) -> list[float]:
+    e, p = jet[:, 0], jet[:, 1:]
+    axis = p.sum(0) / np.linalg.norm(p.sum(0))
+    v = axis - np.array([0.0, 0.0, 1.0])
+    h = np.eye(3) - 2 * np.outer(v, v) / v.dot(v) if v.dot(v) > 0 else np.eye(3)
+    q = p @ h.T
+    z = q[:, 2]
+    r = np.hypot(q[:, 0], q[:, 1]) + 1e-4
+    theta = np.arctan2(q[:, 1], q[:, 0])
+    y = 0.5 * np.log((e + z) / (e - z))
+    tm = np.log(e**2 - z**2 + 1)
+    u = (np.log(r / r.sum()) + 4.7) / 6
+    one = [(k, l, n) for k in range(6) for l in range(-3, 4) for n in range(-3, 4)
+           if k + abs(l) + abs(n) <= degree]  # a factor above the degree can never appear
+    a = {}
+    for k, l, n in one:
+        tk = np.polynomial.chebyshev.Chebyshev.basis(k)(u)
+        a[k, l, n] = sum(tk[j] * tm[j] * complex(math.cos(l * theta[j] + n * y[j]),
+                                                  math.sin(l * theta[j] + n * y[j]))
+                         for j in range(len(e)))
+    out = []
+    for nu in range(1, order + 1):
+        for combo in itertools.combinations_with_replacement(one, nu):
+            if (sum(c[1] for c in combo) or sum(c[2] for c in combo)
+                    or sum(c[0] + abs(c[1]) + abs(c[2]) for c in combo) > degree):
+                continue
+            value = np.prod([a[c] for c in combo])
+            if not complete:
+                out.append(value.real)
+                continue
+            conj = tuple(sorted((k, -l, -n) for k, l, n in combo))
+            if combo <= conj:
+                out.append(value.real)
+                if combo != conj:
+                    out.append(value.imag)
+    return out
+
+
+@pytest.mark.parametrize("order,degree,count", [(3, 6, 311), (3, 7, 595), (4, 7, 1473),
+                                                (4, 8, 3205)])
+def test_feature_counts_match_reference_implementation(order, degree, count):
+    assert BIPFeatures(order, degree).num_features == count
+    assert BIPFeatures(order, degree, complete=True).num_features == count
+    assert len(BIPFeatures(order, degree).feature_names) == count
+
+
+@pytest.mark.parametrize("order,degree,complete", [(2, 4, False), (3, 4, False), (3, 4, True),
+                                                   (4, 3, True)])
+def test_agrees_with_brute_force_reference(order, degree, complete):
+    jets = well_conditioned_jets(4, seed=1)
+    f = BIPFeatures(order, degree, complete=complete)
+    got = f(*pad(jets, width=30)).numpy()
+    want = np.array([reference_bip(j, order, degree, complete) for j in jets])
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
+
+
+def test_complete_mode_removes_duplicates_and_keeps_real_parts():
+    jets = well_conditioned_jets(16, seed=2)
+    p4, mask = pad(jets)
+    x = BIPFeatures(3, 6)(p4, mask).numpy()
+    xc = BIPFeatures(3, 6, complete=True)(p4, mask).numpy()
+    dup = len(x.T) - len(np.unique(x.round(9), axis=1).T)
+    assert dup / x.shape[1] > 0.3  # the paper's construction repeats many columns
+    assert len(np.unique(xc.round(9), axis=1).T) == xc.shape[1]
+    # every default column is one of the complete mode's real parts
+    names = BIPFeatures(3, 6, complete=True).feature_names
+    re = xc[:, [i for i, n in enumerate(names) if n.endswith("_re")]]
+    for col in x.T:
+        assert np.abs(re - col[:, None]).max(axis=0).min() <= 1e-9 * np.abs(col).max()
+
+
+# ---- symmetries ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bip47():
+    return BIPFeatures(4, 7, complete=True)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_invariance_float64_well_conditioned(bip47, seed):
+    """Rotations and boosts along the axis up to |rapidity| 1: relative 1e-9."""
+    rng = np.random.default_rng(seed)
+    p4, mask = pad(well_conditioned_jets(32, seed))
+    rot = random_rotation(rng)
+    rap = random_axis_rapidity(p4, mask, rng, 1.0).clamp(max=1.0)
+    assert_invariant(bip47, p4, mask, lambda q: rotate(q, rot), 1e-9, "rotation")
+    assert_invariant(bip47, p4, mask, lambda q: boost_along_axis(q, mask, rap), 1e-9, "boost")
+
+
+def test_invariance_float64_large_boosts(bip47):
+    """Boosts up to gamma = 10 (rapidity 3) along the axis: relative 1e-7. The boosted
+    four-vectors themselves carry the loss: a 1 GeV, 0.3 GeV-mass constituent boosted to
+    20 GeV keeps m^2 = E^2 - p^2 only to ~1e-12 relative in float64."""
+    rng = np.random.default_rng(11)
+    p4, mask = pad(well_conditioned_jets(32, 11))
+    rap = random_axis_rapidity(p4, mask, rng, 3.0)
+    assert_invariant(bip47, p4, mask, lambda q: boost_along_axis(q, mask, rap), 1e-7, "boost")
+
+
+def test_permutation_invariance(bip47):
+    rng = np.random.default_rng(5)
+    p4, mask = pad(toy_jets(16, seed=5))
+    perm = torch.tensor(rng.permutation(p4.shape[1]))
+    x = bip47(p4, mask)
+    xp = bip47(p4[:, perm], mask[:, perm])
+    assert float(((xp - x).abs() / x.abs().amax(0).clamp_min(1e-300)).max()) < 1e-12
+
+
+def test_invariance_float64_ill_conditioned_toy_jets(bip47):
+    """Toy jets hold constituents down to 1e-6 GeV almost on the axis, where rapidity and
+    azimuth are ill-conditioned in the input itself: relative 1e-6 (measured ~1e-7)."""
+    rng = np.random.default_rng(7)
+    p4, mask = pad(toy_jets(32, seed=7))
+    rot = random_rotation(rng)
+    rap = random_axis_rapidity(p4, mask, rng, 1.0).clamp(max=1.0)
+    assert_invariant(bip47, p4, mask, lambda q: rotate(q, rot), 1e-6, "rotation")
+    assert_invariant(bip47, p4, mask, lambda q: boost_along_axis(q, mask, rap), 1e-6, "boost")
+
+
+def test_invariance_float32_stated_tolerance(bip47):
+    """float32: changes stay below 1e-3 of each feature's scale (its largest magnitude over
+    the batch); measured about 1e-4, set by cancellations in the pooled sums."""
+    rng = np.random.default_rng(3)
+    p4, mask = pad(well_conditioned_jets(32, 3), dtype=torch.float32)
+    rot = random_rotation(rng)
+    rap = random_axis_rapidity(p4, mask, rng, 1.0).clamp(max=1.0)
+    assert_invariant(bip47, p4, mask, lambda q: rotate(q, rot), 1e-3, "rotation f32", floor=1)
+    assert_invariant(bip47, p4, mask, lambda q: boost_along_axis(q, mask, rap), 1e-3,
+                     "boost f32", floor=1)
+
+
+def test_padding_and_batch_composition_do_not_change_features(bip47):
+    jets = well_conditioned_jets(8, 4)
+    p4, mask = pad(jets)
+    x = bip47(p4, mask)
+    p4w, maskw = pad(jets, width=p4.shape[1] + 17)
+    torch.testing.assert_close(bip47(p4w, maskw), x, rtol=1e-13, atol=0)
+    # one jet alone gives the same as inside a batch (trailing padding is cropped per batch)
+    for i in (0, 5):
+        torch.testing.assert_close(bip47(p4[i:i + 1], mask[i:i + 1]), x[i:i + 1], rtol=1e-13,
+                                   atol=0)
+    # garbage in padded slots is ignored
+    p4g = p4.clone()
+    p4g[~mask] = 123.0
+    torch.testing.assert_close(bip47(p4g, mask), x, rtol=0, atol=0)
+
+
+def test_float32_agrees_with_float64():
+    """Documented tolerance: 1e-4 of each feature's scale on jets with constituents
+    above 0.1 GeV; the agreement is limited by cancellations in the pooled sums."""
+    p4, mask = pad(well_conditioned_jets(64, 5))
+    f = BIPFeatures(4, 7)
+    x64 = f(p4, mask)
+    x32 = f(p4.float(), mask)
+    assert x32.dtype == torch.float32
+    scale = x64.abs().amax(0, keepdim=True)
+    assert float(((x32.double() - x64).abs() / scale).max()) < 1e-4
+
+
+# ---- numerics on degenerate jets ----------------------------------------------------------
+
+def degenerate_jets() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(9)
+    d = np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8])
+    energies = np.array([100.0, 20.0, 5.0, 1e-3])
+    return {
+        "collinear massless": np.column_stack([energies, np.outer(energies, d)]),
+        "single constituent": np.array([[50.0, 10.0, 20.0, 30.0]]),
+        "single massless": np.array([[5.0, 0.0, 3.0, 4.0]]),
+        "along +z": np.array([[10.0, 0.0, 0.0, 10.0], [5.0, 0.0, 0.0, 5.0]]),
+        "along -z": np.array([[10.0, 0.0, 0.0, -10.0], [5.0, 1.0, 0.0, -4.8]]),
+        "back to back": np.array([[10.0, 0.0, 0.0, 10.0], [10.0, 0.0, 0.0, -10.0]]),
+        "zero energy constituent": np.array([[0.0, 0.0, 0.0, 0.0], [10.0, 1.0, 2.0, 9.0]]),
+        "ultra soft": toy_jet(rng, 40, pt=1e-3),
+        "huge": toy_jet(rng, 40, pt=6500.0),
+    }
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", list(degenerate_jets()))
+def test_degenerate_jets_give_finite_features(name, dtype):
+    p4, mask = pad([degenerate_jets()[name]], width=50, dtype=dtype)
+    x = BIPFeatures(4, 7, complete=True)(p4, mask)
+    assert torch.isfinite(x).all(), name
+
+
+def test_jet_without_constituents_gives_zeros():
+    p4, mask = pad(well_conditioned_jets(3, 6), width=20)
+    mask[1] = False
+    p4[1] = 0
+    f = BIPFeatures(3, 6)
+    x = f(p4, mask)
+    assert torch.equal(x[1], torch.zeros_like(x[1]))
+    torch.testing.assert_close(x[[0, 2]], f(p4[[0, 2]], mask[[0, 2]]), rtol=1e-13, atol=0)
+    assert f(torch.zeros(0, 5, 4), torch.zeros(0, 5, dtype=torch.bool)).shape == (0, 311)
+
+
+def test_shape_errors_and_spec_round_trip():
+    from jetace import features_from_spec
+
+    f = BIPFeatures(3, 7, complete=True)
+    with pytest.raises(ValueError, match="expected p4"):
+        f(torch.zeros(2, 5, 3), torch.ones(2, 5, dtype=torch.bool))
+    with pytest.raises(ValueError):
+        BIPFeatures(0, 5)
+    g = features_from_spec(f.spec)
+    assert isinstance(g, BIPFeatures) and g.spec == f.spec and g.num_features == f.num_features
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    p4, mask = pad(well_conditioned_jets(64, 8))
+    f = BIPFeatures(4, 7)
+    x = f(p4, mask)
+    xc = f.cuda()(p4.cuda(), mask.cuda())
+    assert xc.device.type == "cuda"
+    torch.testing.assert_close(xc.cpu(), x, rtol=1e-10, atol=1e-10 * float(x.abs().max()))
