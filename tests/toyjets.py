@@ -12,7 +12,7 @@ import awkward as ak
 import numpy as np
 import uproot
 
-__all__ = ["toy_jet", "toy_jets", "write_jetclass"]
+__all__ = ["toy_jet", "toy_jets", "write_jetclass", "write_branches"]
 
 
 def toy_jet(rng: np.random.Generator, n: int, n_prongs: int = 1, pt: float = 600.0,
@@ -48,7 +48,7 @@ def write_jetclass(path: str | Path, jets: list[np.ndarray], labels: dict[str, b
 
     ``labels`` maps label branch names to the value every jet gets, e.g. {"label_QCD": True}.
     """
-    counts = np.array([len(j) for j in jets])
+    counts = np.array([len(j) for j in jets], dtype=np.int64)
     flat = np.concatenate(jets).astype(np.float32) if len(jets) else np.zeros((0, 4), np.float32)
     part = {name: ak.unflatten(flat[:, i], counts) for i, name in
             enumerate(["energy", "px", "py", "pz"])}
@@ -74,4 +74,22 @@ def write_jetclass(path: str | Path, jets: list[np.ndarray], labels: dict[str, b
                      field_name=lambda outer, inner: f"{outer}_{inner}",
                      counter_name=lambda counted: "n" + counted)
             f[tree].extend(data)
+    return path
+
+
+def write_branches(path: str | Path, branches: dict, tree: str = "tree",
+                   rntuple: bool = False) -> Path:
+    """Write arbitrary branches (name -> numpy or awkward array) as a TTree or RNTuple.
+
+    In a TTree every jagged branch gets its own counter ``n<name>``, so jagged branches
+    may disagree in length (for the bad-input tests).
+    """
+    path = Path(path)
+    with uproot.recreate(path) as f:
+        if rntuple:
+            f.mkrntuple(tree, branches)
+        else:
+            f.mktree(tree, {k: v.type if isinstance(v, ak.Array) else v.dtype
+                            for k, v in branches.items()})
+            f[tree].extend(branches)
     return path

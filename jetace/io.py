@@ -1,0 +1,561 @@
+"""Reading jets from ROOT files (TTree or RNTuple) into awkward arrays and padded tensors.
+
+Record layout of every array returned by :func:`read_jets` and :func:`iterate_jets`
+(one record per jet)::
+
+    constituents  var * Momentum4D{px, py, pz, energy [, extras such as pid, charge]}
+    jet           {pt, eta, phi, energy | mass, nparticles, ...}   (jet-level branches)
+    label_*       bool, one field per label branch, full branch name kept
+
+Constituent and jet records carry the ``vector`` package's awkward behaviour (registered
+on import of this module), so ``jets.constituents.pt``, ``.eta``, ``.phi``, ``.mass``,
+``.boost_p4(...)`` and ``jets.jet.mass`` work without importing ``vector``. Momenta are
+in GeV with the dtype stored in the file (float32 for JetClass).
+
+The ``jet`` record is a Momentum4D when its fields form one (pt, eta, phi and a temporal
+coordinate). ``vector`` accepts a single temporal coordinate, so when a file stores both
+the jet mass and the jet energy (JetClass does), ``mass`` is the coordinate (stored
+exactly; ``jets.jet.energy`` is then computed from it, which is well conditioned) and the
+stored energy is kept bit for bit in the field ``raw_energy``.
+:func:`jetace.extract.jet_columns` writes it back as ``jet_energy``.
+
+Documented behaviours for unusual input:
+
+- an empty file (0 entries) is valid: it adds no jets; :func:`read_jets` on empty input
+  returns an empty array with the layout above,
+- jets with zero constituents are kept; :func:`to_padded` gives them an all-False mask row,
+- errors (:class:`jetace.errors.InputError`, message naming the file and the tree, branch
+  or jet entry): missing file, a pattern matching no file, unreadable or corrupted ROOT
+  file, missing tree, missing branch (the available ones are listed), non-numeric branch,
+  jagged branches whose lengths disagree, NaN or infinite momenta, negative energies.
+  All files are checked for the tree and branches before the first jet is returned, so a
+  bad file among many stops a run before anything is computed (or, with
+  ``skip_bad=True``, is skipped with a warning and listed in :attr:`JetFiles.skipped`).
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import re
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import awkward as ak
+import numpy as np
+import torch
+import uproot
+import vector
+
+from jetace.errors import InputError
+from jetace.schema import JETCLASS, Schema, resolve_schema
+
+__all__ = [
+    "read_jets",
+    "iterate_jets",
+    "to_padded",
+    "count_jets",
+    "expand_paths",
+    "JetFiles",
+    "Schema",
+    "JETCLASS",
+    "resolve_schema",
+    "TEMPORAL_PRIORITY",
+]
+
+vector.register_awkward()
+
+#: Temporal field names in the order they are chosen as the jet record's coordinate;
+#: any other one present is stored as ``raw_<name>``.
+TEMPORAL_PRIORITY = ("mass", "energy", "m", "M", "E", "e", "t", "tau")
+
+PathLike = str | os.PathLike
+Paths = PathLike | Sequence[PathLike]
+SchemaLike = str | os.PathLike | Schema | Mapping[str, Any]
+StepSize = int | str
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_MEMORY_SIZE = re.compile(r"^\s*\d+(\.\d*)?\s*[kMGT]?i?B\s*$", re.IGNORECASE)
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def expand_paths(paths: Paths) -> list[str]:
+    """Files named by ``paths`` (a path, a glob pattern, or a list of them), in order.
+
+    Glob matches are sorted; repeated files are kept (each is read again). A pattern
+    that matches nothing, or an empty list, raises :class:`InputError`.
+    """
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not items:
+        raise InputError("no input files given")
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, (str, os.PathLike)):
+            raise InputError(f"input paths must be strings or paths, got {type(item).__name__}")
+        text = os.path.expanduser(os.fspath(item))
+        if _GLOB_CHARS.search(text) and not os.path.exists(text):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                raise InputError(f"no file matches the pattern {text!r}")
+            out.extend(matches)
+        else:
+            out.append(text)
+    return out
+
+
+def _parse_step_size(step_size: StepSize | None) -> int | str | None:
+    """A positive number of jets, a memory size string such as '100 MB', or None."""
+    if step_size is None:
+        return None
+    if isinstance(step_size, str) and step_size.strip().isdigit():
+        step_size = int(step_size)
+    if isinstance(step_size, (int, np.integer)) and not isinstance(step_size, bool):
+        if step_size <= 0:
+            raise InputError(f"step size must be positive, got {step_size}")
+        return int(step_size)
+    if isinstance(step_size, str) and _MEMORY_SIZE.match(step_size):
+        return step_size
+    raise InputError(f"invalid step size {step_size!r}: give a number of jets or a size "
+                     "such as '100 MB'")
+
+
+# ----------------------------------------------------------------------------- files
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Branches to read from one tree, resolved against what the tree holds."""
+
+    momenta: dict[str, str]
+    extras: dict[str, str]
+    jet: dict[str, str]
+    labels: tuple[str, ...]
+
+    @property
+    def branches(self) -> list[str]:
+        return [*self.momenta.values(), *self.extras.values(), *self.jet.values(), *self.labels]
+
+
+@dataclass(frozen=True)
+class _Source:
+    path: str
+    tree: str
+    num_entries: int
+    plan: _Plan
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def _open(path: str):
+    if not os.path.exists(path):
+        raise InputError(f"{path}: file does not exist")
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a directory, not a ROOT file")
+    if os.path.getsize(path) == 0:
+        raise InputError(f"{path}: file is empty (0 bytes), not a ROOT file")
+    try:
+        return uproot.open(path)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable ROOT file ({_describe(exc)})") from exc
+
+
+def _get_tree(file, path: str, tree: str):
+    try:
+        names = sorted({k.split(";")[0] for k, c in file.classnames().items()
+                        if c in ("TTree", "ROOT::RNTuple", "ROOT::Experimental::RNTuple")})
+    except Exception as exc:
+        raise InputError(f"{path}: cannot list the file's contents ({_describe(exc)})") from exc
+    if tree not in names:
+        held = ", ".join(names) if names else "no TTree or RNTuple"
+        raise InputError(f"{path}: no TTree or RNTuple named {tree!r} (the file holds: {held})")
+    try:
+        return file[tree]
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read tree {tree!r} ({_describe(exc)})") from exc
+
+
+def _list_available(available: Sequence[str], limit: int = 40) -> str:
+    names = list(available)
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _resolve_plan(schema: Schema, available: Sequence[str], path: str, tree: str,
+                  extras: bool) -> _Plan:
+    have = set(available)
+    where = f"{path}: tree {tree!r}"
+    for branch in schema.momenta.values():
+        if branch not in have:
+            raise InputError(f"{where} has no branch {branch!r} (schema {schema.name!r}); "
+                             f"available branches: {_list_available(available)}")
+    extra = {f: b for f, b in schema.extras.items() if b in have} if extras else {}
+    if isinstance(schema.jet, str):
+        jet = {b[len(schema.jet):]: b for b in available
+               if b.startswith(schema.jet) and len(b) > len(schema.jet)}
+    else:
+        jet = {f: b for f, b in schema.jet.items() if b in have}
+    if isinstance(schema.labels, str):
+        labels = tuple(b for b in available if b.startswith(schema.labels))
+    else:
+        missing = [b for b in schema.labels if b not in have]
+        if missing:
+            raise InputError(f"{where} has no label branch {missing[0]!r} (schema "
+                             f"{schema.name!r}); available branches: {_list_available(available)}")
+        labels = tuple(schema.labels)
+    return _Plan(dict(schema.momenta), extra, jet, labels)
+
+
+def _unwrap(t):
+    while isinstance(t, (ak.types.OptionType, ak.types.UnknownType)) and hasattr(t, "content"):
+        t = t.content
+    return t
+
+
+def _kind(t) -> tuple[str, str]:
+    """('flat'|'jagged'|'other', primitive dtype name or type string) of an entry type."""
+    t = _unwrap(t)
+    if isinstance(t, ak.types.NumpyType) and t.parameter("__array__") is None:
+        return "flat", t.primitive
+    if (isinstance(t, (ak.types.ListType, ak.types.RegularType))
+            and t.parameter("__array__") not in ("string", "bytestring")):
+        inner = _unwrap(t.content)
+        if isinstance(inner, ak.types.NumpyType) and inner.parameter("__array__") is None:
+            return "jagged", inner.primitive
+    return "other", str(t)
+
+
+def _is_number(primitive: str, allow_bool: bool) -> bool:
+    if primitive == "bool":
+        return allow_bool
+    return primitive.startswith(("int", "uint", "float"))
+
+
+def _branch_type(obj, branch: str):
+    """The awkward type of one entry of ``branch``, from metadata only (no basket read)."""
+    item = obj[branch]
+    if hasattr(item, "interpretation"):  # TTree branch
+        return item.interpretation.awkward_form(obj.file).type
+    form = item.to_akform()[0]  # RNTuple field: a one-field record form
+    return form.content(form.fields[0]).type
+
+
+def _check_types(obj, plan: _Plan, path: str, tree: str) -> None:
+    """Check from the metadata that every planned branch is numeric and of the right shape."""
+    expected = ([(b, "jagged", False) for b in plan.momenta.values()]
+                + [(b, "jagged", True) for b in plan.extras.values()]
+                + [(b, "flat", True) for b in [*plan.jet.values(), *plan.labels]])
+    for branch, shape, allow_bool in expected:
+        try:
+            kind, prim = _kind(_branch_type(obj, branch))
+        except Exception as exc:
+            raise InputError(f"{path}: tree {tree!r}: branch {branch!r} cannot be read as "
+                             f"numbers ({_describe(exc)})") from exc
+        if kind == "other" or not _is_number(prim, allow_bool):
+            raise InputError(f"{path}: tree {tree!r}: branch {branch!r} is not numeric "
+                             f"(type {prim})")
+        if kind != shape:
+            want = "jagged (one value per constituent)" if shape == "jagged" else \
+                "flat (one value per jet)"
+            raise InputError(f"{path}: tree {tree!r}: branch {branch!r} should be {want}, "
+                             f"but is {kind} {prim}")
+
+
+def _inspect(path: str, tree: str, schema: Schema, extras: bool) -> _Source:
+    with _open(path) as file:
+        obj = _get_tree(file, path, tree)
+        try:
+            available = list(obj.keys())
+            num_entries = int(obj.num_entries)
+        except Exception as exc:
+            raise InputError(f"{path}: cannot read tree {tree!r} ({_describe(exc)})") from exc
+        plan = _resolve_plan(schema, available, path, tree, extras)
+        _check_types(obj, plan, path, tree)
+    return _Source(path, tree, num_entries, plan)
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def _first_bad_jet(flat_bad: np.ndarray, counts: np.ndarray) -> int:
+    first = int(np.argmax(flat_bad))
+    return int(np.searchsorted(np.cumsum(counts), first, side="right"))
+
+
+def _jet_record(columns: dict[str, Any], n: int) -> ak.Array:
+    """Jet-level fields as a Momentum4D record when they form one, else a plain record."""
+    if not columns:
+        return ak.Array(ak.contents.RecordArray([], [], length=n))
+    present = [f for f in TEMPORAL_PRIORITY if f in columns]
+    renamed = {(f"raw_{k}" if k in present[1:] else k): v for k, v in columns.items()}
+    record = ak.zip(renamed, depth_limit=1)
+    try:
+        return ak.with_name(record, "Momentum4D")
+    except TypeError:
+        return record
+
+
+def _build(raw: ak.Array, src: _Source, entry_start: int) -> ak.Array:
+    """Validate one chunk of raw branches and assemble the jet records."""
+    plan, path = src.plan, src.path
+    where = f"{path}: tree {src.tree!r}"
+    px_branch = plan.momenta["px"]
+    counts = ak.to_numpy(ak.num(raw[px_branch], axis=1))
+    for branch in [*plan.momenta.values(), *plan.extras.values()]:
+        if branch == px_branch:
+            continue
+        other = ak.to_numpy(ak.num(raw[branch], axis=1))
+        if not np.array_equal(other, counts):
+            i = int(np.argmax(other != counts))
+            raise InputError(f"{where}: jagged branch {branch!r} has {other[i]} values but "
+                             f"{px_branch!r} has {counts[i]} at jet entry {entry_start + i}")
+    for field, branch in plan.momenta.items():
+        flat = ak.to_numpy(ak.flatten(raw[branch], axis=None))
+        bad = ~np.isfinite(flat)
+        if bad.any():
+            i = _first_bad_jet(bad, counts)
+            raise InputError(f"{where}: branch {branch!r} has a NaN or infinite value at jet "
+                             f"entry {entry_start + i}")
+        if field == "energy" and (flat < 0).any():
+            i = _first_bad_jet(flat < 0, counts)
+            raise InputError(f"{where}: branch {branch!r} has a negative energy at jet "
+                             f"entry {entry_start + i}")
+    fields = {**plan.momenta, **plan.extras}
+    constituents = ak.zip({f: raw[b] for f, b in fields.items()}, with_name="Momentum4D")
+    jet = _jet_record({f: raw[b] for f, b in plan.jet.items()}, len(raw))
+    labels = {}
+    for b in plan.labels:
+        values = raw[b]
+        labels[b] = values if values.type.content == ak.types.NumpyType("bool") else values != 0
+    return ak.zip({"constituents": constituents, "jet": jet, **labels}, depth_limit=1)
+
+
+@functools.lru_cache(maxsize=1)
+def _decompression_pool() -> ThreadPoolExecutor:
+    """Threads that decompress baskets in parallel (zlib, lzma, zstd release the GIL)."""
+    return ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
+                              thread_name_prefix="jetace-read")
+
+
+# ----------------------------------------------------------------------------- public
+
+
+class JetFiles:
+    """A checked set of input files: every file opened once for its tree and branches.
+
+    Parameters
+    ----------
+    paths: a path, a glob pattern or a list of them (see :func:`expand_paths`).
+    tree: TTree or RNTuple name.
+    schema: ``"jetclass"``, a :class:`Schema`, a JSON schema file or a mapping.
+    extras: read the schema's optional per-constituent branches (pid, charge, ...).
+    skip_bad: skip files that fail the checks (with a warning; listed in ``skipped``)
+        instead of raising. Problems found only while reading data (NaN, corrupted
+        baskets) always raise.
+
+    Attributes: ``files`` (checked paths), ``num_entries`` (jets per file), ``num_jets``
+    (their sum), ``skipped`` (list of (path, reason)).
+    """
+
+    def __init__(self, paths: Paths, tree: str = "tree", schema: SchemaLike = "jetclass", *,
+                 extras: bool = True, skip_bad: bool = False) -> None:
+        self.schema = resolve_schema(schema)
+        self.tree = tree
+        self.skipped: list[tuple[str, str]] = []
+        self._sources: list[_Source] = []
+        for path in expand_paths(paths):
+            try:
+                self._sources.append(_inspect(path, tree, self.schema, extras))
+            except InputError as exc:
+                if not skip_bad:
+                    raise
+                self.skipped.append((path, str(exc)))
+                warnings.warn(f"skipping bad input file: {exc}", stacklevel=2)
+        if not self._sources:
+            raise InputError("none of the input files is readable: "
+                             + "; ".join(reason for _, reason in self.skipped))
+
+    @property
+    def files(self) -> list[str]:
+        return [s.path for s in self._sources]
+
+    @property
+    def num_entries(self) -> list[int]:
+        return [s.num_entries for s in self._sources]
+
+    @property
+    def num_jets(self) -> int:
+        return sum(self.num_entries)
+
+    def iterate(self, step_size: StepSize | None = "100 MB",
+                max_jets: int | None = None) -> Iterator[ak.Array]:
+        """Chunks of jets in file order, every jet once; ``step_size=None``: whole files.
+
+        Chunks never span two files; empty files yield nothing.
+        """
+        step = _parse_step_size(step_size)
+        if max_jets is not None and max_jets < 0:
+            raise InputError(f"max_jets must be >= 0, got {max_jets}")
+        remaining = self.num_jets if max_jets is None else min(max_jets, self.num_jets)
+        for src in self._sources:
+            if remaining <= 0:
+                return
+            stop = min(src.num_entries, remaining)
+            if stop == 0:
+                continue
+            remaining -= stop
+            yield from self._iterate_source(src, step if step is not None else stop, stop)
+
+    def _iterate_source(self, src: _Source, step: int | str, stop: int) -> Iterator[ak.Array]:
+        with _open(src.path) as file:
+            obj = _get_tree(file, src.path, src.tree)
+            chunks = obj.iterate(src.plan.branches, step_size=step, entry_stop=stop,
+                                 library="ak", report=True,
+                                 decompression_executor=_decompression_pool())
+            start = 0
+            while True:
+                try:
+                    raw, report = next(chunks)
+                except StopIteration:
+                    return
+                except MemoryError:
+                    raise
+                except Exception as exc:
+                    raise InputError(f"{src.path}: tree {src.tree!r}: cannot read entries from "
+                                     f"{start} on; the file may be truncated or corrupted "
+                                     f"({_describe(exc)})") from exc
+                start = int(report.tree_entry_start)
+                yield _build(raw, src, start)
+                start = int(report.tree_entry_stop)
+
+    def empty(self) -> ak.Array:
+        """A zero-length array with the record layout of the first file."""
+        src = self._sources[0]
+        with _open(src.path) as file:
+            obj = _get_tree(file, src.path, src.tree)
+            raw = obj.arrays(src.plan.branches, entry_stop=0, library="ak")
+        return _build(raw, src, 0)
+
+    def read(self, max_jets: int | None = None) -> ak.Array:
+        """All jets (up to ``max_jets``) as one array."""
+        chunks = list(self.iterate(step_size=None, max_jets=max_jets))
+        if not chunks:
+            return self.empty()
+        return chunks[0] if len(chunks) == 1 else ak.concatenate(chunks)
+
+
+def read_jets(paths: Paths, tree: str = "tree", schema: SchemaLike = "jetclass",
+              max_jets: int | None = None, *, extras: bool = True,
+              skip_bad: bool = False) -> ak.Array:
+    """Read jets from one or many ROOT files into one awkward Array (layout: module doc).
+
+    ``paths``: a path, glob pattern or list; ``tree``: TTree or RNTuple name; ``schema``:
+    ``"jetclass"``, a :class:`Schema`, or a JSON schema file; ``max_jets``: stop after
+    this many jets in all; ``extras``: also read pid/charge-like constituent branches;
+    ``skip_bad``: skip (with a warning) files whose tree or branches are missing or bad.
+    """
+    return JetFiles(paths, tree, schema, extras=extras, skip_bad=skip_bad).read(max_jets)
+
+
+def iterate_jets(paths: Paths, tree: str = "tree", schema: SchemaLike = "jetclass",
+                 step_size: StepSize = "100 MB", max_jets: int | None = None, *,
+                 extras: bool = True, skip_bad: bool = False) -> Iterator[ak.Array]:
+    """Yield chunks of jets (layout: module doc) with bounded memory.
+
+    Every jet is yielded exactly once, in file order and entry order. ``step_size`` is a
+    number of jets or a memory size of the read branches per chunk ("100 MB"); chunks do
+    not span files. All files are checked (tree, branches, types) when this is called,
+    before the first chunk. Other arguments as in :func:`read_jets`.
+    """
+    files = JetFiles(paths, tree, schema, extras=extras, skip_bad=skip_bad)
+    return files.iterate(step_size, max_jets)
+
+
+def count_jets(paths: Paths, tree: str = "tree", schema: SchemaLike = "jetclass") -> int:
+    """Number of jets in the files (from the metadata; no data is read)."""
+    return JetFiles(paths, tree, schema).num_jets
+
+
+# ----------------------------------------------------------------------------- padding
+
+_NUMPY_DTYPE = {torch.float64: np.float64, torch.float32: np.float32}
+
+
+def _flat(array: ak.Array) -> np.ndarray:
+    return np.asarray(ak.to_numpy(ak.flatten(array, axis=None)))
+
+
+def to_padded(jets: ak.Array, max_particles: int | None = 128,
+              device: str | torch.device = "cpu",
+              dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad or truncate the constituents of ``jets`` into dense tensors.
+
+    ``jets``: records with a ``constituents`` field (as from :func:`read_jets`), or the
+    jagged constituents themselves (fields px, py, pz, energy).
+
+    Returns ``p4`` of shape (B, P, 4) with (E, px, py, pz) in GeV and ``mask`` of shape
+    (B, P), bool, True for real constituents; P = ``max_particles`` (None: the largest
+    multiplicity in the batch, at least 1). Constituents are always ordered by falling
+    pT (ties keep the input order), so truncation keeps the P hardest and the output does
+    not depend on the stored order; padding is zeros with mask False. Jets without
+    constituents give an all-False mask row. pT is computed in float64; values are copied
+    exactly into ``dtype`` (float32 or float64 directly, other dtypes through float32).
+    """
+    if not isinstance(jets, ak.Array):
+        raise InputError(f"to_padded expects an awkward Array of jets, got {type(jets).__name__}")
+    cons = jets["constituents"] if "constituents" in ak.fields(jets) else jets
+    missing = [f for f in ("px", "py", "pz", "energy") if f not in ak.fields(cons)]
+    if missing or cons.ndim != 2:
+        raise InputError("to_padded expects jets with jagged constituents having fields px, py, "
+                         f"pz, energy; missing {missing or 'the jagged dimension'}")
+    if max_particles is not None and max_particles < 1:
+        raise InputError(f"max_particles must be at least 1, got {max_particles}")
+    counts = ak.to_numpy(ak.num(cons, axis=1)).astype(np.int64)
+    n_jets = len(counts)
+    size = int(counts.max(initial=0)) if max_particles is None else int(max_particles)
+    size = max(size, 1)
+    np_dtype = _NUMPY_DTYPE.get(dtype, np.float32)
+
+    px, py = _flat(cons["px"]), _flat(cons["py"])
+    pt2 = np.square(px, dtype=np.float64) + np.square(py, dtype=np.float64)
+    starts = np.zeros(n_jets + 1, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    # out of order where pt grows from one constituent to the next inside one jet
+    rising = pt2[1:] > pt2[:-1]
+    boundary = starts[1:-1] - 1
+    rising[boundary[(boundary >= 0) & (boundary < len(rising))]] = False
+    order = None
+    if rising.any():
+        local = ak.argsort(ak.unflatten(pt2, counts), axis=1, ascending=False, stable=True)
+        order = _flat(local) + np.repeat(starts[:-1], counts)
+
+    flat = np.empty((len(pt2), 4), dtype=np_dtype)
+    for k, name in enumerate(("energy", "px", "py", "pz")):
+        values = {"px": px, "py": py}.get(name)
+        flat[:, k] = _flat(cons[name]) if values is None else values
+    if order is not None:
+        flat = flat[order]
+    mask = np.arange(size)[None, :] < np.minimum(counts, size)[:, None]
+    if counts.max(initial=0) > size:
+        slot = np.arange(len(pt2), dtype=np.int64) - np.repeat(starts[:-1], counts)
+        flat = flat[slot < size]
+    p4 = np.zeros((n_jets, size, 4), dtype=np_dtype)
+    p4[mask] = flat
+
+    device = torch.device(device)
+    p4_t = torch.from_numpy(p4)
+    mask_t = torch.from_numpy(mask)
+    if device.type == "cuda":
+        p4_t, mask_t = p4_t.pin_memory(), mask_t.pin_memory()
+    return (p4_t.to(device=device, dtype=dtype, non_blocking=True),
+            mask_t.to(device=device, non_blocking=True))
