@@ -159,24 +159,33 @@ class BIPFeatures(torch.nn.Module):
         pooled = pooled.view(b, N_CHEB, 2, N_MAX + 1, 2, w)  # (b, k, cos|sin n, n, cos|sin l, l)
         a_re = pooled[:, :, 0, :, 0] - pooled[:, :, 1, :, 1]
         a_im = pooled[:, :, 0, :, 1] + pooled[:, :, 1, :, 0]
-        a_re = a_re.reshape(b, -1).T.index_select(0, self._el_src)
-        a_im = a_im.reshape(b, -1).T.index_select(0, self._el_src) * self._el_sign.to(p4.dtype)
-        return a_re, a_im
+        a_re = a_re.reshape(b, -1).T.contiguous().index_select(0, self._el_src)
+        a_im = a_im.reshape(b, -1).T.contiguous().index_select(0, self._el_src)
+        return a_re, a_im * self._el_sign.to(p4.dtype)
 
     def forward(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if p4.ndim != 3 or p4.shape[-1] != 4 or mask.shape != p4.shape[:2]:
             raise ValueError(f"expected p4 (B, P, 4) and mask (B, P), got {tuple(p4.shape)} "
                              f"and {tuple(mask.shape)}")
         mask = mask.to(torch.bool)
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return self._products(*self.pooled_basis(p4, mask))
+        return self._cropped(p4, mask)
+
+    def _cropped(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Features with trailing columns that are padding in every jet dropped."""
         if len(p4) == 0:
             return p4.new_zeros(0, self.num_features)
-        if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()) and mask.numel():
-            # drop trailing columns that are padding in every jet of the batch
-            used = torch.nonzero(mask.any(dim=0))
-            width = int(used[-1]) + 1 if len(used) else 1
-            p4, mask = p4[:, :width], mask[:, :width]
-        # products are evaluated feature-major, (n_nodes, B): gathers copy whole rows
-        z_re, z_im = a_re, a_im = self.pooled_basis(p4, mask)
+        used = torch.nonzero(mask.any(dim=0))
+        width = int(used[-1]) + 1 if len(used) else 1
+        return self._products(*self.pooled_basis(p4[:, :width], mask[:, :width]))
+
+    def _products(self, a_re: torch.Tensor, a_im: torch.Tensor) -> torch.Tensor:
+        """Evaluate the product plan from pooled A (n_elements, B); returns (B, F).
+
+        Feature-major layout (n_nodes, B): every gather copies whole rows.
+        """
+        z_re, z_im = a_re, a_im
         parts = [z_re, z_im]
         for t in range(self._n_levels):
             parent, factor = getattr(self, f"_parent{t}"), getattr(self, f"_factor{t}")
@@ -187,4 +196,4 @@ class BIPFeatures(torch.nn.Module):
             if t + 1 < self._n_levels or self._last_im:
                 z_im = pr * fi + pi * fr
                 parts.append(z_im)
-        return torch.cat(parts, dim=0).index_select(0, self._out_idx).T.contiguous()
+        return torch.cat(parts, dim=0).index_select(0, self._out_idx).T
