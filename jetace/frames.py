@@ -75,7 +75,7 @@ def axis_frame_kinematics(p4: torch.Tensor, mask: torch.Tensor) -> AxisKinematic
     e = p4[..., 0]
     p3 = householder_to_z(p4[..., 1:], jet_axis(p4, mask))
     px, py, z = p3.unbind(-1)
-    rt = torch.hypot(px, py)
+    rt = torch.sqrt(px * px + py * py)  # GeV-scale values: no overflow; exports to ONNX
     has_rt = rt > 0
     safe_rt = torch.where(has_rt, rt, 1.0)
     cos_t = torch.where(has_rt, px / safe_rt, 1.0)

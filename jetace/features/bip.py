@@ -155,8 +155,8 @@ class BIPFeatures(torch.nn.Module):
         # radial x exp(i n y) per particle, (B, K, [cos | sin], N + 1, P)
         ry = radial[:, :, None, None] * torch.stack([cos_n, sin_n], dim=1)[:, None]
         pooled = torch.bmm(ry.flatten(1, 3), theta)  # (B, 2 K (N + 1), 2 (2L + 1))
-        b, w = len(p4), 2 * L_MAX + 1
-        pooled = pooled.view(b, N_CHEB, 2, N_MAX + 1, 2, w)  # (b, k, cos|sin n, n, cos|sin l, l)
+        b = p4.shape[0]  # a tensor while exported to ONNX: the batch axis stays dynamic
+        pooled = pooled.view(b, N_CHEB, 2, N_MAX + 1, 2, 2 * L_MAX + 1)  # (b,k,c|s n,n,c|s l,l)
         a_re = pooled[:, :, 0, :, 0] - pooled[:, :, 1, :, 1]
         a_im = pooled[:, :, 0, :, 1] + pooled[:, :, 1, :, 0]
         a_re = a_re.reshape(b, -1).T.contiguous().index_select(0, self._el_src)

@@ -1,0 +1,64 @@
+"""Tests of jetace.taggers.mlp."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from jetace.errors import InputError
+from jetace.metrics import roc_auc
+from jetace.taggers import tagger_from_state
+from jetace.taggers.linear import LinearTagger
+from jetace.taggers.mlp import MLPTagger
+
+
+def _xor(seed=0, n=3000, f=8):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, f)).astype(np.float32)
+    y = (X[:, 0] * X[:, 1] > 0).astype(int)  # no linear model separates this
+    return X, y
+
+
+def test_beats_linear_on_nonlinear_problem():
+    X, y = _xor()
+    Xte, yte = _xor(1)
+    mlp = MLPTagger(hidden=(32,), max_epochs=60, patience=8).fit(X, y)
+    lin = LinearTagger().fit(X, y)
+    assert roc_auc(mlp.decision_function(Xte), yte) > 0.9
+    assert roc_auc(lin.decision_function(Xte), yte) < 0.65
+    assert 1 <= mlp.best_epoch_ <= mlp.n_epochs_ <= 60
+    assert len(mlp.history_) == mlp.n_epochs_
+
+
+def test_seeded_and_early_stopping():
+    X, y = _xor(2, n=800)
+    a = MLPTagger(seed=3, max_epochs=15).fit(X, y).decision_function(X)
+    b = MLPTagger(seed=3, max_epochs=15).fit(X, y).decision_function(X)
+    c = MLPTagger(seed=4, max_epochs=15).fit(X, y).decision_function(X)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-4
+    noise = np.random.default_rng(5).integers(0, 2, len(X))
+    t = MLPTagger(patience=3, max_epochs=200).fit(X, noise)
+    assert t.n_epochs_ < 200 and t.n_epochs_ - t.best_epoch_ == 3
+
+
+def test_multiclass_and_state_round_trip():
+    X, _ = _xor(6, n=1500)
+    y = np.digitize(X[:, 0] + X[:, 1] ** 2, [0.0, 1.5])
+    t = MLPTagger(hidden=(16, 8), max_epochs=20, lr=1e-2, batch_size=128).fit(torch.as_tensor(X), y)
+    p = t.predict_proba(X)
+    assert p.shape == (len(X), 3) and np.allclose(p.sum(1), 1, atol=1e-5)
+    assert t.decision_function(X).shape == (len(X), 3)
+    assert np.mean(t.predict(X) == y) > 0.7
+    back = tagger_from_state("mlp", t.get_state())
+    np.testing.assert_array_equal(back.decision_function(X), t.decision_function(X))
+
+
+def test_bad_parameters():
+    with pytest.raises(InputError):
+        MLPTagger(hidden=(8, 8, 8, 8))
+    with pytest.raises(InputError):
+        MLPTagger(val_fraction=1.0)
+    with pytest.raises(InputError, match="not fitted"):
+        MLPTagger().predict(np.zeros((2, 3)))

@@ -1,0 +1,164 @@
+"""Tests of jetace.model_file: save/load, scoring raw jets, errors, ONNX export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from toyjets import toy_jets, write_jetclass
+
+import jetace
+from jetace.errors import ModelFileError
+from jetace.metrics import roc_auc
+from jetace.model_file import JetaceModel, _decode, _encode, load_model
+from jetace.taggers.base import Tagger, register
+from jetace.taggers.linear import LinearTagger
+from jetace.taggers.mlp import MLPTagger
+
+SPEC = {"order": 2, "degree": 4}
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """Features of toy 3-prong (signal) and 1-prong (background) jets, train and test."""
+    d = tmp_path_factory.mktemp("toy")
+    files = {}
+    for name, seed, prongs in (("sig", 1, 3), ("bkg", 2, 1), ("sig_test", 3, 3),
+                               ("bkg_test", 4, 1)):
+        files[name] = write_jetclass(d / f"{name}.root", toy_jets(300, seed=seed, n_prongs=prongs))
+    f = jetace.BIPFeatures(**SPEC)
+
+    def feats(*names):
+        jets = jetace.read_jets([files[n] for n in names])
+        p4, mask = jetace.to_padded(jets, max_particles=64)
+        return jets, p4, mask, f(p4, mask)
+
+    _, _, _, X = feats("bkg", "sig")
+    y = np.r_[np.zeros(300), np.ones(300)]
+    jets_te, p4_te, mask_te, _ = feats("bkg_test", "sig_test")
+    return {"features": f, "X": X, "y": y, "jets": jets_te, "p4": p4_te, "mask": mask_te,
+            "y_test": y.copy()}
+
+
+def _model(toy, tagger=None, classes=("background", "signal")) -> JetaceModel:
+    tagger = tagger or LinearTagger().fit(toy["X"], toy["y"])
+    return JetaceModel(toy["features"], tagger, list(classes), max_particles=64,
+                       metadata={"n_jets": len(toy["y"])})
+
+
+def test_tagger_beats_chance_on_toy_jets(toy):
+    m = _model(toy)
+    auc = roc_auc(m.score(toy["p4"], toy["mask"]), toy["y_test"])
+    assert auc > 0.9
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_save_load_scores_equal(toy, tmp_path, kind):
+    tagger = LinearTagger() if kind == "linear" else MLPTagger(max_epochs=5)
+    tagger.fit(toy["X"], toy["y"])
+    m = _model(toy, tagger)
+    path = m.save(tmp_path / "m.jetace")
+    back = load_model(path)
+    assert back.tagger.kind == kind and back.classes == ["background", "signal"]
+    assert back.spec == m.spec and back.metadata["n_jets"] == len(toy["y"])
+    assert back.metadata["jetace_version"] == jetace.__version__
+    np.testing.assert_array_equal(back.score(toy["p4"], toy["mask"]).numpy(),
+                                  m.score(toy["p4"], toy["mask"]).numpy())
+    # raw jets, without the training data: same scores as the padded path
+    np.testing.assert_allclose(back.score_jets(toy["jets"], batch_size=100),
+                               m.score(toy["p4"], toy["mask"]).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_multiclass_scores_and_signal_score(toy):
+    y3 = np.arange(len(toy["y"])) % 3
+    m = _model(toy, LinearTagger().fit(toy["X"], y3), classes=("a", "b", "c"))
+    s = m.score(toy["p4"], toy["mask"])
+    assert s.shape == (len(toy["p4"]), 3)
+    logit_b = m.signal_score(s.numpy(), "b")
+    p = torch.softmax(s.double(), 1)[:, 1].numpy()
+    np.testing.assert_allclose(logit_b, np.log(p / (1 - p)), rtol=1e-6, atol=1e-6)
+
+
+def test_version_mismatch_and_corruption(toy, tmp_path):
+    m = _model(toy)
+    data = m.to_dict()
+    data["format_version"] = 999
+    torch.save(data, tmp_path / "future.jetace")
+    with pytest.raises(ModelFileError, match="format version 999"):
+        load_model(tmp_path / "future.jetace")
+
+    good = m.save(tmp_path / "good.jetace").read_bytes()
+    (tmp_path / "cut.jetace").write_bytes(good[: len(good) // 2])
+    with pytest.raises(ModelFileError, match="corrupted"):
+        load_model(tmp_path / "cut.jetace")
+    (tmp_path / "text.jetace").write_text("not a model")
+    with pytest.raises(ModelFileError, match="not a jetace model"):
+        load_model(tmp_path / "text.jetace")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ModelFileError, match="not a jetace model"):
+        load_model(tmp_path / "other.pt")
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_model(tmp_path / "missing.jetace")
+    data = m.to_dict()
+    data["tagger_kind"] = "no_such_tagger"
+    torch.save(data, tmp_path / "kind.jetace")
+    with pytest.raises(ModelFileError, match="no_such_tagger"):
+        load_model(tmp_path / "kind.jetace")
+
+
+def test_encode_decode_round_trip():
+    state = {"a": np.arange(5.0), "b": [np.float32(2.5), (1, 2)], "c": torch.ones(2), "d": None}
+    back = _decode(_encode(state))
+    np.testing.assert_array_equal(back["a"], state["a"])
+    assert back["b"] == [2.5, [1, 2]] and torch.equal(back["c"], state["c"]) and back["d"] is None
+    with pytest.raises(ModelFileError):
+        _encode({"f": object()})
+
+
+@register("test_centroid_distance")
+class _CentroidDistance(Tagger):
+    """A minimal unsupervised tagger with numpy state, to check generic storage."""
+
+    def fit(self, X, y=None):
+        self.center_ = np.asarray(X, dtype=np.float64).mean(0)
+        return self
+
+    def decision_function(self, X):
+        X = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+        return np.linalg.norm(X - self.center_, axis=1)
+
+    def get_state(self):
+        return {"center": self.center_, "note": "numpy state"}
+
+    @classmethod
+    def from_state(cls, state):
+        out = cls()
+        out.center_ = state["center"]
+        return out
+
+
+def test_any_registered_tagger_is_stored(toy, tmp_path):
+    m = _model(toy, _CentroidDistance().fit(toy["X"].double()), classes=["score"])
+    back = load_model(m.save(tmp_path / "u.jetace"))
+    assert isinstance(back.tagger.center_, np.ndarray)
+    np.testing.assert_allclose(back.score(toy["p4"], toy["mask"]).numpy(),
+                               m.score(toy["p4"], toy["mask"]).numpy())
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_onnx_agrees_with_torch(toy, tmp_path, kind):
+    ort = pytest.importorskip("onnxruntime")
+    if kind == "linear":
+        tagger = LinearTagger().fit(toy["X"], toy["y"])
+    else:
+        tagger = MLPTagger(max_epochs=5).fit(toy["X"], np.arange(len(toy["y"])) % 3)
+    m = _model(toy, tagger, classes=("background", "signal") if kind == "linear" else "abc")
+    path = m.to_onnx(tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(path))
+    for b, p in ((37, 64), (5, 50)):  # batch and particle axes are dynamic
+        p4 = toy["p4"][:b, :p].contiguous()
+        mask = toy["mask"][:b, :p].contiguous()
+        (out,) = sess.run(None, {"p4": p4.numpy(), "mask": mask.numpy()})
+        ref = m.score(p4.double(), mask).numpy()  # the graph computes in float64 inside
+        assert out.shape == ref.shape and out.dtype == np.float32
+        np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
