@@ -1,0 +1,154 @@
+"""Unsupervised and weakly supervised top tagging on BIP features, beside supervised.
+
+Protocol (the same jets for every method):
+* anomaly detectors (gaussian, gmm, autoencoder) are fitted on the first 20k QCD jets
+  only; the test set is the last 5k top and the last 5k QCD jets;
+* clustering (rule: the smaller cluster is signal-like) is fitted on an unlabelled
+  10k-jet sample of the training jets with 20% top, and scored on the test set;
+* the supervised linear tagger is fitted on the first 20k top + 20k QCD jets;
+* CWoLa: mixture A with signal fraction f and mixture B with f/4, 10k jets each, drawn
+  from the first 20k jets of each class (A and B from disjoint halves), linear tagger.
+
+Prints a table (AUC, 1/eps_B at eps_S = 0.3) and writes benchmarks/results/unsupervised.json.
+
+    python benchmarks/unsupervised.py [--data ../shared/data] [--features 3,6 4,7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jetace import BIPFeatures, read_jets, to_padded
+from jetace.metrics import rejection_at, roc_auc
+from jetace.taggers.anomaly import AutoencoderAnomaly, GaussianAnomaly, GMMAnomaly
+from jetace.taggers.cluster import ClusterTagger, cluster_report
+from jetace.taggers.linear import LinearTagger
+from jetace.taggers.weak import CWoLaTagger, make_mixture
+
+REPO = Path(__file__).resolve().parent.parent
+N_TRAIN, N_TEST = 20000, 5000
+
+
+def features(path: Path, order: int, degree: int, cache: Path | None) -> np.ndarray:
+    """BIP(order, degree) features (n_jets, F) of every jet of ``path`` (float64)."""
+    if cache is not None:
+        f = cache / f"{path.stem}_bip{order}{degree}.npy"
+        if f.exists():
+            return np.load(f)
+    module = BIPFeatures(order, degree)
+    jets = read_jets(str(path))
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(jets), 2000):
+            p4, mask = to_padded(jets[i:i + 2000], max_particles=128, dtype=torch.float64)
+            out.append(module(p4, mask).numpy())
+    x = np.concatenate(out)
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        np.save(cache / f"{path.stem}_bip{order}{degree}.npy", x)
+    return x
+
+
+def detectors(seed: int) -> dict:
+    return {
+        "gaussian (50 PCs)": GaussianAnomaly(n_components=50, seed=seed),
+        "gaussian (all)": GaussianAnomaly(n_components=None, seed=seed),
+        "gmm (8 x 50 PCs)": GMMAnomaly(n_mix=8, n_components=50, n_init=1, seed=seed),
+        "autoencoder": AutoencoderAnomaly(hidden=(128,), latent=4, seed=seed),
+    }
+
+
+def run(top: np.ndarray, qcd: np.ndarray, seed: int, fractions: list[float],
+        log) -> list[dict]:
+    X_test = np.r_[top[-N_TEST:], qcd[-N_TEST:]]
+    y_test = np.r_[np.ones(N_TEST), np.zeros(N_TEST)]
+    rows = []
+
+    def record(method, kind, scores, seconds, **extra):
+        row = {"method": method, "kind": kind, "auc": roc_auc(scores, y_test),
+               "rejection_at_0.3": rejection_at(scores, y_test, 0.3),
+               "seconds": round(seconds, 1), **extra}
+        rows.append(row)
+        log(row)
+
+    t = time.perf_counter()
+    sup = LinearTagger(seed=seed).fit(np.r_[top[:N_TRAIN], qcd[:N_TRAIN]],
+                                      np.r_[np.ones(N_TRAIN), np.zeros(N_TRAIN)])
+    record("supervised linear", "supervised", sup.decision_function(X_test),
+           time.perf_counter() - t)
+    for name, det in detectors(seed).items():
+        t = time.perf_counter()
+        det.fit(qcd[:N_TRAIN])
+        record(name, "anomaly (QCD only)", det.decision_function(X_test), time.perf_counter() - t)
+    rng = np.random.default_rng(seed)
+    half = N_TRAIN // 2
+    X_unlabelled, _ = make_mixture(top[:half], qcd[:half], 0.2, half, rng)
+    for method in ("gmm", "kmeans"):
+        t = time.perf_counter()
+        cl = ClusterTagger(n_clusters=2, method=method, n_components=10, seed=seed)
+        cl.fit(X_unlabelled)
+        rep = cluster_report(cl, X_test, y_test)
+        record(f"cluster ({method}, 2)", "clustering (20% top)", cl.decision_function(X_test),
+               time.perf_counter() - t, purity=rep["purity"])
+    for f in fractions:
+        t = time.perf_counter()
+        Xa, _ = make_mixture(top[:half], qcd[:half], f, half, rng)
+        Xb, _ = make_mixture(top[half:N_TRAIN], qcd[half:N_TRAIN], f / 4, half, rng)
+        cw = CWoLaTagger(seed=seed).fit_mixtures(Xa, Xb)
+        record(f"cwola {f:g} vs {f / 4:g}", "weak", cw.decision_function(X_test),
+               time.perf_counter() - t, fraction_a=f, fraction_b=f / 4, C=cw.classifier_.C_)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"),
+                    help="folder with top_train.root and qcd_train.root")
+    ap.add_argument("--features", nargs="+", default=["3,6", "4,7"],
+                    help="BIP (order,degree) pairs (default: 3,6 4,7)")
+    ap.add_argument("--fractions", type=float, nargs="+", default=[0.5, 0.2, 0.1, 0.05],
+                    help="CWoLa signal fractions of mixture A (B has a quarter of it)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache", default=None, help="folder to cache feature matrices (.npy)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("-o", "--output", default=str(REPO / "benchmarks" / "results" /
+                                                  "unsupervised.json"))
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data, cache = Path(args.data), Path(args.cache) if args.cache else None
+    results = {"setup": {"train": f"first {N_TRAIN} jets per class", "test":
+                         f"last {N_TEST} top + last {N_TEST} QCD jets", "seed": args.seed,
+                         "torch": torch.__version__, "threads": torch.get_num_threads(),
+                         "cpu": platform.processor() or platform.machine(),
+                         "cpu_count": os.cpu_count()},
+               "results": {}}
+    for spec in args.features:
+        order, degree = (int(v) for v in spec.split(","))
+        key = f"bip({order},{degree})"
+        top = features(data / "top_train.root", order, degree, cache)
+        qcd = features(data / "qcd_train.root", order, degree, cache)
+        print(f"\n{key}: {top.shape[1]} features")
+        print(f"{'method':<24s} {'trained on':<22s} {'AUC':>7s} {'1/eps_B@0.3':>12s} {'s':>7s}")
+
+        def log(row):
+            print(f"{row['method']:<24s} {row['kind']:<22s} {row['auc']:7.4f} "
+                  f"{row['rejection_at_0.3']:12.1f} {row['seconds']:7.1f}", flush=True)
+
+        results["results"][key] = run(top, qcd, args.seed, args.fractions, log)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,611 @@
+"""Anomaly detection trained on background jets only.
+
+Each detector learns what ordinary (background, e.g. QCD) jets look like in feature
+space and scores new jets by how far they fall from that; no signal jets are needed.
+
+* :class:`GaussianAnomaly` (kind ``"gaussian"``): one Gaussian density with shrunk
+  covariance, in a standardised and optionally PCA-reduced space; the score is the
+  Mahalanobis distance.
+* :class:`GMMAnomaly` (kind ``"gmm"``): a Gaussian mixture density in whitened PCA
+  space; the score is the negative log likelihood per jet.
+* :class:`AutoencoderAnomaly` (kind ``"autoencoder"``): a small torch autoencoder on
+  the standardised features; the score is the mean squared reconstruction error.
+
+All follow the :class:`jetace.taggers.base.Tagger` protocol: ``fit(X)`` on background
+features returns ``self``; ``decision_function(X)`` is larger for more anomalous jets;
+``score_samples(X) = -decision_function(X)`` follows scikit-learn's density convention
+(larger = more normal). ``X`` is a numpy array or torch tensor of shape
+(n_jets, n_features); results are numpy arrays for numpy input and torch tensors on
+``X``'s device for torch input. Everything is deterministic given ``seed``.
+
+The shared preprocessing (:class:`FeatureTransform`: scaling, PCA, whitening),
+:func:`kmeans` and Gaussian-mixture fitting (:func:`fit_gaussian_mixture`) are public so
+that the clustering tagger reuses them. Every fitted detector has ``as_module()``: a
+``torch.nn.Module`` from raw features (B, F) to the decision function (B,).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from jetace.errors import InputError
+from jetace.taggers.base import Tagger, register
+from jetace.taggers.linear import ledoit_wolf_shrinkage
+from jetace.taggers.preprocess import FeatureScaler, as_features
+
+__all__ = [
+    "FeatureTransform",
+    "kmeans",
+    "fit_gaussian_mixture",
+    "mixture_log_prob",
+    "GaussianAnomaly",
+    "GMMAnomaly",
+    "AutoencoderAnomaly",
+]
+
+
+# ------------------------------------------------------------------------ plumbing
+def _features64(X: Any, name: str = "X") -> torch.Tensor:
+    """Checked feature matrix (see :func:`as_features`) as float64 on its device."""
+    return as_features(X, name).to(torch.float64)
+
+
+def _like_input(scores: torch.Tensor, X: Any):
+    """Return ``scores`` as a torch tensor if ``X`` was one, else as a numpy array."""
+    if isinstance(X, torch.Tensor):
+        return scores
+    return scores.detach().cpu().numpy()
+
+
+def _cpu(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.detach().cpu()
+
+
+class FeatureTransform(torch.nn.Module):
+    """Raw features (B, F) -> standardised, optionally PCA-reduced features (B, k).
+
+    The first step is :class:`~jetace.taggers.preprocess.FeatureScaler` (transform
+    ``"standard"``, or ``"signed_log"``: ``asinh(x / s)`` with ``s`` the median |x|, which
+    tames the heavy tails of high body-order products). With ``n_components`` set, the
+    result is projected on that many leading principal components of the training
+    sample (a float in (0, 1): as many as explain that fraction of the variance);
+    ``whiten=True`` divides each component by its standard deviation.
+
+    Build it with :meth:`fit`. Buffers are float64; forward accepts any float input.
+    """
+
+    def __init__(self, scaler: FeatureScaler, components: torch.Tensor | None = None,
+                 scale: torch.Tensor | None = None):
+        super().__init__()
+        self.scaler = scaler
+        self.register_buffer("components", components)
+        self.register_buffer("scale", scale)
+
+    @property
+    def num_features(self) -> int:
+        return int(self.scaler.mean.shape[0])
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_features if self.components is None else int(self.components.shape[1])
+
+    @classmethod
+    def fit(cls, X: torch.Tensor, transform: str = "standard",
+            n_components: int | float | None = None, whiten: bool = False) -> FeatureTransform:
+        """Fit on training features X (n, F); raises InputError if all are constant."""
+        x = X.to(torch.float64)
+        scaler = FeatureScaler(x.shape[1], transform, dtype=torch.float64).to(x.device).fit(x)
+        z = scaler(x)
+        if not bool((z.std(dim=0, correction=0) > 1e-3).any()):
+            raise InputError(f"all {x.shape[1]} features are constant over the {x.shape[0]} "
+                             "training jets: there is nothing to learn from")
+        if n_components is None:
+            return cls(scaler)
+        evals, evecs = torch.linalg.eigh(z.T @ z / z.shape[0])
+        evals, evecs = evals.flip(0).clamp(min=0), evecs.flip(1)
+        k = _n_components(n_components, evals)
+        # sign convention (largest coefficient positive) for reproducible components
+        top = evecs[evecs.abs().argmax(dim=0), torch.arange(evecs.shape[1], device=x.device)]
+        evecs = evecs * torch.where(top < 0, -1.0, 1.0).to(evecs)
+        scale = evals[:k].sqrt() if whiten else None
+        return cls(scaler, evecs[:, :k].contiguous(), scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.scaler(x)
+        if self.components is not None:
+            z = z @ self.components
+        if self.scale is not None:
+            z = z / self.scale
+        return z
+
+    def get_state(self) -> dict[str, Any]:
+        return {"scaler": self.scaler.get_state(), "components": _cpu(self.components),
+                "scale": _cpu(self.scale)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> FeatureTransform:
+        opt = {k: None if state.get(k) is None else torch.as_tensor(state[k]).double()
+               for k in ("components", "scale")}
+        return cls(FeatureScaler.from_state(state["scaler"]), **opt)
+
+
+def _n_components(n: int | float, evals: torch.Tensor) -> int:
+    """Number of principal components to keep (at most the numerical rank)."""
+    rank = max(int((evals > 1e-10 * evals[0]).sum()), 1)
+    if isinstance(n, float) and 0 < n < 1:
+        frac = torch.cumsum(evals, 0) / evals.sum()
+        return min(int((frac < n).sum()) + 1, rank)
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise InputError(f"n_components must be a positive integer or a float in (0, 1), "
+                         f"got {n!r}")
+    return min(int(n), rank)
+
+
+class _ScoreTagger(Tagger):
+    """Shared plumbing: a fitted ``module_`` maps raw features (B, F) to scores (B,)."""
+
+    module_: torch.nn.Module
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "module_"):
+            raise InputError(f"this {type(self).__name__} is not fitted yet: call fit first")
+
+    def as_module(self) -> torch.nn.Module:
+        """The fitted scorer as a module: raw features (B, F) -> decision function (B,)."""
+        self._check_fitted()
+        return self.module_
+
+    def decision_function(self, X: Any):
+        """Anomaly score per jet, shape (n,): larger = less like the training sample."""
+        self._check_fitted()
+        x = _features64(X)
+        n_in = self.module_.transform.num_features
+        if x.shape[1] != n_in:
+            raise InputError(f"X has {x.shape[1]} features, the {type(self).__name__} was "
+                             f"fitted on {n_in}")
+        mod = self.module_.to(x.device).eval()
+        with torch.no_grad():
+            out = torch.cat([mod(x[i:i + 16384]) for i in range(0, x.shape[0], 16384)])
+        return _like_input(out, X)
+
+    def score_samples(self, X: Any):
+        """Normality score (larger = more background-like): ``-decision_function(X)``."""
+        return -self.decision_function(X)
+
+
+# ------------------------------------------------------------------ Gaussian densities
+def _kmeans_pp(z: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    """k-means++ seeding: (k, d) initial centres drawn from the rows of ``z`` (n, d)."""
+    n = z.shape[0]
+    idx = [int(torch.randint(n, (1,), generator=gen))]
+    d2 = ((z - z[idx[0]]) ** 2).sum(dim=1)
+    for _ in range(1, k):
+        total = float(d2.sum())
+        p = (d2 / total).cpu() if total > 0 else torch.full((n,), 1.0 / n, dtype=d2.dtype)
+        idx.append(int(torch.multinomial(p, 1, generator=gen)))
+        d2 = torch.minimum(d2, ((z - z[idx[-1]]) ** 2).sum(dim=1))
+    return z[idx].clone()
+
+
+def kmeans(z: torch.Tensor, k: int, seed: int = 0, n_init: int = 1, max_iter: int = 100
+           ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Lloyd's k-means from k-means++ seeds, best of ``n_init`` seeded restarts.
+
+    ``z``: (n, d). Returns (centres (k, d), labels (n,), inertia = mean squared distance
+    of a jet to its centre).
+    """
+    if z.shape[0] < k:
+        raise InputError(f"{k} clusters need at least {k} jets, got {z.shape[0]}")
+    gen = torch.Generator().manual_seed(seed)
+    best: tuple[torch.Tensor, torch.Tensor, float] | None = None
+    for _ in range(n_init):
+        centres = _kmeans_pp(z, k, gen)
+        labels = None
+        sq = (z * z).sum(dim=1, keepdim=True)
+        for _ in range(max_iter):
+            new = (sq - 2 * z @ centres.T + (centres * centres).sum(dim=1)).argmin(dim=1)
+            if labels is not None and bool((new == labels).all()):
+                break
+            labels = new
+            onehot = torch.nn.functional.one_hot(labels, k).to(z.dtype)
+            counts = onehot.sum(dim=0)
+            sums = onehot.T @ z
+            centres = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None],
+                                  centres)
+        inertia = float(((z - centres[labels]) ** 2).sum(dim=1).mean())
+        if best is None or inertia < best[2]:
+            best = (centres, labels, inertia)
+    assert best is not None
+    return best
+
+
+def mixture_log_prob(z: torch.Tensor, log_weights: torch.Tensor, means: torch.Tensor,
+                     prec_chol: torch.Tensor) -> torch.Tensor:
+    """Per-component ``log w_c + log N(z; mu_c, Sigma_c)``, shape (n, n_mix).
+
+    ``z`` (n, d); ``log_weights`` (n_mix,); ``means`` (n_mix, d); ``prec_chol``
+    (n_mix, d, d) with ``Sigma_c^-1 = P_c P_c^T`` (so ``(z - mu_c) P_c`` is white).
+    Uses only matrix products, so it exports to ONNX.
+    """
+    d = z.shape[1]
+    y = torch.einsum("nd,cde->cne", z, prec_chol) - torch.einsum("cd,cde->ce", means,
+                                                                  prec_chol).unsqueeze(1)
+    half_logdet = torch.log(torch.diagonal(prec_chol, dim1=1, dim2=2)).sum(dim=1)
+    logp = half_logdet.unsqueeze(1) - 0.5 * ((y * y).sum(dim=2) + d * math.log(2 * math.pi))
+    return (logp + log_weights.unsqueeze(1)).T
+
+
+def _precision_cholesky(cov: torch.Tensor) -> torch.Tensor:
+    """``P`` with ``cov^-1 = P P^T`` (upper triangular) for covariances (..., d, d)."""
+    chol = torch.linalg.cholesky(cov)
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device).expand_as(cov)
+    return torch.linalg.solve_triangular(chol, eye, upper=False).transpose(-1, -2)
+
+
+def fit_gaussian_mixture(z: torch.Tensor, n_mix: int, seed: int = 0, n_init: int = 2,
+                         max_iter: int = 200, tol: float = 1e-3, reg_covar: float = 1e-3
+                         ) -> dict[str, Any]:
+    """Fit a full-covariance Gaussian mixture to ``z`` (n, d) by EM from k-means seeds.
+
+    ``reg_covar`` is added to every covariance diagonal (``z`` should be of unit scale,
+    e.g. whitened PCA scores). Of ``n_init`` seeded restarts the one with the highest
+    mean log likelihood wins. Returns ``log_weights`` (n_mix,), ``means`` (n_mix, d),
+    ``prec_chol`` (n_mix, d, d) as in :func:`mixture_log_prob`, ``log_likelihood`` (mean
+    per jet) and ``n_iter``.
+    """
+    n, d = z.shape
+    eye = torch.eye(d, dtype=z.dtype, device=z.device)
+    best: dict[str, Any] | None = None
+    for init in range(n_init):
+        _, labels, _ = kmeans(z, n_mix, seed=seed * 7919 + init)
+        resp = torch.nn.functional.one_hot(labels, n_mix).to(z.dtype)
+        prev = -math.inf
+        n_iter = 0
+        while n_iter < max_iter:
+            n_iter += 1
+            nk = resp.sum(dim=0) + 10 * torch.finfo(z.dtype).eps
+            means = resp.T @ z / nk.unsqueeze(1)
+            cov = []
+            for c in range(n_mix):
+                dz = (z - means[c]) * resp[:, c].sqrt().unsqueeze(1)
+                cov.append(dz.T @ dz / nk[c] + reg_covar * eye)
+            prec_chol = _precision_cholesky(torch.stack(cov))
+            log_w = torch.log(nk / n)
+            logp = mixture_log_prob(z, log_w, means, prec_chol)
+            norm = torch.logsumexp(logp, dim=1)
+            ll = float(norm.mean())
+            resp = torch.exp(logp - norm.unsqueeze(1))
+            if abs(ll - prev) < tol:
+                break
+            prev = ll
+        if best is None or ll > best["log_likelihood"]:
+            best = {"log_weights": log_w, "means": means, "prec_chol": prec_chol,
+                    "log_likelihood": ll, "n_iter": n_iter}
+    assert best is not None
+    return best
+
+
+class _GaussianScore(torch.nn.Module):
+    """features (B, F) -> Mahalanobis distance (B,) from one Gaussian."""
+
+    def __init__(self, transform: FeatureTransform, mean: torch.Tensor, prec_chol: torch.Tensor):
+        super().__init__()
+        self.transform = transform
+        self.register_buffer("mean", mean)
+        self.register_buffer("prec_chol", prec_chol)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = (self.transform(x) - self.mean) @ self.prec_chol
+        return torch.sqrt((y * y).sum(dim=1))
+
+
+class _MixtureScore(torch.nn.Module):
+    """features (B, F) -> negative log density (B,) under a Gaussian mixture."""
+
+    def __init__(self, transform: FeatureTransform, log_weights: torch.Tensor,
+                 means: torch.Tensor, prec_chol: torch.Tensor):
+        super().__init__()
+        self.transform = transform
+        self.register_buffer("log_weights", log_weights)
+        self.register_buffer("means", means)
+        self.register_buffer("prec_chol", prec_chol)
+
+    def component_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return mixture_log_prob(self.transform(x), self.log_weights, self.means, self.prec_chol)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -torch.logsumexp(self.component_log_prob(x), dim=1)
+
+
+def _buffers(module: torch.nn.Module, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    return {k: _cpu(getattr(module, k)) for k in names}
+
+
+@register("gaussian")
+class GaussianAnomaly(_ScoreTagger):
+    """Mahalanobis distance from one Gaussian fitted to background features.
+
+    Parameters
+    ----------
+    n_components : principal components kept (int, or float fraction of the variance),
+        None = all standardised features.
+    transform : ``"standard"`` or ``"signed_log"`` (see :class:`FeatureTransform`).
+    shrinkage : ``"ledoit-wolf"`` (default) or a float ``a`` in [0, 1]: the covariance is
+        ``(1 - a) C + a (tr C / d) I``, so that tiny-variance directions, poorly measured
+        on the training sample, do not dominate the distance.
+    seed : unused (the fit is deterministic); accepted for a uniform interface.
+
+    ``decision_function(X)``: Mahalanobis distance, shape (n,), dimensionless.
+    Fitted attributes: ``module_`` (raw features -> distance), ``shrinkage_``.
+    """
+
+    def __init__(self, n_components: int | float | None = 50, transform: str = "standard",
+                 shrinkage: str | float = "ledoit-wolf", seed: int = 0):
+        self.n_components = n_components
+        self.transform = transform
+        self.shrinkage = shrinkage
+        self.seed = seed
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("n_components", "transform", "shrinkage", "seed")}
+
+    def fit(self, X: Any, y: Any = None) -> GaussianAnomaly:
+        """Fit on background features X (n, F); ``y`` is ignored. Returns self."""
+        x = _features64(X)
+        tr = FeatureTransform.fit(x, self.transform, self.n_components)
+        z = tr(x)
+        mean = z.mean(dim=0)
+        zc = z - mean
+        if self.shrinkage == "ledoit-wolf":
+            a = ledoit_wolf_shrinkage(zc)
+        elif isinstance(self.shrinkage, int | float) and 0 <= self.shrinkage <= 1:
+            a = float(self.shrinkage)
+        else:
+            raise InputError(f"shrinkage must be 'ledoit-wolf' or a number in [0, 1], "
+                             f"got {self.shrinkage!r}")
+        d = z.shape[1]
+        cov = zc.T @ zc / z.shape[0]
+        mu = float(torch.diagonal(cov).sum()) / d
+        cov = (1 - a) * cov + a * mu * torch.eye(d, dtype=z.dtype, device=z.device)
+        evals, evecs = torch.linalg.eigh(cov)
+        evals = evals.clamp(min=1e-12 * float(evals.max()))
+        self.module_ = _GaussianScore(tr, mean, evecs / evals.sqrt())
+        self.shrinkage_ = a
+        return self
+
+    def get_state(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {"params": self.get_params(), "transform": self.module_.transform.get_state(),
+                **_buffers(self.module_, ("mean", "prec_chol")), "shrinkage_used": self.shrinkage_}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> GaussianAnomaly:
+        self = cls(**state["params"])
+        self.module_ = _GaussianScore(FeatureTransform.from_state(state["transform"]),
+                                      torch.as_tensor(state["mean"]).double(),
+                                      torch.as_tensor(state["prec_chol"]).double())
+        self.shrinkage_ = float(state["shrinkage_used"])
+        return self
+
+
+@register("gmm")
+class GMMAnomaly(_ScoreTagger):
+    """Negative log likelihood under a Gaussian mixture fitted to background features.
+
+    The features are standardised (``transform``), projected on ``n_components``
+    principal components and whitened; a mixture of ``n_mix`` full-covariance
+    Gaussians is fitted by EM (k-means++ seeds, ``n_init`` restarts, ``reg_covar`` added
+    to the diagonals). Background jets come in several populations (quark- and
+    gluon-like, different multiplicities) that one Gaussian cannot follow but a few can.
+
+    ``decision_function(X)``: ``-log p(z)`` per jet, shape (n,), in nats (up to the
+    constant Jacobian of the preprocessing); ``score_samples`` is ``log p(z)``.
+    ``predict_proba(X)``: posterior of each mixture component, (n, n_mix).
+    Fitted attributes: ``module_``, ``log_likelihood_`` (mean per training jet),
+    ``n_iter_``.
+    """
+
+    def __init__(self, n_mix: int = 4, n_components: int | float | None = 20,
+                 transform: str = "standard", reg_covar: float = 1e-3, n_init: int = 2,
+                 max_iter: int = 200, tol: float = 1e-3, seed: int = 0):
+        self.n_mix = n_mix
+        self.n_components = n_components
+        self.transform = transform
+        self.reg_covar = reg_covar
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.seed = seed
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("n_mix", "n_components", "transform", "reg_covar",
+                                               "n_init", "max_iter", "tol", "seed")}
+
+    def fit(self, X: Any, y: Any = None) -> GMMAnomaly:
+        """Fit on background features X (n, F); ``y`` is ignored. Returns self."""
+        x = _features64(X)
+        tr = FeatureTransform.fit(x, self.transform, self.n_components, whiten=True)
+        gm = fit_gaussian_mixture(tr(x), self.n_mix, seed=self.seed, n_init=self.n_init,
+                                  max_iter=self.max_iter, tol=self.tol, reg_covar=self.reg_covar)
+        self.module_ = _MixtureScore(tr, gm["log_weights"], gm["means"], gm["prec_chol"])
+        self.log_likelihood_, self.n_iter_ = float(gm["log_likelihood"]), int(gm["n_iter"])
+        return self
+
+    def predict_proba(self, X: Any):
+        """Posterior probability of each mixture component, shape (n, n_mix)."""
+        self._check_fitted()
+        x = _features64(X)
+        with torch.no_grad():
+            p = torch.softmax(self.module_.to(x.device).component_log_prob(x), dim=1)
+        return _like_input(p, X)
+
+    def get_state(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {"params": self.get_params(), "transform": self.module_.transform.get_state(),
+                **_buffers(self.module_, ("log_weights", "means", "prec_chol")),
+                "log_likelihood": self.log_likelihood_, "n_iter": self.n_iter_}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> GMMAnomaly:
+        self = cls(**state["params"])
+        self.module_ = _MixtureScore(FeatureTransform.from_state(state["transform"]),
+                                     *(torch.as_tensor(state[k]).double()
+                                       for k in ("log_weights", "means", "prec_chol")))
+        self.log_likelihood_, self.n_iter_ = float(state["log_likelihood"]), int(state["n_iter"])
+        return self
+
+
+# ------------------------------------------------------------------------ autoencoder
+_ACTIVATIONS = {"gelu": torch.nn.GELU, "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh,
+                "silu": torch.nn.SiLU}
+
+
+class _ReconstructionScore(torch.nn.Module):
+    """features (B, F) -> mean squared reconstruction error (B,) of an autoencoder."""
+
+    def __init__(self, transform: FeatureTransform, hidden: tuple[int, ...], latent: int,
+                 activation: str):
+        super().__init__()
+        self.transform = transform
+        sizes = [transform.num_outputs, *hidden, latent, *reversed(hidden),
+                 transform.num_outputs]
+        layers: list[torch.nn.Module] = []
+        for i in range(len(sizes) - 1):
+            layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+            if i < len(sizes) - 2:
+                layers.append(_ACTIVATIONS[activation]())
+        self.net = torch.nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.transform(x).to(self.net[0].weight.dtype)
+        return ((self.net(z) - z) ** 2).mean(dim=1)
+
+
+@register("autoencoder")
+class AutoencoderAnomaly(_ScoreTagger):
+    """Reconstruction error of a small torch autoencoder trained on background features.
+
+    Features are standardised (``transform``, optionally PCA-reduced to
+    ``n_components``); the network is ``d -> hidden... -> latent -> ...hidden -> d``
+    with ``activation`` between layers. Training: Adam (``lr``, ``weight_decay``),
+    mini-batches of ``batch_size``, mean squared error, a random ``val_fraction`` of the
+    jets held out; stops when the validation loss has not improved for ``patience``
+    epochs (or after ``max_epochs``) and keeps the best weights. Initial weights, the
+    split and the batch order come from ``seed`` (no global random state is touched).
+    Trains in float32 on ``X``'s device; ``progress=True`` shows a tqdm bar.
+
+    ``decision_function(X)``: mean squared reconstruction error per jet in the
+    standardised space, shape (n,). Fitted attributes: ``module_``, ``history_``
+    (per-epoch ``train``/``val`` losses), ``best_epoch_``.
+    """
+
+    def __init__(self, hidden: tuple[int, ...] = (128,), latent: int = 8,
+                 n_components: int | float | None = None, transform: str = "standard",
+                 activation: str = "gelu", lr: float = 1e-3, weight_decay: float = 0.0,
+                 batch_size: int = 256, max_epochs: int = 200, patience: int = 10,
+                 val_fraction: float = 0.2, seed: int = 0, progress: bool = False):
+        if activation not in _ACTIVATIONS:
+            raise InputError(f"activation must be one of {', '.join(_ACTIVATIONS)}, "
+                             f"got {activation!r}")
+        if not 0 < val_fraction < 1:
+            raise InputError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+        self.hidden = tuple(int(h) for h in hidden)
+        self.latent = latent
+        self.n_components = n_components
+        self.transform = transform
+        self.activation = activation
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.progress = progress
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in (
+            "hidden", "latent", "n_components", "transform", "activation", "lr",
+            "weight_decay", "batch_size", "max_epochs", "patience", "val_fraction", "seed",
+            "progress")}
+
+    def fit(self, X: Any, y: Any = None) -> AutoencoderAnomaly:
+        """Train on background features X (n, F); ``y`` is ignored. Returns self."""
+        from tqdm.auto import tqdm
+
+        x = _features64(X)
+        n = x.shape[0]
+        n_val = max(1, int(round(self.val_fraction * n)))
+        if n - n_val < 1:
+            raise InputError(f"the autoencoder needs at least 2 jets (training and "
+                             f"validation), got {n}")
+        gen = torch.Generator().manual_seed(self.seed)
+        perm = torch.randperm(n, generator=gen).to(x.device)
+        val_idx, tr_idx = perm[:n_val], perm[n_val:]
+        tr = FeatureTransform.fit(x[tr_idx], self.transform, self.n_components)
+        mod = _ReconstructionScore(tr, self.hidden, self.latent, self.activation)
+        with torch.no_grad():  # seeded initialisation (torch's default scheme)
+            for m in mod.net:
+                if isinstance(m, torch.nn.Linear):
+                    torch.nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=gen)
+                    bound = 1 / math.sqrt(m.in_features)
+                    torch.nn.init.uniform_(m.bias, -bound, bound, generator=gen)
+        mod = mod.to(x.device)
+        with torch.no_grad():
+            z = tr(x).float()
+        z_tr, z_val = z[tr_idx], z[val_idx]
+        opt = torch.optim.Adam(mod.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        best, best_state = math.inf, None
+        self.best_epoch_ = 0
+        history: dict[str, list[float]] = {"train": [], "val": []}
+        bar = tqdm(range(self.max_epochs), desc="autoencoder", disable=not self.progress)
+        for epoch in bar:
+            mod.train()
+            order = torch.randperm(len(z_tr), generator=gen).to(x.device)
+            total = 0.0
+            for i in range(0, len(z_tr), self.batch_size):
+                batch = z_tr[order[i:i + self.batch_size]]
+                loss = ((mod.net(batch) - batch) ** 2).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(batch)
+            mod.eval()
+            with torch.no_grad():
+                val = float(((mod.net(z_val) - z_val) ** 2).mean())
+            history["train"].append(total / len(z_tr))
+            history["val"].append(val)
+            bar.set_postfix(val=f"{val:.4g}")
+            if best_state is None or val < best - 1e-6 * abs(best):
+                best, self.best_epoch_ = val, epoch
+                best_state = {k: v.detach().clone() for k, v in mod.net.state_dict().items()}
+            elif epoch - self.best_epoch_ >= self.patience:
+                break
+        assert best_state is not None
+        mod.net.load_state_dict(best_state)
+        self.module_ = mod.eval()
+        self.history_ = history
+        return self
+
+    def get_state(self) -> dict[str, Any]:
+        self._check_fitted()
+        params = self.get_params()
+        params["hidden"] = list(params["hidden"])
+        return {"params": params, "transform": self.module_.transform.get_state(),
+                "network": {k: _cpu(v) for k, v in self.module_.net.state_dict().items()},
+                "best_epoch": self.best_epoch_, "history": self.history_}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> AutoencoderAnomaly:
+        self = cls(**state["params"])
+        mod = _ReconstructionScore(FeatureTransform.from_state(state["transform"]), self.hidden,
+                                   self.latent, self.activation)
+        mod.net.load_state_dict({k: torch.as_tensor(v) for k, v in state["network"].items()})
+        self.module_ = mod.eval()
+        self.best_epoch_ = int(state["best_epoch"])
+        self.history_ = {k: [float(v) for v in vals] for k, vals in state["history"].items()}
+        return self
