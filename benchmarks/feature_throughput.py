@@ -60,7 +60,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-jets", type=int, default=20000, help="jets used for compute rates")
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    ap.add_argument("--settings", default="3,6;4,7", help="(order,degree) pairs, ';'-separated")
+    ap.add_argument("--settings", default="3,6;4,7", help="BIP (order,degree) pairs, ';'-separated")
+    ap.add_argument("--no-lorentz", action="store_true", help="skip the lorentz family rows")
     ap.add_argument("--output", default=str(ROOT / "benchmarks" / "results" /
                                              "feature_throughput.json"))
     args = ap.parse_args(argv)
@@ -86,15 +87,18 @@ def main(argv=None) -> dict:
     rows.append({"what": "read_jets + to_padded", "device": "cpu", "dtype": "float32",
                  "jets_per_s": best_rate(read_pad, n_total), "n_jets": n_total})
 
+    modules = {f"BIP({o},{d})": jetace.BIPFeatures(o, d) for o, d in settings}
+    if not args.no_lorentz:
+        modules["lorentz default"] = jetace.LorentzACEFeatures()
+        modules["lorentz IRC-safe"] = jetace.LorentzACEFeatures(irc_safe=True)
     jets = jetace.read_jets(args.files, max_jets=args.max_jets)
     for device in devices:
         p4, mask = jetace.to_padded(jets, max_particles=128, device=device, dtype=torch.float32)
-        for order, degree in settings:
-            f = jetace.BIPFeatures(order, degree).to(device)
-            rows.append({"what": f"BIP({order},{degree}) compute", "device": device,
+        for name, f in modules.items():
+            rows.append({"what": f"{name} compute", "device": device,
                          "dtype": "float32", "batch": args.batch_size,
                          "num_features": f.num_features, "n_jets": len(p4),
-                         "jets_per_s": compute_rate(f, p4, mask, args.batch_size)})
+                         "jets_per_s": compute_rate(f.to(device), p4, mask, args.batch_size)})
     for order, degree in settings:
         spec = {"family": "bip", "order": order, "degree": degree, "max_particles": 128}
 

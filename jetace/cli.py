@@ -26,6 +26,12 @@ def add_feature_arguments(p: argparse.ArgumentParser) -> None:
                    help="bip: drop duplicated real parts and add imaginary parts")
     g.add_argument("--irc-safe", action="store_true",
                    help="lorentz: energy-weighted, infrared and collinear safe variant")
+    g.add_argument("--lmax", type=int, default=None,
+                   help="lorentz: largest spherical-harmonic degree (default: 4; 8 if IRC safe)")
+    g.add_argument("--n-radial", type=int, default=None,
+                   help="lorentz: number of radial (Chebyshev) functions (default: 6)")
+    g.add_argument("--weight", default=None, choices=["log", "none"],
+                   help="lorentz: one-particle weight ln(1 + E*/GeV) (log, default) or 1")
     g.add_argument("--max-particles", type=int, default=128,
                    help="constituents kept per jet, highest pT first (default: 128)")
 
@@ -38,7 +44,8 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
                    help="branch-name schema: 'jetclass' or a JSON file mapping fields to branches")
     g.add_argument("--step-size", default="100 MB",
                    help="jets per chunk, or a size such as '100 MB' (default: 100 MB)")
-    g.add_argument("--max-jets", type=int, default=None, help="stop after this many jets per input set")
+    g.add_argument("--max-jets", type=int, default=None,
+                   help="stop after this many jets per input set")
     g.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ...")
     g.add_argument("--batch-size", type=int, default=4096, help="jets per feature batch")
 
@@ -52,32 +59,368 @@ def feature_spec_from_args(args: argparse.Namespace) -> dict:
         spec["degree"] = args.degree
     if args.family == "bip" and args.complete:
         spec["complete"] = True
-    if args.family == "lorentz" and args.irc_safe:
-        spec["irc_safe"] = True
+    if args.family == "lorentz":
+        if args.irc_safe:
+            spec["irc_safe"] = True
+        for key in ("lmax", "n_radial", "weight"):
+            if getattr(args, key) is not None:
+                spec[key] = getattr(args, key)
     return spec
 
 
 def _add_features(sub) -> None:
     p = sub.add_parser("features", help="compute ACE features of the jets in ROOT files",
                        description="Compute features chunk by chunk and write them, with the "
-                                   "jet-level fields and labels, to Parquet (.parquet) or ROOT (.root).")
+                                   "jet-level fields and labels, to Parquet (.parquet) or ROOT "
+                                   "(.root).")
     p.add_argument("files", nargs="+", help="ROOT files or glob patterns")
     p.add_argument("-o", "--output", required=True, help="output file (.parquet or .root)")
     add_feature_arguments(p)
     add_input_arguments(p)
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip input files with a missing tree or bad branches (listed at the "
+                        "end) instead of stopping before any output is written")
+    p.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="compute on a dask cluster: local:N (N worker processes here) or "
+                        "tcp://HOST:PORT of a running scheduler (needs jetace[dask]); the "
+                        "output is the same as without --dask")
 
     def run(args):
+        import warnings
+
         from jetace.extract import write_features
 
-        n = write_features(args.files, args.output, feature_spec_from_args(args), tree=args.tree,
-                           schema=args.schema, step_size=args.step_size, max_jets=args.max_jets,
-                           device=args.device, batch_size=args.batch_size)
+        kwargs = dict(tree=args.tree, schema=args.schema, step_size=args.step_size,
+                      max_jets=args.max_jets, device=args.device, batch_size=args.batch_size,
+                      skip_bad=args.skip_bad)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if args.dask:
+                from jetace.distributed import write_features_dask
+
+                n = write_features_dask(args.files, args.output, feature_spec_from_args(args),
+                                        dask=args.dask, **kwargs)
+            else:
+                n = write_features(args.files, args.output, feature_spec_from_args(args),
+                                   **kwargs)
         print(f"wrote features of {n} jets to {args.output}")
+        for w in caught:
+            print(f"jetace features: warning: {w.message}", file=sys.stderr)
 
     p.set_defaults(func=run)
 
 
-_COMMANDS = [_add_features]
+def _add_generate(sub) -> None:
+    p = sub.add_parser(
+        "generate", help="generate jets with Pythia 8 + FastJet (needs jetace[generate])",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Generate pp events with Pythia 8, cluster anti-kT jets of all visible "
+                    "final-state particles with FastJet, and write the two leading jets of each "
+                    "event that pass the cuts in the JetClass layout (TTree 'tree').\n\n"
+                    "processes:\n"
+                    "  top  t tbar, both W -> q q'; jet kept if the top and its b, q, q'\n"
+                    "       lie within Delta R < R of the jet axis\n"
+                    "  qcd  all hard QCD 2 -> 2 (light-quark and gluon jets)\n"
+                    "  w    W + jet (q qbar -> W g, q g -> W q), W -> q q'; W and quarks within R\n"
+                    "  z    Z + jet (q qbar -> Z g, q g -> Z q), Z -> q qbar; Z and quarks\n"
+                    "       within R\n\n"
+                    "The same --seed, --workers and -n give the same jets: worker k runs its "
+                    "own Pythia seeded from (seed, k) and the workers' jets are written in "
+                    "worker order.")
+    p.add_argument("process", help="top, qcd, w or z")
+    p.add_argument("-n", "--n-jets", type=int, required=True, help="number of jets to write")
+    p.add_argument("-o", "--output", required=True, help="output ROOT file")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--sqrts", type=float, default=14000.0,
+                   help="pp centre-of-mass energy in GeV (default: 14000)")
+    p.add_argument("--radius", type=float, default=0.8, help="anti-kT jet radius (default: 0.8)")
+    p.add_argument("--pt-min", type=float, default=550.0, help="minimal jet pT, GeV (default: 550)")
+    p.add_argument("--pt-max", type=float, default=650.0, help="maximal jet pT, GeV (default: 650)")
+    p.add_argument("--eta-max", type=float, default=2.0, help="maximal jet |eta| (default: 2)")
+    p.add_argument("--pthat", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
+                   help="Pythia pTHat window in GeV (default: the pT window widened on each "
+                        "side by 0.7 of its width, at least 10%% of pt-min: 480 720 for "
+                        "550-650)")
+    p.add_argument("--mpi", action=argparse.BooleanOptionalAction, default=False,
+                   help="multi-parton interactions (default: off)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    p.add_argument("--split", action="store_true",
+                   help="with --workers W: write one file per worker, OUTPUT_<k>.root")
+    p.add_argument("--rntuple", action="store_true", help="write an RNTuple instead of a TTree")
+    p.add_argument("--compression", default="zlib:1",
+                   help="zlib:1 (default), lzma:9, lz4, zstd:5 ... or none")
+    p.add_argument("--pythia", action="append", default=[], metavar="SETTING",
+                   help="extra Pythia setting, e.g. 'Tune:pp = 14' (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    def run(args):
+        from jetace.generate import generate
+
+        s = generate(args.process, args.n_jets, args.output, seed=args.seed, sqrts=args.sqrts,
+                     radius=args.radius, pt_min=args.pt_min, pt_max=args.pt_max,
+                     eta_max=args.eta_max, mpi=args.mpi, workers=args.workers,
+                     rntuple=args.rntuple, split=args.split, compression=args.compression,
+                     pthat=tuple(args.pthat) if args.pthat else None,
+                     pythia_settings=args.pythia, progress=not args.quiet)
+        files = ", ".join(str(f) for f in s.files)
+        print(f"wrote {s.n_jets} {args.process} jets from {s.n_events} events to {files} "
+              f"in {s.seconds:.1f} s ({s.jets_per_second_per_worker:.1f} jets/s per worker)")
+
+    p.set_defaults(func=run)
+
+
+# -- supervised taggers: train, evaluate, predict, export-onnx -------------------------
+
+
+def _input_kwargs(args: argparse.Namespace) -> dict:
+    return {"tree": args.tree, "schema": args.schema, "step_size": args.step_size,
+            "max_jets": args.max_jets, "device": args.device, "batch_size": args.batch_size}
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a supervised tagger (linear or MLP) on ACE features",
+        description="Stream the jets of ROOT files through the feature module, train a tagger "
+                    "on the feature matrix and write one model file (features + preprocessing "
+                    "+ classifier). Binary: --signal/--background. Multi-class: --inputs and "
+                    "--labels, one class per label branch. A seeded validation split is held "
+                    "out and its AUC (or accuracy) printed.")
+    p.add_argument("--signal", nargs="+", help="ROOT files (or patterns) of signal jets")
+    p.add_argument("--background", nargs="+", help="ROOT files (or patterns) of background jets")
+    p.add_argument("--inputs", nargs="+", help="multi-class: ROOT files with label_* branches")
+    p.add_argument("--labels", default=None,
+                   help="multi-class: comma-separated label branches, e.g. label_Tbqq,label_QCD")
+    p.add_argument("-o", "--output", required=True, help="model file to write")
+    p.add_argument("--model", default="linear", choices=["linear", "mlp"],
+                   help="linear: logistic regression (default); mlp: small neural network")
+    p.add_argument("--method", default="logistic", choices=["logistic", "lda"],
+                   help="linear model: logistic regression (default) or shrinkage LDA")
+    p.add_argument("--C", default=None,
+                   help="linear model: inverse L2 strength, or 'auto' for a validation scan")
+    p.add_argument("--hidden", default=None,
+                   help="mlp: comma-separated hidden layer widths, 1 to 3 layers (e.g. 64,32)")
+    p.add_argument("--transform", default=None, choices=["standard", "signed_log"],
+                   help="input scaling of the features (default: the tagger's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of splits and initialisation")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="fraction of jets held out for the reported validation metrics")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_feature_arguments(p)
+    add_input_arguments(p)
+
+    def run(args):
+        from jetace.model_file import train_model
+
+        params: dict = {"seed": args.seed}
+        if args.transform:
+            params["transform"] = args.transform
+        if args.model == "linear":
+            params["method"] = args.method
+            if args.C is not None:
+                params["C"] = args.C if args.C == "auto" else float(args.C)
+        elif args.hidden:
+            params["hidden"] = tuple(int(h) for h in args.hidden.split(","))
+        labels = args.labels.split(",") if args.labels else None
+        model, report = train_model(signal=args.signal, background=args.background,
+                                    inputs=args.inputs, labels=labels,
+                                    spec=feature_spec_from_args(args), model=args.model,
+                                    tagger_params=params, val_fraction=args.val_fraction,
+                                    seed=args.seed, progress=not args.quiet, **_input_kwargs(args))
+        model.save(args.output)
+        counts = ", ".join(f"{k} {v}" for k, v in report["n_jets_per_class"].items())
+        print(f"trained {args.model} tagger on {report['n_train']} jets ({counts}; "
+              f"{report['n_val']} held out) with {model.num_features} features in "
+              f"{report['training_seconds']:.1f} s on {report['device']}")
+        val = report.get("validation", {})
+        if "auc" in val:
+            print(f"validation: AUC {val['auc']:.4f}, accuracy {val['accuracy']:.4f}, "
+                  f"1/eps_B at eps_S=0.3: {val['rejection_at_0.3']:.1f}, "
+                  f"at 0.5: {val['rejection_at_0.5']:.1f}")
+        elif "accuracy" in val:
+            print(f"validation: accuracy {val['accuracy']:.4f}")
+        print(f"wrote {args.output}")
+
+    p.set_defaults(func=run)
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="ROC AUC, accuracy and background rejection of a model",
+        description="Score signal and background jets with a model file and report accuracy, "
+                    "ROC AUC and background rejection 1/eps_B at signal efficiency 0.3 and "
+                    "0.5.")
+    p.add_argument("model", help="model file written by 'jetace train'")
+    p.add_argument("--signal", nargs="+", required=True, help="ROOT files of signal jets")
+    p.add_argument("--background", nargs="+", required=True, help="ROOT files of background jets")
+    p.add_argument("--signal-class", default=None,
+                   help="multi-class model: the class that is signal (default: the first)")
+    p.add_argument("--json", action="store_true", help="print one JSON object line")
+    p.add_argument("--plot", default=None, help="write the ROC curve to this image (e.g. roc.png)")
+    add_input_arguments(p)
+
+    def run(args):
+        import json
+
+        import numpy as np
+
+        from jetace.metrics import binary_metrics, plot_roc
+        from jetace.model_file import load_model
+
+        model = load_model(args.model)
+        signal_class = args.signal_class or model.classes[0]
+        parts = []
+        for name, paths in (("signal", args.signal), ("background", args.background)):
+            scores = [s for _, s in model.iter_scores(paths, progress=not args.json,
+                                                      desc=f"scoring ({name})",
+                                                      **_input_kwargs(args))]
+            parts.append(model.signal_score(np.concatenate(scores), signal_class)
+                         if scores else np.zeros(0))
+        scores = np.concatenate(parts)
+        labels = np.r_[np.ones(len(parts[0]), bool), np.zeros(len(parts[1]), bool)]
+        metrics = binary_metrics(scores, labels)
+        if args.plot:
+            plot_roc({model.metadata.get("model", "model"): (scores, labels)}, args.plot)
+        if args.json:
+            print(json.dumps(metrics))
+            return
+        for key, value in metrics.items():
+            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+            print(f"{key:>18s}  {shown}")
+        if args.plot:
+            print(f"wrote {args.plot}")
+
+    p.set_defaults(func=run)
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser(
+        "predict", help="score every jet of ROOT files with a model",
+        description="Write one row per input jet, in input order: the jet-level fields and "
+                    "labels, and 'score' (binary model: the signal logit, larger = more "
+                    "signal-like) or 'score_<class>' per class (multi-class: probabilities).")
+    p.add_argument("model", help="model file written by 'jetace train'")
+    p.add_argument("files", nargs="+", help="ROOT files or glob patterns")
+    p.add_argument("-o", "--output", required=True, help="output file (.parquet or .root)")
+    add_input_arguments(p)
+
+    def run(args):
+        import json
+
+        import numpy as np
+        import torch
+
+        from jetace.extract import TableWriter, jet_columns
+        from jetace.model_file import load_model
+
+        model = load_model(args.model)
+        names = [c[len("label_"):] if c.startswith("label_") else c for c in model.classes]
+        meta = {"jetace_model": json.dumps({"classes": model.classes, "features": model.spec})}
+        n = 0
+        with TableWriter(args.output, metadata=meta) as writer:
+            for chunk, scores in model.iter_scores(args.files, desc=f"predict -> {args.output}",
+                                                   **_input_kwargs(args)):
+                cols = jet_columns(chunk)
+                if scores.ndim == 1:
+                    cols["score"] = scores.astype(np.float32)
+                else:
+                    prob = torch.softmax(torch.as_tensor(scores, dtype=torch.float64), 1).numpy()
+                    for i, name in enumerate(names):
+                        cols[f"score_{name}"] = prob[:, i].astype(np.float32)
+                writer.write(cols)
+                n += len(chunk)
+            if n == 0:
+                from jetace.errors import InputError
+
+                raise InputError(f"no jets in {', '.join(args.files)}")
+        print(f"wrote scores of {n} jets to {args.output}")
+
+    p.set_defaults(func=run)
+
+
+def _add_export_onnx(sub) -> None:
+    p = sub.add_parser(
+        "export-onnx", help="export a model (features + classifier) as one ONNX graph",
+        description="Inputs p4 (batch, particles, 4) float32 as (E, px, py, pz) in GeV and mask "
+                    "(batch, particles) bool; output 'score' as 'jetace predict' before any "
+                    "softmax. Needs the 'onnx' extra.")
+    p.add_argument("model", help="model file written by 'jetace train'")
+    p.add_argument("-o", "--output", required=True, help="ONNX file to write")
+
+    def run(args):
+        from jetace.model_file import load_model
+
+        load_model(args.model).to_onnx(args.output)
+        print(f"wrote {args.output}")
+
+    p.set_defaults(func=run)
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser(
+        "demo", help="the main job: features, linear and MLP taggers on the built-in sample",
+        description="Compute BIP features of the built-in sample (4,000 top and 4,000 QCD jets "
+                    "from jetace generate, shipped with jetace), train a linear tagger and a "
+                    "small MLP on a seeded split, evaluate on the held-out jets, print a table "
+                    "and write roc.png, summary.json and the linear model file.")
+    p.add_argument("-o", "--output", default="jetace-demo-output",
+                   help="output folder (default: jetace-demo-output)")
+    p.add_argument("--order", type=int, default=4, help="BIP body order (default: 4)")
+    p.add_argument("--degree", type=int, default=7, help="BIP degree (default: 7)")
+    p.add_argument("--test-fraction", type=float, default=0.3,
+                   help="held-out fraction of the jets (default: 0.3)")
+    p.add_argument("--max-jets", type=int, default=None,
+                   help="jets read per class (default: all 4,000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the MLP")
+    p.add_argument("--device", default="auto", help="torch device (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    def run(args):
+        from jetace.demo import run_demo
+
+        run_demo(args.output, order=args.order, degree=args.degree,
+                 test_fraction=args.test_fraction, max_jets=args.max_jets, seed=args.seed,
+                 device=args.device, progress=not args.quiet)
+
+    p.set_defaults(func=run)
+
+
+_COMMANDS = [_add_features, _add_generate]
+_COMMANDS += [_add_train, _add_evaluate, _add_predict, _add_export_onnx, _add_demo]
+
+
+def _add_mix(sub) -> None:
+    p = sub.add_parser(
+        "mix", help="write a mixed sample of known signal fraction from labelled files",
+        description="Draw N jets, a fraction F of them from the signal files and the rest from "
+                    "the background files (seeded, without replacement), shuffle them and "
+                    "write a JetClass-layout ROOT file. Labels are kept and a branch "
+                    "mix_is_signal records the truth, so weakly supervised taggers trained on "
+                    "two such mixtures (CWoLa) can be evaluated.")
+    p.add_argument("signal", nargs="+", help="ROOT files (or patterns) of signal jets")
+    p.add_argument("--background", nargs="+", required=True,
+                   help="ROOT files (or patterns) of background jets")
+    p.add_argument("--fraction", type=float, required=True, help="signal fraction in [0, 1]")
+    p.add_argument("-n", "--num-jets", type=int, required=True, help="jets in the mixture")
+    p.add_argument("-o", "--output", required=True, help="output ROOT file")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draw and the shuffle")
+    p.add_argument("--tree", default="tree", help="TTree or RNTuple name (default: tree)")
+    p.add_argument("--schema", default="jetclass",
+                   help="branch-name schema: 'jetclass' or a JSON file mapping fields to branches")
+    p.add_argument("--max-jets", type=int, default=None,
+                   help="read at most this many jets per input set")
+
+    def run(args):
+        from jetace.mix import mix_files
+
+        r = mix_files(args.signal, args.background, args.output, args.fraction, args.num_jets,
+                      seed=args.seed, tree=args.tree, schema=args.schema, max_jets=args.max_jets)
+        print(f"wrote {r['n_jets']} jets ({r['n_signal']} signal, {r['n_background']} "
+              f"background) to {args.output}")
+
+    p.set_defaults(func=run)
+
+
+_COMMANDS.append(_add_mix)
 
 
 def build_parser() -> argparse.ArgumentParser:

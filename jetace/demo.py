@@ -1,0 +1,100 @@
+"""``jetace demo``: the main job on the built-in sample, start to finish in about a minute.
+
+The sample is shipped in the package (``jetace/data``, 4,000 top and 4,000 QCD jets
+made by ``jetace generate`` with fixed seeds, see its README). The demo computes BIP
+features once, trains a linear tagger and a small MLP on a seeded training split,
+evaluates both on the held-out jets, prints a table and writes a ROC plot, a JSON
+summary and the linear model file into the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["run_demo"]
+
+
+def run_demo(output: str | Path = "jetace-demo-output", *, order: int = 4, degree: int = 7,
+             test_fraction: float = 0.3, max_jets: int | None = None, seed: int = 0,
+             device: str = "auto", progress: bool = True) -> dict[str, Any]:
+    """Run the demo; returns the summary written to ``output/summary.json``.
+
+    The table reports, on the held-out jets, accuracy, ROC AUC and background rejection
+    1/eps_B at signal efficiencies 0.3 and 0.5, with training time per model and the
+    feature throughput (reading included) of this run. ``max_jets`` limits the jets
+    read per class (default: all 4,000).
+    """
+    from jetace.extract import resolve_device
+    from jetace.generate import demo_files
+    from jetace.metrics import binary_metrics, plot_roc
+    from jetace.model_file import JetaceModel, collect_features, split_indices
+    from jetace.taggers.linear import LinearTagger
+    from jetace.taggers.mlp import MLPTagger
+
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    top, qcd = demo_files()
+    spec = {"family": "bip", "order": order, "degree": degree, "max_particles": 128}
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    X, y = collect_features([("qcd", [str(qcd)], 0), ("top", [str(top)], 1)], spec,
+                            device=dev, max_jets=max_jets, progress=progress)
+    feature_seconds = time.perf_counter() - t0
+    train, test = split_indices(len(y), test_fraction, seed)
+    tr, te = (torch.as_tensor(i, device=X.device) for i in (train, test))
+
+    rows, curves = [], {}
+    for name, tagger in [("linear", LinearTagger()), ("mlp", MLPTagger(seed=seed))]:
+        t1 = time.perf_counter()
+        tagger.fit(X[tr], y[train])
+        seconds = time.perf_counter() - t1
+        scores = tagger.decision_function(X[te])
+        scores = scores.detach().cpu().numpy() if torch.is_tensor(scores) else np.asarray(scores)
+        rows.append({"model": f"BIP({order},{degree}) + {name}", "train_seconds": seconds,
+                     "parameters": _n_parameters(tagger),
+                     **binary_metrics(scores, y[test])})
+        curves[rows[-1]["model"]] = (scores, y[test])
+        if name == "linear":
+            JetaceModel(_features(spec), tagger, ["qcd", "top"]).save(out / "demo_linear.model")
+
+    summary = {"n_train": len(train), "n_test": len(test), "num_features": int(X.shape[1]),
+               "device": str(X.device), "feature_seconds": feature_seconds,
+               "feature_jets_per_s": len(y) / feature_seconds, "models": rows}
+    plot_roc(curves, str(out / "roc.png"))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(format_table(summary))
+    print(f"\nwrote {out / 'roc.png'}, {out / 'summary.json'} and {out / 'demo_linear.model'}")
+    return summary
+
+
+def _features(spec: dict[str, Any]) -> torch.nn.Module:
+    from jetace.features import features_from_spec
+
+    return features_from_spec(spec)
+
+
+def _n_parameters(tagger) -> int:
+    module = tagger.as_module() if hasattr(tagger, "as_module") else None
+    if module is None:
+        return 0
+    return sum(p.numel() for p in module.parameters())
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The demo's result table as fixed-width text."""
+    lines = [f"top vs QCD, {summary['n_train']} training / {summary['n_test']} held-out jets, "
+             f"{summary['num_features']} features on {summary['device']} "
+             f"({summary['feature_jets_per_s']:,.0f} jets/s, reading included)", "",
+             f"{'model':22s} {'accuracy':>8s} {'AUC':>7s} {'1/eB@0.3':>9s} {'1/eB@0.5':>9s} "
+             f"{'params':>7s} {'train s':>8s}"]
+    for r in summary["models"]:
+        lines.append(f"{r['model']:22s} {r['accuracy']:8.4f} {r['auc']:7.4f} "
+                     f"{r['rejection_at_0.3']:9.1f} {r['rejection_at_0.5']:9.1f} "
+                     f"{r['parameters']:7d} {r['train_seconds']:8.2f}")
+    return "\n".join(lines)
