@@ -209,7 +209,7 @@ def _add_train(sub) -> None:
     add_input_arguments(p)
 
     def run(args):
-        from jetace.model_file import train_model
+        from jetace.training import train_model
 
         params: dict = {"seed": args.seed}
         if args.transform:

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 __all__ = ["run_demo"]
@@ -33,9 +32,11 @@ def run_demo(output: str | Path = "jetace-demo-output", *, order: int = 4, degre
     from jetace.extract import resolve_device
     from jetace.generate import demo_files
     from jetace.metrics import binary_metrics, plot_roc
-    from jetace.model_file import JetaceModel, collect_features, split_indices
+    from jetace.model_file import JetaceModel
     from jetace.taggers.linear import LinearTagger
     from jetace.taggers.mlp import MLPTagger
+    from jetace.taggers.preprocess import to_numpy
+    from jetace.training import collect_features, split_indices
 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
@@ -54,8 +55,7 @@ def run_demo(output: str | Path = "jetace-demo-output", *, order: int = 4, degre
         t1 = time.perf_counter()
         tagger.fit(X[tr], y[train])
         seconds = time.perf_counter() - t1
-        scores = tagger.decision_function(X[te])
-        scores = scores.detach().cpu().numpy() if torch.is_tensor(scores) else np.asarray(scores)
+        scores = to_numpy(tagger.decision_function(X[te]))
         rows.append({"model": f"BIP({order},{degree}) + {name}", "train_seconds": seconds,
                      "parameters": _n_parameters(tagger),
                      **binary_metrics(scores, y[test])})

@@ -24,6 +24,8 @@ Documented behaviours for unusual input:
 - an empty file (0 entries) is valid: it adds no jets; :func:`read_jets` on empty input
   returns an empty array with the layout above,
 - jets with zero constituents are kept; :func:`to_padded` gives them an all-False mask row,
+- jets with more constituents than ``max_particles``: :func:`to_padded` keeps the
+  ``max_particles`` hardest (by pT) and drops the softest ones (the jet itself is kept),
 - errors (:class:`jetace.errors.InputError`, message naming the file and the tree, branch
   or jet entry): missing file, a pattern matching no file, unreadable or corrupted ROOT
   file, missing tree, missing branch (the available ones are listed), non-numeric branch,
@@ -31,6 +33,9 @@ Documented behaviours for unusual input:
   All files are checked for the tree and branches before the first jet is returned, so a
   bad file among many stops a run before anything is computed (or, with
   ``skip_bad=True``, is skipped with a warning and listed in :attr:`JetFiles.skipped`).
+  Problems that only the data show (NaN, negative energies, corrupted baskets) raise
+  when the chunk holding them is read, with or without ``skip_bad``; the feature writers
+  then delete their temporary output, so no jet is ever dropped silently.
 """
 
 from __future__ import annotations
@@ -401,8 +406,40 @@ class JetFiles:
                 max_jets: int | None = None) -> Iterator[ak.Array]:
         """Chunks of jets in file order, every jet once; ``step_size=None``: whole files.
 
-        Chunks never span two files; empty files yield nothing.
+        Chunks never span two files; empty files yield nothing. The chunks are exactly
+        the entry ranges of :meth:`ranges` (same arguments), so work split by ranges (for
+        example over a dask cluster) sees the same chunks as this loop.
         """
+        for src, per, stop in self._plan_ranges(step_size, max_jets):
+            yield from self._iterate_source(src, 0, stop, per)
+
+    def ranges(self, step_size: StepSize | None = "100 MB",
+               max_jets: int | None = None) -> list[tuple[int, int, int]]:
+        """The chunks :meth:`iterate` yields, as ``(file index, entry_start, entry_stop)``.
+
+        ``file index`` refers to :attr:`files`; read one with :meth:`read_range`. A memory
+        step size ("100 MB") is turned into a number of entries per file from the file's
+        metadata (uproot's estimate for the branches read), so no data is read here.
+        """
+        index = {id(s): i for i, s in enumerate(self._sources)}
+        return [(index[id(src)], a, min(a + per, stop))
+                for src, per, stop in self._plan_ranges(step_size, max_jets)
+                for a in range(0, stop, per)]
+
+    def read_range(self, file_index: int, entry_start: int, entry_stop: int) -> ak.Array:
+        """Jets ``entry_start <= entry < entry_stop`` of file ``files[file_index]``,
+        validated and assembled like a chunk of :meth:`iterate`."""
+        src = self._sources[file_index]
+        if not 0 <= entry_start <= entry_stop <= src.num_entries:
+            raise InputError(f"{src.path}: entry range [{entry_start}, {entry_stop}) outside "
+                             f"the tree's {src.num_entries} entries")
+        if entry_start == entry_stop:
+            return self._empty_of(src)
+        return next(self._iterate_source(src, entry_start, entry_stop, entry_stop - entry_start))
+
+    def _plan_ranges(self, step_size: StepSize | None, max_jets: int | None
+                     ) -> Iterator[tuple[_Source, int, int]]:
+        """(source, entries per chunk, entry stop) for every file with jets to read."""
         step = _parse_step_size(step_size)
         if max_jets is not None and max_jets < 0:
             raise InputError(f"max_jets must be >= 0, got {max_jets}")
@@ -414,15 +451,33 @@ class JetFiles:
             if stop == 0:
                 continue
             remaining -= stop
-            yield from self._iterate_source(src, step if step is not None else stop, stop)
+            per = stop if step is None else step if isinstance(step, int) else \
+                self._entries_for(src, step, stop)
+            yield src, per, stop
 
-    def _iterate_source(self, src: _Source, step: int | str, stop: int) -> Iterator[ak.Array]:
+    def _entries_for(self, src: _Source, size: str, stop: int) -> int:
+        """Entries of ``src`` in ``size`` of its planned branches (as uproot estimates)."""
         with _open(src.path) as file:
             obj = _get_tree(file, src.path, src.tree)
-            chunks = obj.iterate(src.plan.branches, step_size=step, entry_stop=stop,
-                                 library="ak", report=True,
+            try:
+                if hasattr(obj, "branches"):  # TTree
+                    n = obj.num_entries_for(size, src.plan.branches, entry_stop=stop)
+                else:  # RNTuple
+                    n = obj.num_entries_for(size, filter_name=src.plan.branches,
+                                            entry_stop=stop)
+            except Exception as exc:
+                raise InputError(f"{src.path}: tree {src.tree!r}: cannot size chunks of "
+                                 f"{size} ({_describe(exc)})") from exc
+        return max(1, int(n))
+
+    def _iterate_source(self, src: _Source, start: int, stop: int, step: int
+                        ) -> Iterator[ak.Array]:
+        """Chunks [start, start + step), [start + step, ...) up to ``stop`` of one file."""
+        with _open(src.path) as file:
+            obj = _get_tree(file, src.path, src.tree)
+            chunks = obj.iterate(src.plan.branches, step_size=step, entry_start=start,
+                                 entry_stop=stop, library="ak", report=True,
                                  decompression_executor=_decompression_pool())
-            start = 0
             while True:
                 try:
                     raw, report = next(chunks)
@@ -434,13 +489,14 @@ class JetFiles:
                     raise InputError(f"{src.path}: tree {src.tree!r}: cannot read entries from "
                                      f"{start} on; the file may be truncated or corrupted "
                                      f"({_describe(exc)})") from exc
-                start = int(report.tree_entry_start)
-                yield _build(raw, src, start)
+                yield _build(raw, src, int(report.tree_entry_start))
                 start = int(report.tree_entry_stop)
 
     def empty(self) -> ak.Array:
         """A zero-length array with the record layout of the first file."""
-        src = self._sources[0]
+        return self._empty_of(self._sources[0])
+
+    def _empty_of(self, src: _Source) -> ak.Array:
         with _open(src.path) as file:
             obj = _get_tree(file, src.path, src.tree)
             raw = obj.arrays(src.plan.branches, entry_stop=0, library="ak")

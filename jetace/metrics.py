@@ -18,14 +18,13 @@ from typing import Any
 import numpy as np
 
 from jetace.errors import InputError
+from jetace.taggers.preprocess import to_numpy
 
 __all__ = ["roc_curve", "roc_auc", "rejection_at", "accuracy", "binary_metrics", "plot_roc"]
 
 
 def _as_numpy(x: Any, name: str) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
+    arr = to_numpy(x)
     if arr.ndim != 1:
         raise InputError(f"{name} must be one-dimensional (one value per jet), "
                          f"got shape {arr.shape}")

@@ -218,7 +218,7 @@ def test_table_writer_errors(tmp_path):
             TableWriter(tmp_path / "f.parquet") as w:
         w.write({"a": np.zeros(3), "b": np.zeros(2)})
     assert not (tmp_path / "f.parquet").exists()
-    with pytest.raises(JetaceError, match="columns changed"), \
+    with pytest.raises(JetaceError, match=r"columns changed.*missing \['a'\], new \['b'\]"), \
             TableWriter(tmp_path / "f.root") as w:
         w.write({"a": np.zeros(3)})
         w.write({"b": np.zeros(3)})
@@ -275,3 +275,81 @@ def test_cli_features_skip_bad(files, tmp_path, monkeypatch, capsys):
     assert "warning: skipping bad input file" in captured.err and "bad.root" in captured.err
     with uproot.open(out) as f:
         assert f["features"].num_entries == 55
+
+
+def test_data_error_in_later_file_stops_run_even_with_skip_bad(files, tmp_path):
+    """Problems seen only in the data (not in the metadata checks) stop the run, with or
+    without skip_bad: jets already computed are never written as a complete output."""
+    counts = (3, 2)
+    values = np.array([1, 2, 3, np.inf, 5], np.float32)
+    nan = write_branches(tmp_path / "inf.root", {
+        b: ak.unflatten(values if b == "part_pz" else np.full(5, 9, np.float32), counts)
+        for b in ("part_px", "part_py", "part_pz", "part_energy")})
+    out = tmp_path / "f.parquet"
+    for skip_bad in (False, True):
+        with pytest.raises(InputError, match="inf.root.*'part_pz'.*jet entry 1"):
+            write_features([*files, nan], out, StandIn(), device="cpu", progress=False,
+                           skip_bad=skip_bad)
+        assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_chunk_features_batches_and_empty(files):
+    jets = read_jets(files)
+    module = StandIn()
+    with torch.no_grad():
+        out = extract.chunk_features(module, jets, max_particles=16, device=torch.device("cpu"),
+                                     batch_size=7)
+    assert module.calls == -(-len(jets) // 7)
+    torch.testing.assert_close(out, _reference(files)[1], rtol=0, atol=0)
+    empty = extract.chunk_features(StandIn(), jets[:0], max_particles=16,
+                                   device=torch.device("cpu"))
+    assert empty.shape == (0, 6)
+    # the pad-ahead pipeline of the CUDA path (helper thread), here on the CPU
+    with torch.no_grad():
+        ahead = extract.chunk_features(StandIn(), jets, max_particles=16,
+                                       device=torch.device("cpu"), batch_size=7, prefetch=True)
+        one = extract.chunk_features(StandIn(), jets[:3], max_particles=16,
+                                     device=torch.device("cpu"), batch_size=7, prefetch=True)
+    assert torch.equal(ahead, out) and torch.equal(one, out[:3])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("batch_size", [7, 4096])
+def test_cuda_pipeline_matches_cpu(files, batch_size):
+    """The CUDA path (pinned host buffers, non-blocking copies, padding one batch ahead in
+    a helper thread) gives the CPU features, in order."""
+    from jetace.features import features_from_spec
+
+    spec = {"family": "bip", "order": 3, "degree": 6, "max_particles": 32}
+    kw = dict(step_size=20, batch_size=batch_size, dtype=torch.float64, progress=False)
+    cpu = torch.cat([f for _, f in iter_features(files, spec, device="cpu", **kw)])
+    got = [f for _, f in iter_features(files, spec, device="cuda", **kw)]
+    assert all(f.device.type == "cuda" for f in got)
+    torch.testing.assert_close(torch.cat(got).cpu(), cpu, rtol=1e-10, atol=1e-12)
+    assert resolve_device("auto").type == "cuda"
+    module = features_from_spec(spec).cuda()
+    jets = read_jets(files)
+    with torch.no_grad():
+        out = extract.chunk_features(module, jets, max_particles=32,
+                                     device=torch.device("cuda"), dtype=torch.float64,
+                                     batch_size=batch_size)
+    torch.testing.assert_close(out.cpu(), cpu, rtol=1e-10, atol=1e-12)
+
+
+def test_iter_features_leaves_grad_mode_alone(files):
+    it = iter_features(files, _spec_module(16), device="cpu", progress=False, step_size=10)
+    chunk, feats = next(it)
+    assert torch.is_grad_enabled() and not feats.requires_grad
+    it.close()
+
+
+def test_write_features_keeps_jets_without_constituents(tmp_path):
+    jets = toy_jets(5, seed=2, max_particles=30)
+    jets[2] = np.zeros((0, 4))
+    path = write_jetclass(tmp_path / "z.root", jets)
+    out = tmp_path / "z.parquet"
+    assert write_features(path, out, _spec_module(16), device="cpu", progress=False) == 5
+    table = pq.read_table(out)
+    assert table["toy_nmconst"].to_pylist() == [min(len(j), 16) for j in jets]
+    assert table["toy_sum_E"][2].as_py() == 0

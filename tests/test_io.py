@@ -457,3 +457,21 @@ def test_bad_arguments(toy_file):
         to_padded(ak.Array([{"a": 1}]))
     with pytest.raises(InputError, match="max_particles"):
         to_padded(read_jets(toy_file), max_particles=0)
+
+
+# ----------------------------------------------------------------------------- ranges
+
+
+@pytest.mark.parametrize("rntuple", [False, True], ids=["ttree", "rntuple"])
+@pytest.mark.parametrize("step_size", [4, "1 kB", None])
+def test_ranges_match_iterate_and_read_range(tmp_path, rntuple, step_size):
+    paths, _ = _three_files(tmp_path, rntuple=rntuple)
+    files = JetFiles(paths)
+    chunks = list(files.iterate(step_size, max_jets=20))
+    ranges = files.ranges(step_size, max_jets=20)
+    assert [b - a for _, a, b in ranges] == [len(c) for c in chunks]
+    for (index, a, b), chunk in zip(ranges, chunks, strict=True):
+        assert ak.array_equal(files.read_range(index, a, b), chunk)
+    assert len(files.read_range(1, 3, 3)) == 0
+    with pytest.raises(InputError, match=r"part1.root: entry range \[5, 12\) outside"):
+        files.read_range(1, 5, 12)

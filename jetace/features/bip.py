@@ -95,7 +95,7 @@ class BIPFeatures(torch.nn.Module):
             outputs = [(term, 0) for term in terms]
         self.terms = [tuple(elements[i] for i in term) for term, _ in outputs]
         self.feature_names = [_name(t) + ("_im" if part else "_re" if self.complete else "")
-                              for t, (_, part) in zip(self.terms, outputs)]
+                              for t, (_, part) in zip(self.terms, outputs, strict=True)]
         self.num_features = len(outputs)
 
         # element e = (k, l, n) is read from the pooled table of n >= 0 frequencies,
@@ -138,7 +138,8 @@ class BIPFeatures(torch.nn.Module):
         return (f"order={self.order}, degree={self.degree}, complete={self.complete}, "
                 f"num_features={self.num_features}")
 
-    def pooled_basis(self, p4: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def pooled_basis(self, p4: torch.Tensor,
+                     mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Real and imaginary parts of A for every one-particle element, each (n_elements, B)."""
         kin = axis_frame_kinematics(p4, mask)
         m = mask.to(p4.dtype)

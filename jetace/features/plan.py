@@ -26,7 +26,7 @@ def enumerate_products(charges: Sequence[tuple[int, ...]], degrees: Sequence[int
     which must bound the sum of its absolute charges (used to prune the search).
     """
     n = len(charges)
-    if any(sum(abs(c) for c in ch) > d for ch, d in zip(charges, degrees)):
+    if any(sum(abs(c) for c in ch) > d for ch, d in zip(charges, degrees, strict=True)):
         raise ValueError("each element's degree must bound the sum of its absolute charges")
     width = len(charges[0]) if n else 0
     by_size: list[list[tuple[int, ...]]] = [[] for _ in range(order + 1)]
@@ -40,7 +40,7 @@ def enumerate_products(charges: Sequence[tuple[int, ...]], degrees: Sequence[int
             d = deg + degrees[i]
             if d > degree:
                 continue
-            t = tuple(a + b for a, b in zip(total, charges[i]))
+            t = tuple(a + b for a, b in zip(total, charges[i], strict=True))
             # the remaining factors can cancel at most (degree - d) units of charge
             if sum(abs(c) for c in t) <= degree - d:
                 extend(i, (*prefix, i), t, d)

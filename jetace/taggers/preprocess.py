@@ -20,7 +20,7 @@ import torch
 from jetace.errors import InputError
 from jetace.taggers.base import Tagger
 
-__all__ = ["FeatureScaler", "SupervisedTagger", "as_features", "TRANSFORMS"]
+__all__ = ["FeatureScaler", "SupervisedTagger", "as_features", "to_numpy", "TRANSFORMS"]
 
 TRANSFORMS = ("standard", "signed_log")
 
@@ -43,6 +43,11 @@ def as_features(X: Any, name: str = "X") -> torch.Tensor:
         rows = int(bad.any(dim=1).sum())
         raise InputError(f"{name} has non-finite values in {rows} of {t.shape[0]} jets")
     return t
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A torch tensor (on any device) or array-like as a numpy array."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 class FeatureScaler(torch.nn.Module):
