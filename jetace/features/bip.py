@@ -35,6 +35,7 @@ __all__ = ["BIPFeatures", "R_OFFSET", "U_SHIFT", "U_SCALE"]
 R_OFFSET = 1e-4  #: GeV added to every r_t (part of the definition)
 U_SHIFT, U_SCALE = 4.7, 6.0  #: u = (ln x + U_SHIFT) / U_SCALE
 N_CHEB, L_MAX, N_MAX = 6, 3, 3
+CPU_CHUNK = 512  #: jets per internal sub-batch on CPU (see BIPFeatures.forward)
 
 
 def _element_table(degree: int) -> list[tuple[int, int, int]]:
@@ -171,7 +172,15 @@ class BIPFeatures(torch.nn.Module):
         mask = mask.to(torch.bool)
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             return self._products(*self.pooled_basis(p4, mask))
-        return self._cropped(p4, mask)
+        if p4.device.type != "cpu" or len(p4) <= CPU_CHUNK:
+            return self._cropped(p4, mask)
+        # on CPU, sub-batches that stay in cache, of jets of similar multiplicity (sorted),
+        # each cropped to its longest jet: about twice as fast as one batch of 4096
+        order = torch.argsort(mask.sum(dim=1))
+        out = p4.new_empty(len(p4), self.num_features)
+        for idx in order.split(CPU_CHUNK):
+            out[idx] = self._cropped(p4[idx], mask[idx])
+        return out
 
     def _cropped(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Features with trailing columns that are padding in every jet dropped."""
