@@ -6,8 +6,10 @@ Protocol (the same jets for every method):
 * clustering (rule: the smaller cluster is signal-like) is fitted on an unlabelled
   10k-jet sample of the training jets with 20% top, and scored on the test set;
 * the supervised linear tagger is fitted on the first 20k top + 20k QCD jets;
-* CWoLa: mixture A with signal fraction f and mixture B with f/4, 10k jets each, drawn
-  from the first 20k jets of each class (A and B from disjoint halves), linear tagger.
+* CWoLa: mixture A with signal fraction f and mixture B with f/4, equal sizes, disjoint,
+  using every one of the first 20k QCD jets: n = 20000 / (2 - 5f/4) jets per mixture
+  (11,428 each at f = 0.2; the top jets needed are drawn from the first 20k top jets);
+  linear tagger with C chosen on held-out mixture membership (C="auto", no truth).
 
 Prints a table (AUC, 1/eps_B at eps_S = 0.3) and writes benchmarks/results/unsupervised.json.
 
@@ -100,11 +102,15 @@ def run(top: np.ndarray, qcd: np.ndarray, seed: int, fractions: list[float],
                time.perf_counter() - t, purity=rep["purity"])
     for f in fractions:
         t = time.perf_counter()
-        Xa, _ = make_mixture(top[:half], qcd[:half], f, half, rng)
-        Xb, _ = make_mixture(top[half:N_TRAIN], qcd[half:N_TRAIN], f / 4, half, rng)
-        cw = CWoLaTagger(seed=seed).fit_mixtures(Xa, Xb)
+        n = int(N_TRAIN / (2 - f - f / 4))  # every training QCD jet goes into A or B
+        s_a, b_a = int(round(f * n)), n - int(round(f * n))
+        s_b = int(round(f / 4 * n))
+        Xa, _ = make_mixture(top[:s_a], qcd[:b_a], f, n, rng)
+        Xb, _ = make_mixture(top[s_a:N_TRAIN], qcd[b_a:N_TRAIN], f / 4, n, rng)
+        cw = CWoLaTagger(seed=seed, classifier_params={"C": "auto"}).fit_mixtures(Xa, Xb)
         record(f"cwola {f:g} vs {f / 4:g}", "weak", cw.decision_function(X_test),
-               time.perf_counter() - t, fraction_a=f, fraction_b=f / 4, C=cw.classifier_.C_)
+               time.perf_counter() - t, fraction_a=f, fraction_b=f / 4, n_per_mixture=n,
+               n_top_used=s_a + s_b, C=cw.classifier_.C_)
     return rows
 
 

@@ -5,6 +5,10 @@ Used by ``jetace train`` and ``jetace demo``; usable on its own::
     from jetace.training import train_model
     model, report = train_model(signal=["top.root"], background=["qcd.root"], model="linear")
     model.save("top.model")
+
+:func:`train_unsupervised` (anomaly scores on background only, or clustering) and
+:func:`train_cwola` (two mixed samples) share the same pipeline and give model files
+that score larger = more signal-like.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from jetace.model_file import JetaceModel
 from jetace.taggers.base import Tagger
 from jetace.taggers.preprocess import to_numpy
 
-__all__ = ["train_model", "collect_features", "make_tagger", "split_indices"]
+__all__ = ["train_model", "train_unsupervised", "train_cwola", "collect_features",
+           "make_tagger", "split_indices", "UNSUPERVISED"]
 
 
 def _stem(label: str) -> str:
@@ -32,13 +37,14 @@ def collect_features(sets, spec, *, labels: list[str] | None = None, tree: str =
                      schema="jetclass", step_size="100 MB", max_jets: int | None = None,
                      device: str | torch.device = "auto", batch_size: int = 4096,
                      dtype: torch.dtype = torch.float32, progress: bool = True,
-                     ) -> tuple[torch.Tensor, np.ndarray]:
+                     skip_bad: bool = False) -> tuple[torch.Tensor, np.ndarray]:
     """Stream input files into a feature matrix and class indices.
 
     ``sets``: a list of ``(name, paths, class_index)``; with ``labels`` (label branch
     names) the class of every jet is instead the index of its true label branch among
     ``labels`` (jets with none of them are dropped; the class index of the set is then
-    ignored). ``max_jets`` applies per set. Returns X (n, F) on ``device`` in ``dtype``
+    ignored). ``max_jets`` applies per set; ``skip_bad`` skips unreadable files with a
+    warning (see :func:`jetace.extract.iter_features`). Returns X (n, F) on ``device`` in ``dtype``
     and y (n,) int64. Only the feature matrix stays in memory.
     """
     from jetace.extract import iter_features, jet_columns
@@ -49,7 +55,8 @@ def collect_features(sets, spec, *, labels: list[str] | None = None, tree: str =
         for chunk, feats in iter_features(paths, spec, tree=tree, schema=schema,
                                           step_size=step_size, max_jets=max_jets,
                                           device=device, batch_size=batch_size, dtype=dtype,
-                                          progress=progress, desc=f"features ({name})"):
+                                          progress=progress, desc=f"features ({name})",
+                                          skip_bad=skip_bad):
             n_set += len(chunk)
             if labels is None:
                 xs.append(feats)
@@ -86,13 +93,16 @@ def make_tagger(model: str, **params) -> Tagger:
     """A fresh tagger of registered kind ``model`` (e.g. "linear", "mlp")."""
     from jetace.taggers.base import TAGGERS
 
-    if model not in TAGGERS:
+    if model not in TAGGERS:  # import the defining module (anomaly.py defines several)
         import importlib
 
-        try:
-            importlib.import_module(f"jetace.taggers.{model}")
-        except ModuleNotFoundError:
-            pass
+        for module in (model, "anomaly", "cluster", "weak"):
+            try:
+                importlib.import_module(f"jetace.taggers.{module}")
+            except ModuleNotFoundError:
+                continue
+            if model in TAGGERS:
+                break
     if model not in TAGGERS:
         raise InputError(f"unknown model {model!r}; choose one of {', '.join(sorted(TAGGERS))}")
     return TAGGERS[model](**params)
@@ -107,12 +117,82 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
+def _feature_module(spec: dict[str, Any] | None) -> tuple[torch.nn.Module, int]:
+    """The feature module of ``spec`` (default: bip order 4, degree 7) and max_particles."""
+    from jetace.features import features_from_spec
+
+    spec = dict(spec or {"family": "bip", "max_particles": 128})
+    return features_from_spec(spec), int(spec.get("max_particles", 128))
+
+
+def _check_disjoint(first, second, names: tuple[str, str]) -> None:
+    """Raise InputError if a file is given in both input sets."""
+    from jetace.io import expand_paths
+
+    same = ({os.path.realpath(p) for p in expand_paths(first)}
+            & {os.path.realpath(p) for p in expand_paths(second)})
+    if same:
+        raise InputError(f"the same file(s) given as {names[0]} and as {names[1]}: "
+                         f"{', '.join(sorted(same))}")
+
+
+def _fit_model(sets, classes: list[str], tagger: Tagger, *, spec: dict[str, Any] | None,
+               labels: list[str] | None, val_fraction: float, seed: int, device,
+               validate, read_kw: dict[str, Any], progress: bool, model_name: str,
+               ) -> tuple[JetaceModel, dict[str, Any]]:
+    """Shared pipeline: features of ``sets`` -> seeded split -> ``tagger.fit`` -> model.
+
+    ``sets`` as in :func:`collect_features`; ``validate(scores, y_val)`` returns the
+    validation metrics (a dict, possibly empty) from the held-out decision function.
+    """
+    from jetace.extract import resolve_device
+    from jetace.io import expand_paths
+
+    features, max_particles = _feature_module(spec)
+    dev = resolve_device(device)
+    X, y = collect_features(sets, {**features.spec, "max_particles": max_particles},
+                            labels=labels, device=dev, progress=progress, **read_kw)
+    tr, va = split_indices(len(y), val_fraction, seed)
+    counts = ({c: int((y == i).sum()) for i, c in enumerate(classes)} if labels is not None
+              else {name: int((y == i).sum()) for name, _, i in sets})
+    t0 = time.perf_counter()
+    tagger.fit(X[torch.as_tensor(tr, device=X.device)], y[tr])
+    if X.device.type == "cuda":
+        torch.cuda.synchronize(X.device)
+    seconds = time.perf_counter() - t0
+    report: dict[str, Any] = {"training_seconds": seconds, "n_train": len(tr), "n_val": len(va),
+                              "n_jets_per_class": counts,
+                              "device": str(X.device), "model": model_name}
+    if len(va):
+        scores = to_numpy(tagger.decision_function(X[torch.as_tensor(va, device=X.device)]))
+        validation = validate(scores, y[va])
+        if validation:
+            report["validation"] = validation
+    fitted = getattr(tagger, "classes_", None)
+    fitted_classes = classes if fitted is None else [classes[int(i)] for i in fitted]
+    result = JetaceModel(features, tagger, fitted_classes, max_particles=max_particles,
+                         feature_dtype=X.dtype)
+    result.metadata.update({
+        "training_seconds": round(seconds, 3), "n_train": len(tr), "n_val": len(va),
+        "seed": seed, "val_fraction": val_fraction, "model": model_name,
+        "validation": report.get("validation", {}),
+        "inputs": {name: [os.path.basename(p) for p in expand_paths(paths)]
+                   for name, paths, _ in sets},
+    })
+    return result, report
+
+
+def _read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad) -> dict[str, Any]:
+    return {"tree": tree, "schema": schema, "step_size": step_size, "max_jets": max_jets,
+            "batch_size": batch_size, "skip_bad": skip_bad}
+
+
 def train_model(*, signal=None, background=None, inputs=None, labels: list[str] | None = None,
                 spec: dict[str, Any] | None = None, model: str = "linear",
                 tagger_params: dict[str, Any] | None = None, val_fraction: float = 0.2,
                 seed: int = 0, tree: str = "tree", schema="jetclass", step_size="100 MB",
                 max_jets: int | None = None, device: str | torch.device = "auto",
-                batch_size: int = 4096, progress: bool = True,
+                batch_size: int = 4096, progress: bool = True, skip_bad: bool = False,
                 ) -> tuple[JetaceModel, dict[str, Any]]:
     """Train a supervised model on ROOT files; returns (model, report).
 
@@ -121,15 +201,8 @@ def train_model(*, signal=None, background=None, inputs=None, labels: list[str] 
     ``spec`` (default: bip order 4, degree 7). A seeded ``val_fraction`` of the jets is
     held out; the report holds training time, jet counts and validation metrics
     (binary: :func:`jetace.metrics.binary_metrics`; multi-class: accuracy).
+    ``skip_bad``: skip unreadable input files with a warning instead of stopping.
     """
-    from jetace.extract import resolve_device
-    from jetace.features import features_from_spec
-    from jetace.io import expand_paths
-    from jetace.metrics import binary_metrics
-
-    spec = dict(spec or {"family": "bip", "max_particles": 128})
-    features = features_from_spec(spec)
-    max_particles = int(spec.get("max_particles", 128))
     if labels is not None:
         labels = [lab.strip() for lab in labels if lab.strip()]
         if len(labels) < 2 or len(set(labels)) != len(labels):
@@ -141,44 +214,105 @@ def train_model(*, signal=None, background=None, inputs=None, labels: list[str] 
     else:
         if signal is None or background is None:
             raise InputError("binary training needs both signal and background files")
-        same = ({os.path.realpath(p) for p in expand_paths(signal)}
-                & {os.path.realpath(p) for p in expand_paths(background)})
-        if same:
-            raise InputError(f"the same file(s) given as signal and as background: "
-                             f"{', '.join(sorted(same))}")
+        _check_disjoint(signal, background, ("signal", "background"))
         sets, classes = [("background", background, 0), ("signal", signal, 1)], \
             ["background", "signal"]
-    dev = resolve_device(device)
-    X, y = collect_features(sets, {**features.spec, "max_particles": max_particles},
-                            labels=labels, tree=tree, schema=schema, step_size=step_size,
-                            max_jets=max_jets, device=dev, batch_size=batch_size,
-                            progress=progress)
-    tr, va = split_indices(len(y), val_fraction, seed)
-    tagger = make_tagger(model, **(tagger_params or {}))
-    t0 = time.perf_counter()
-    tr_t = torch.as_tensor(tr, device=X.device)
-    tagger.fit(X[tr_t], y[tr])
-    if X.device.type == "cuda":
-        torch.cuda.synchronize(X.device)
-    seconds = time.perf_counter() - t0
-    report: dict[str, Any] = {"training_seconds": seconds, "n_train": len(tr), "n_val": len(va),
-                              "n_jets_per_class": {c: int((y == i).sum())
-                                                   for i, c in enumerate(classes)},
-                              "device": str(X.device), "model": model}
-    fitted_classes = [classes[int(i)] for i in getattr(tagger, "classes_", range(len(classes)))]
-    result = JetaceModel(features, tagger, fitted_classes, max_particles=max_particles,
-                         feature_dtype=X.dtype)
-    if len(va):
-        scores = to_numpy(tagger.decision_function(X[torch.as_tensor(va, device=X.device)]))
-        if len(classes) == 2 and np.unique(y[va]).size == 2:
-            report["validation"] = binary_metrics(scores, y[va])
-        elif scores.ndim == 2:
-            report["validation"] = {"accuracy": float(np.mean(scores.argmax(1) == y[va]))}
-    result.metadata.update({
-        "training_seconds": round(seconds, 3), "n_train": len(tr), "n_val": len(va),
-        "seed": seed, "val_fraction": val_fraction, "model": model,
-        "validation": report.get("validation", {}),
-        "inputs": {name: [os.path.basename(p) for p in expand_paths(paths)]
-                   for name, paths, _ in sets},
-    })
-    return result, report
+
+    def validate(scores: np.ndarray, y_val: np.ndarray) -> dict[str, Any]:
+        from jetace.metrics import binary_metrics
+
+        if len(classes) == 2 and np.unique(y_val).size == 2:
+            return binary_metrics(scores, y_val)
+        if scores.ndim == 2:
+            return {"accuracy": float(np.mean(scores.argmax(1) == y_val))}
+        return {}
+
+    return _fit_model(sets, classes, make_tagger(model, **(tagger_params or {})), spec=spec,
+                      labels=labels, val_fraction=val_fraction, seed=seed, device=device,
+                      validate=validate, progress=progress, model_name=model,
+                      read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad))
+
+
+UNSUPERVISED = ("gaussian", "gmm", "autoencoder", "cluster")
+
+
+def train_unsupervised(*, background=None, inputs=None, method: str = "gaussian",
+                       spec: dict[str, Any] | None = None,
+                       tagger_params: dict[str, Any] | None = None, val_fraction: float = 0.0,
+                       seed: int = 0, tree: str = "tree", schema="jetclass",
+                       step_size="100 MB", max_jets: int | None = None,
+                       device: str | torch.device = "auto", batch_size: int = 4096,
+                       progress: bool = True, skip_bad: bool = False,
+                       ) -> tuple[JetaceModel, dict[str, Any]]:
+    """Train an anomaly detector or a clustering tagger without labels; (model, report).
+
+    ``method``: ``"gaussian"``, ``"gmm"``, ``"autoencoder"`` (anomaly scores fitted on
+    ``background`` jets only: :mod:`jetace.taggers.anomaly`) or
+    ``"cluster"`` (an unlabelled sample, ``inputs`` or ``background``:
+    :mod:`jetace.taggers.cluster`). ``tagger_params`` go to the tagger's constructor
+    (``seed`` defaults to ``seed``). The model's classes are ``["background",
+    "signal"]`` and its score is larger for more anomalous (signal-like) jets, so
+    ``jetace evaluate`` takes the anomaly as signal. With ``val_fraction`` > 0 a seeded
+    part of the jets is held out and the report gives quantiles of its scores (the
+    thresholds that keep 90%, 99% and 99.9% of background jets).
+    """
+    if method not in UNSUPERVISED:
+        raise InputError(f"unknown unsupervised method {method!r}; choose one of "
+                         f"{', '.join(UNSUPERVISED)}")
+    if (background is None) == (inputs is None):
+        what = "the unlabelled sample" if method == "cluster" else "background jets"
+        raise InputError(f"unsupervised training ({method}) needs {what}: give either "
+                         f"background or input files (one of them)")
+    name = "background" if inputs is None else "input"
+    tagger = make_tagger(method, **{"seed": seed, **(tagger_params or {})})
+
+    def validate(scores: np.ndarray, y_val: np.ndarray) -> dict[str, Any]:
+        q = np.quantile(scores, [0.9, 0.99, 0.999])
+        return {"background_score_quantiles": {"0.9": float(q[0]), "0.99": float(q[1]),
+                                               "0.999": float(q[2])}}
+
+    return _fit_model([(name, inputs if background is None else background, 0)],
+                      ["background", "signal"], tagger, spec=spec, labels=None,
+                      val_fraction=val_fraction, seed=seed, device=device, validate=validate,
+                      progress=progress, model_name=method,
+                      read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad))
+
+
+def train_cwola(*, mixture_a, mixture_b, model: str = "linear",
+                spec: dict[str, Any] | None = None, tagger_params: dict[str, Any] | None = None,
+                val_fraction: float = 0.2, seed: int = 0, tree: str = "tree",
+                schema="jetclass", step_size="100 MB", max_jets: int | None = None,
+                device: str | torch.device = "auto", batch_size: int = 4096,
+                progress: bool = True, skip_bad: bool = False,
+                ) -> tuple[JetaceModel, dict[str, Any]]:
+    """Weakly supervised training (CWoLa) on two mixed samples; returns (model, report).
+
+    ``mixture_a``: files of the mixture richer in signal; ``mixture_b``: the other one.
+    No jet-level labels are read: a :class:`~jetace.taggers.weak.CWoLaTagger` with inner
+    tagger ``model`` (``"linear"`` or ``"mlp"``; ``tagger_params`` go to it) learns to
+    tell A from B, which ranks jets by signal-likeness. The model's classes are
+    ``["background", "signal"]`` (score larger = more signal-like). The held-out
+    ``val_fraction`` gives A-versus-B metrics (``validation``: an AUC above 0.5 means
+    the mixtures differ; it is far below the signal-versus-background AUC).
+    """
+    from jetace.taggers.weak import CWoLaTagger
+
+    if not mixture_a or not mixture_b:
+        raise InputError("CWoLa training needs files for both mixtures (A: signal-richer, B)")
+    _check_disjoint(mixture_a, mixture_b, ("mixture A", "mixture B"))
+    tagger = CWoLaTagger(classifier=model, classifier_params=tagger_params, seed=seed)
+
+    def validate(scores: np.ndarray, y_val: np.ndarray) -> dict[str, Any]:
+        from jetace.metrics import binary_metrics
+
+        if np.unique(y_val).size < 2:
+            return {}
+        m = binary_metrics(scores, y_val)
+        return {"mixture_auc": m["auc"], "n_a": int(y_val.sum()),
+                "n_b": int((~y_val.astype(bool)).sum())}
+
+    return _fit_model([("mixture B", mixture_b, 0), ("mixture A", mixture_a, 1)],
+                      ["background", "signal"], tagger, spec=spec, labels=None,
+                      val_fraction=val_fraction, seed=seed, device=device, validate=validate,
+                      progress=progress, model_name=f"cwola-{model}",
+                      read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad))

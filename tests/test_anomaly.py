@@ -54,7 +54,8 @@ def fast(kind: str, seed: int = 0):
         return GaussianAnomaly(n_components=8, seed=seed)
     if kind == "gmm":
         return GMMAnomaly(n_mix=2, n_components=6, seed=seed)
-    return AutoencoderAnomaly(hidden=(16,), latent=3, max_epochs=25, patience=5, seed=seed)
+    return AutoencoderAnomaly(hidden=(16,), latent=3, lr=3e-3, max_epochs=10, patience=3,
+                              seed=seed)
 
 
 KINDS = ["gaussian", "gmm", "autoencoder"]
