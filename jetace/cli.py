@@ -179,38 +179,110 @@ def _input_kwargs(args: argparse.Namespace) -> dict:
 
 def _add_train(sub) -> None:
     p = sub.add_parser(
-        "train", help="train a supervised tagger (linear or MLP) on ACE features",
+        "train", help="train a tagger (supervised, unsupervised or CWoLa) on ACE features",
         description="Stream the jets of ROOT files through the feature module, train a tagger "
                     "on the feature matrix and write one model file (features + preprocessing "
                     "+ classifier). Binary: --signal/--background. Multi-class: --inputs and "
                     "--labels, one class per label branch. A seeded validation split is held "
-                    "out and its AUC (or accuracy) printed.")
+                    "out and its AUC (or accuracy) printed. Unsupervised: --unsupervised METHOD "
+                    "--background FILES (anomaly score fitted on background jets only; for "
+                    "'cluster' the files, --inputs or --background, are the unlabelled "
+                    "sample). Weakly supervised (CWoLa): --mixture-a FILES --mixture-b FILES, "
+                    "A being the mixture richer in signal. Every model scores larger = more "
+                    "signal-like (anomalous), for 'jetace evaluate' and 'jetace predict'.")
     p.add_argument("--signal", nargs="+", help="ROOT files (or patterns) of signal jets")
     p.add_argument("--background", nargs="+", help="ROOT files (or patterns) of background jets")
     p.add_argument("--inputs", nargs="+", help="multi-class: ROOT files with label_* branches")
     p.add_argument("--labels", default=None,
                    help="multi-class: comma-separated label branches, e.g. label_Tbqq,label_QCD")
+    p.add_argument("--unsupervised", default=None, metavar="METHOD",
+                   choices=["gaussian", "gmm", "autoencoder", "cluster"],
+                   help="train without labels: gaussian, gmm, autoencoder (anomaly scores "
+                        "fitted on --background) or cluster (clusters of --inputs)")
+    p.add_argument("--mixture-a", nargs="+", help="CWoLa: ROOT files of the signal-richer mixture")
+    p.add_argument("--mixture-b", nargs="+", help="CWoLa: ROOT files of the other mixture")
     p.add_argument("-o", "--output", required=True, help="model file to write")
     p.add_argument("--model", default="linear", choices=["linear", "mlp"],
-                   help="linear: logistic regression (default); mlp: small neural network")
+                   help="linear: logistic regression (default); mlp: small neural network "
+                        "(also the classifier of CWoLa)")
     p.add_argument("--method", default="logistic", choices=["logistic", "lda"],
                    help="linear model: logistic regression (default) or shrinkage LDA")
     p.add_argument("--C", default=None,
                    help="linear model: inverse L2 strength, or 'auto' for a validation scan")
     p.add_argument("--hidden", default=None,
-                   help="mlp: comma-separated hidden layer widths, 1 to 3 layers (e.g. 64,32)")
+                   help="mlp, autoencoder: comma-separated hidden layer widths (e.g. 64,32)")
+    u = p.add_argument_group("unsupervised")
+    u.add_argument("--n-components", default=None,
+                   help="principal components kept: an integer, or a variance fraction in "
+                        "(0, 1), or 'all' (default: the method's)")
+    u.add_argument("--n-mix", type=int, default=None, help="gmm: Gaussians in the mixture")
+    u.add_argument("--n-clusters", type=int, default=None, help="cluster: number of clusters")
+    u.add_argument("--cluster-method", default=None, choices=["gmm", "kmeans"],
+                   help="cluster: Gaussian mixture (default) or k-means")
+    u.add_argument("--rule", default=None, choices=["smallest", "farthest"],
+                   help="cluster: the signal-like cluster is the smallest (default) or the "
+                        "farthest from the sample mean")
+    u.add_argument("--latent", type=int, default=None, help="autoencoder: latent width")
+    u.add_argument("--max-epochs", type=int, default=None, help="autoencoder: epoch limit")
     p.add_argument("--transform", default=None, choices=["standard", "signed_log"],
                    help="input scaling of the features (default: the tagger's)")
     p.add_argument("--seed", type=int, default=0, help="seed of splits and initialisation")
-    p.add_argument("--val-fraction", type=float, default=0.2,
-                   help="fraction of jets held out for the reported validation metrics")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="fraction of jets held out for the reported validation metrics; the "
+                        "saved model is then refitted on all jets (default: 0.2; 0 for "
+                        "--unsupervised)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip input files with a missing tree or bad branches (with a warning) "
+                        "instead of stopping")
     add_feature_arguments(p)
     add_input_arguments(p)
 
-    def run(args):
-        from jetace.training import train_model
+    def unsupervised_params(args) -> dict:
+        params: dict = {}
+        if args.n_components is not None:
+            v = args.n_components
+            try:
+                params["n_components"] = (None if v == "all" else float(v) if "." in v
+                                          else int(v))
+            except ValueError:
+                from jetace.errors import InputError
 
+                raise InputError(f"--n-components takes an integer, a fraction in (0, 1) or "
+                                 f"'all', got {v!r}") from None
+        if args.transform:
+            params["transform"] = args.transform
+        for opt, key in (("n_mix", "n_mix"), ("n_clusters", "n_clusters"), ("rule", "rule"),
+                         ("cluster_method", "method"), ("latent", "latent"),
+                         ("max_epochs", "max_epochs")):
+            if getattr(args, opt) is not None:
+                params[key] = getattr(args, opt)
+        if args.hidden:
+            params["hidden"] = tuple(int(h) for h in args.hidden.split(","))
+        if args.unsupervised == "autoencoder" and not args.quiet:
+            params["progress"] = True
+        return params
+
+    def run_weak(args, common: dict):
+        from jetace.errors import InputError
+        from jetace.training import train_cwola, train_unsupervised
+
+        if args.signal or args.labels:
+            raise InputError("--signal/--labels are for supervised training; --unsupervised "
+                             "takes --background (or --inputs), CWoLa takes --mixture-a/-b")
+        if args.unsupervised:
+            if args.mixture_a or args.mixture_b:
+                raise InputError("give either --unsupervised or --mixture-a/--mixture-b")
+            return train_unsupervised(background=args.background, inputs=args.inputs,
+                                      method=args.unsupervised,
+                                      tagger_params=unsupervised_params(args), **common)
+        if not (args.mixture_a and args.mixture_b) or args.background or args.inputs:
+            raise InputError("CWoLa training takes --mixture-a FILES and --mixture-b FILES "
+                             "(and no --background/--inputs)")
+        return train_cwola(mixture_a=args.mixture_a, mixture_b=args.mixture_b,
+                           model=args.model, tagger_params=supervised_params(args), **common)
+
+    def supervised_params(args) -> dict:
         params: dict = {"seed": args.seed}
         if args.transform:
             params["transform"] = args.transform
@@ -220,17 +292,32 @@ def _add_train(sub) -> None:
                 params["C"] = args.C if args.C == "auto" else float(args.C)
         elif args.hidden:
             params["hidden"] = tuple(int(h) for h in args.hidden.split(","))
-        labels = args.labels.split(",") if args.labels else None
-        model, report = train_model(signal=args.signal, background=args.background,
-                                    inputs=args.inputs, labels=labels,
-                                    spec=feature_spec_from_args(args), model=args.model,
-                                    tagger_params=params, val_fraction=args.val_fraction,
-                                    seed=args.seed, progress=not args.quiet, **_input_kwargs(args))
+        return params
+
+    def run(args):
+        from jetace.training import train_model
+
+        val_fraction = args.val_fraction
+        if val_fraction is None:
+            val_fraction = 0.0 if args.unsupervised else 0.2
+        common = dict(spec=feature_spec_from_args(args), val_fraction=val_fraction,
+                      seed=args.seed, progress=not args.quiet, skip_bad=args.skip_bad,
+                      **_input_kwargs(args))
+        if args.unsupervised or args.mixture_a or args.mixture_b:
+            model, report = run_weak(args, common)
+        else:
+            labels = args.labels.split(",") if args.labels else None
+            model, report = train_model(signal=args.signal, background=args.background,
+                                        inputs=args.inputs, labels=labels, model=args.model,
+                                        tagger_params=supervised_params(args), **common)
         model.save(args.output)
         counts = ", ".join(f"{k} {v}" for k, v in report["n_jets_per_class"].items())
-        print(f"trained {args.model} tagger on {report['n_train']} jets ({counts}; "
+        print(f"trained {report['model']} tagger on {report['n_train']} jets ({counts}; "
               f"{report['n_val']} held out) with {model.num_features} features in "
               f"{report['training_seconds']:.1f} s on {report['device']}")
+        if report["n_val"]:
+            print(f"refitted on all {report['n_train'] + report['n_val']} jets for the saved "
+                  f"model in {report['refit_seconds']:.1f} s")
         val = report.get("validation", {})
         if "auc" in val:
             print(f"validation: AUC {val['auc']:.4f}, accuracy {val['accuracy']:.4f}, "
@@ -238,9 +325,40 @@ def _add_train(sub) -> None:
                   f"at 0.5: {val['rejection_at_0.5']:.1f}")
         elif "accuracy" in val:
             print(f"validation: accuracy {val['accuracy']:.4f}")
+        elif "mixture_auc" in val:
+            print(f"validation: mixture A vs B AUC {val['mixture_auc']:.4f} (truth-free; "
+                  f"below the signal-vs-background AUC)")
+        elif "background_score_quantiles" in val:
+            q = val["background_score_quantiles"]
+            print("validation: background score quantiles "
+                  + ", ".join(f"{k}: {v:.4g}" for k, v in q.items()))
         print(f"wrote {args.output}")
 
     p.set_defaults(func=run)
+
+
+def _add_skip_bad(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip input files with a missing tree or bad branches (listed on "
+                        "stderr) instead of stopping before any jet is scored")
+
+
+def _readable(paths: list[str], args: argparse.Namespace, command: str) -> list[str]:
+    """``paths`` as they are, or with --skip-bad the files that pass the input checks
+    (each skipped one reported on stderr; an error if none is left)."""
+    if not getattr(args, "skip_bad", False):
+        return paths
+    import warnings
+
+    from jetace.io import JetFiles
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # reported below, once per file
+        files = JetFiles(paths, args.tree, args.schema, extras=False, skip_bad=True)
+    for path, reason in files.skipped:
+        print(f"jetace {command}: warning: skipping bad input file {path}: {reason}",
+              file=sys.stderr)
+    return files.files
 
 
 def _add_evaluate(sub) -> None:
@@ -256,6 +374,7 @@ def _add_evaluate(sub) -> None:
                    help="multi-class model: the class that is signal (default: the first)")
     p.add_argument("--json", action="store_true", help="print one JSON object line")
     p.add_argument("--plot", default=None, help="write the ROC curve to this image (e.g. roc.png)")
+    _add_skip_bad(p)
     add_input_arguments(p)
 
     def run(args):
@@ -270,6 +389,7 @@ def _add_evaluate(sub) -> None:
         signal_class = args.signal_class or model.classes[0]
         parts = []
         for name, paths in (("signal", args.signal), ("background", args.background)):
+            paths = _readable(paths, args, "evaluate")
             scores = [s for _, s in model.iter_scores(paths, progress=not args.json,
                                                       desc=f"scoring ({name})",
                                                       **_input_kwargs(args))]
@@ -301,6 +421,7 @@ def _add_predict(sub) -> None:
     p.add_argument("model", help="model file written by 'jetace train'")
     p.add_argument("files", nargs="+", help="ROOT files or glob patterns")
     p.add_argument("-o", "--output", required=True, help="output file (.parquet or .root)")
+    _add_skip_bad(p)
     add_input_arguments(p)
 
     def run(args):
@@ -313,11 +434,12 @@ def _add_predict(sub) -> None:
         from jetace.model_file import load_model
 
         model = load_model(args.model)
+        files = _readable(args.files, args, "predict")
         names = [c[len("label_"):] if c.startswith("label_") else c for c in model.classes]
         meta = {"jetace_model": json.dumps({"classes": model.classes, "features": model.spec})}
         n = 0
         with TableWriter(args.output, metadata=meta) as writer:
-            for chunk, scores in model.iter_scores(args.files, desc=f"predict -> {args.output}",
+            for chunk, scores in model.iter_scores(files, desc=f"predict -> {args.output}",
                                                    **_input_kwargs(args)):
                 cols = jet_columns(chunk)
                 if scores.ndim == 1:

@@ -144,6 +144,8 @@ def _fit_model(sets, classes: list[str], tagger: Tagger, *, spec: dict[str, Any]
 
     ``sets`` as in :func:`collect_features`; ``validate(scores, y_val)`` returns the
     validation metrics (a dict, possibly empty) from the held-out decision function.
+    When jets were held out, the tagger is then fitted again, with the same settings, on
+    all jets: the report describes the held-out check, the saved model uses every jet.
     """
     from jetace.extract import resolve_device
     from jetace.io import expand_paths
@@ -168,12 +170,14 @@ def _fit_model(sets, classes: list[str], tagger: Tagger, *, spec: dict[str, Any]
         validation = validate(scores, y[va])
         if validation:
             report["validation"] = validation
+        tagger = type(tagger)(**tagger.get_params()).fit(X, y)
+        report["refit_seconds"] = time.perf_counter() - t0 - seconds
     fitted = getattr(tagger, "classes_", None)
     fitted_classes = classes if fitted is None else [classes[int(i)] for i in fitted]
     result = JetaceModel(features, tagger, fitted_classes, max_particles=max_particles,
                          feature_dtype=X.dtype)
     result.metadata.update({
-        "training_seconds": round(seconds, 3), "n_train": len(tr), "n_val": len(va),
+        "training_seconds": round(seconds, 3), "n_train": len(y), "n_val_check": len(va),
         "seed": seed, "val_fraction": val_fraction, "model": model_name,
         "validation": report.get("validation", {}),
         "inputs": {name: [os.path.basename(p) for p in expand_paths(paths)]

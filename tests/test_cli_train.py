@@ -145,3 +145,127 @@ def test_clear_errors(files, trained, capsys, tmp_path, case):
     assert code == 1
     assert expect in err
     assert not out.exists()
+
+
+# -- unsupervised and weakly supervised training -----------------------------------------
+UNSUP = {"gaussian": ["--n-components", "10"],
+         "gmm": ["--n-mix", "2", "--n-components", "6"],
+         "autoencoder": ["--hidden", "16", "--latent", "3", "--max-epochs", "15"]}
+
+
+def _auc(capsys, model, files):
+    code, out, _ = _run(capsys, "evaluate", model, "--signal", files["sig_te"], "--background",
+                        files["bkg_te"], "--json")
+    assert code == 0
+    return json.loads(out)
+
+
+@pytest.mark.parametrize("method", sorted(UNSUP))
+def test_unsupervised_train_evaluate_predict(files, capsys, tmp_path, method):
+    """Fitted on 1-prong (background) jets only, 3-prong jets come out anomalous."""
+    model = tmp_path / f"{method}.jetace"
+    code, out, _ = _run(capsys, "train", "--unsupervised", method, "--background", files["bkg"],
+                        "-o", model, "--val-fraction", "0.2", "--quiet", *UNSUP[method],
+                        *FEATURES)
+    assert code == 0, out
+    assert f"trained {method} tagger on 200 jets" in out
+    assert "background score quantiles" in out
+    m = _auc(capsys, model, files)
+    assert m["n_signal"] == 120 and m["auc"] > 0.85
+    pred = tmp_path / "scores.parquet"
+    assert _run(capsys, "predict", model, files["sig_te"], files["bkg_te"], "-o", pred)[0] == 0
+    scores = np.asarray(pq.read_table(pred).to_pydict()["score"])
+    assert len(scores) == 240 and scores[:120].mean() > scores[120:].mean()
+
+
+def test_unsupervised_is_reproducible_from_seed(files, capsys, tmp_path):
+    from jetace.model_file import load_model
+
+    outs = []
+    for i, seed in enumerate(["5", "5", "6"]):
+        model = tmp_path / f"ae{i}.jetace"
+        assert main(["train", "--unsupervised", "autoencoder", "--background", files["bkg"],
+                     "-o", str(model), "--seed", seed, "--quiet", *UNSUP["autoencoder"],
+                     *FEATURES]) == 0
+        outs.append(load_model(model).tagger.module_.net[0].weight.detach().numpy())
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert not np.allclose(outs[0], outs[2])
+
+
+def _mix(files, out, fraction, n, seed):
+    # run through main, its printout is then dropped by the caller's next _run
+    assert main(["mix", files["sig"], "--background", files["bkg"], "--fraction", str(fraction),
+                 "-n", str(n), "-o", str(out), "--seed", str(seed)]) == 0
+    return str(out)
+
+
+def test_cluster_on_unlabelled_mixture(files, capsys, tmp_path):
+    sample = _mix(files, tmp_path / "unlabelled.root", 0.2, 250, seed=1)
+    model = tmp_path / "cluster.jetace"
+    code, out, _ = _run(capsys, "train", "--unsupervised", "cluster", "--inputs", sample,
+                        "-o", model, "--n-components", "5", "--quiet", *FEATURES)
+    assert code == 0 and "input 250" in out
+    assert _auc(capsys, model, files)["auc"] > 0.85
+
+
+@pytest.mark.parametrize("inner", ["linear", "mlp"])
+def test_cwola_from_mix_outputs(files, capsys, tmp_path, inner):
+    """CWoLa on two `jetace mix` mixtures (0.5 vs 0.1 signal) tags 3-prong jets."""
+    a = _mix(files, tmp_path / "a.root", 0.5, 240, seed=1)
+    b = _mix(files, tmp_path / "b.root", 0.1, 240, seed=2)
+    model = tmp_path / "cwola.jetace"
+    extra = ["--hidden", "16"] if inner == "mlp" else []
+    code, out, _ = _run(capsys, "train", "--mixture-a", a, "--mixture-b", b, "-o", model,
+                        "--model", inner, "--quiet", *extra, *FEATURES)
+    assert code == 0
+    assert f"cwola-{inner}" in out and "mixture A vs B AUC" in out
+    assert _auc(capsys, model, files)["auc"] > 0.85
+    # swapping the mixtures flips the tagger: A must be the signal-richer one
+    swapped = tmp_path / "swapped.jetace"
+    assert _run(capsys, "train", "--mixture-a", b, "--mixture-b", a, "-o", swapped, "--model",
+                inner, "--quiet", *extra, *FEATURES)[0] == 0
+    assert _auc(capsys, swapped, files)["auc"] < 0.3
+
+
+def test_train_skip_bad(files, capsys, tmp_path):
+    bad = tmp_path / "bad.root"
+    bad.write_bytes(b"not a ROOT file")
+    model = tmp_path / "g.jetace"
+    argv = ["train", "--unsupervised", "gaussian", "--background", files["bkg"], str(bad),
+            "-o", model, "--quiet", *FEATURES]
+    code, _, err = _run(capsys, *argv)
+    assert code == 1 and "bad.root" in err and not model.exists()
+    code, out, _ = _run(capsys, *argv, "--skip-bad")
+    assert code == 0 and "background 250" in out and model.exists()
+
+
+@pytest.mark.parametrize("case", ["no-background", "empty", "constant", "both", "one-mixture",
+                                  "same-mixture", "signal"])
+def test_unsupervised_and_cwola_errors(files, capsys, tmp_path, case):
+    out = tmp_path / "x.jetace"
+    if case == "no-background":
+        argv, expect = ["--unsupervised", "gaussian"], "needs background jets"
+    elif case == "empty":
+        argv = ["--unsupervised", "gmm", "--background", files["empty"]]
+        expect = "no jets in the background files"
+    elif case == "constant":
+        jet = toy_jets(1, seed=7)[0]
+        const = write_jetclass(tmp_path / "const.root", [jet] * 30, QCD)
+        argv, expect = ["--unsupervised", "gaussian", "--background", str(const)], "constant"
+    elif case == "both":
+        argv = ["--unsupervised", "gaussian", "--background", files["bkg"], "--mixture-a",
+                files["sig"], "--mixture-b", files["bkg"]]
+        expect = "either --unsupervised or --mixture"
+    elif case == "one-mixture":
+        argv, expect = ["--mixture-a", files["sig"]], "--mixture-b"
+    elif case == "same-mixture":
+        argv = ["--mixture-a", files["bkg"], "--mixture-b", files["bkg"]]
+        expect = "same file"
+    else:
+        argv = ["--unsupervised", "gaussian", "--signal", files["sig"], "--background",
+                files["bkg"]]
+        expect = "--signal"
+    code, _, err = _run(capsys, "train", *argv, "-o", out, "--quiet", *FEATURES)
+    assert code == 1
+    assert expect in err
+    assert not out.exists()

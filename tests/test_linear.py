@@ -15,6 +15,16 @@ from jetace.taggers import tagger_from_state
 from jetace.taggers.linear import LinearTagger, ledoit_wolf_shrinkage
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matrices: torch's thread pool only adds synchronisation cost, and on a busy
+    machine (CI, other jobs) spinning threads make these fits 10-100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _data(seed=0, n=3000, f=30, classes=2):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, f)) * np.exp(rng.normal(size=f)) + rng.normal(size=f)

@@ -64,9 +64,10 @@ def test_save_load_scores_equal(toy, tmp_path, kind):
     assert back.metadata["jetace_version"] == jetace.__version__
     np.testing.assert_array_equal(back.score(toy["p4"], toy["mask"]).numpy(),
                                   m.score(toy["p4"], toy["mask"]).numpy())
-    # raw jets, without the training data: same scores as the padded path
+    # raw jets, without the training data: same scores as the padded path, up to float32
+    # rounding (batch composition changes the padded width, so the summation order)
     np.testing.assert_allclose(back.score_jets(toy["jets"], batch_size=100),
-                               m.score(toy["p4"], toy["mask"]).numpy(), rtol=1e-6, atol=1e-6)
+                               m.score(toy["p4"], toy["mask"]).numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_multiclass_scores_and_signal_score(toy):

@@ -126,7 +126,6 @@ class BIPFeatures(torch.nn.Module):
             for part in (0, 1) if lvl < last or self._last_im else (0,):
                 offsets[lvl, part] = pos
                 pos += size
-        self._n_rows = pos
         out_idx = [offsets[lvl, part] + node for lvl, node, part in plan.outputs]
         self.register_buffer("_out_idx", torch.tensor(out_idx, dtype=torch.long), persistent=False)
 
@@ -194,22 +193,18 @@ class BIPFeatures(torch.nn.Module):
     def _products(self, a_re: torch.Tensor, a_im: torch.Tensor) -> torch.Tensor:
         """Evaluate the product plan from pooled A (n_elements, B); returns (B, F).
 
-        Feature-major layout (n_nodes, B): every gather copies whole rows. Each level is
-        written straight into one buffer, [Re L0, Im L0, Re L1, Im L1, ...], from which
-        the outputs are gathered.
+        Feature-major layout (n_nodes, B): every gather copies whole rows. Purely
+        functional (no writes into slices), so that it exports to ONNX as it runs.
         """
-        n0 = a_re.shape[0]
-        buf = a_re.new_empty(self._n_rows, a_re.shape[1])
-        buf[:n0], buf[n0:2 * n0] = a_re, a_im
-        z_re, z_im, pos = buf[:n0], buf[n0:2 * n0], 2 * n0
+        z_re, z_im = a_re, a_im
+        parts = [z_re, z_im]
         for t in range(self._n_levels):
             parent, factor = getattr(self, f"_parent{t}"), getattr(self, f"_factor{t}")
             pr, fr = z_re.index_select(0, parent), a_re.index_select(0, factor)
             pi, fi = z_im.index_select(0, parent), a_im.index_select(0, factor)
-            n = len(parent)
-            z_re = torch.addcmul(pr * fr, pi, fi, value=-1, out=buf[pos:pos + n])
-            pos += n
+            z_re = torch.addcmul(pr * fr, pi, fi, value=-1)
+            parts.append(z_re)
             if t + 1 < self._n_levels or self._last_im:
-                z_im = torch.addcmul(pr * fi, pi, fr, out=buf[pos:pos + n])
-                pos += n
-        return buf.index_select(0, self._out_idx).T
+                z_im = torch.addcmul(pr * fi, pi, fr)
+                parts.append(z_im)
+        return torch.cat(parts, dim=0).index_select(0, self._out_idx).T
