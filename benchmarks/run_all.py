@@ -67,23 +67,23 @@ LOGISTIC = dict(method="logistic", C="auto", C_grid=(1e-3, 1e-2, 1e-1, 1.0))
 def jetace_models(quick: bool) -> list[tuple[str, str, Any, Any]]:
     """(model name, feature name, feature factory, tagger factory) of the jetace rows.
 
-    "jetace linear" is shrinkage LDA on standardised features (fast, and as good as any
+    "jetace LDA" is shrinkage LDA on standardised features (fast, and as good as any
     other linear recipe from a few thousand jets on, see linear_recipes.py); the
     logistic row chooses its L2 strength on a validation split."""
     mlp_epochs = 15 if quick else 60
     return [
-        ("jetace linear", "bip(3,6)", lambda: jetace.BIPFeatures(3, 6),
+        ("jetace LDA", "bip(3,6)", lambda: jetace.BIPFeatures(3, 6),
          lambda: jetace.LinearTagger(**LINEAR)),
         ("jetace logistic (C auto)", "bip(3,6)", lambda: jetace.BIPFeatures(3, 6),
          lambda: jetace.LinearTagger(**LOGISTIC)),
-        ("jetace linear", "bip(4,7)", lambda: jetace.BIPFeatures(4, 7),
+        ("jetace LDA", "bip(4,7)", lambda: jetace.BIPFeatures(4, 7),
          lambda: jetace.LinearTagger(**LINEAR)),
         ("jetace MLP (64)", "bip(4,7)", lambda: jetace.BIPFeatures(4, 7),
          lambda: jetace.MLPTagger(hidden=(64,), max_epochs=mlp_epochs,
                                   patience=5)),
-        ("jetace linear", "lorentz(4)", lambda: jetace.LorentzACEFeatures(),
+        ("jetace LDA", "lorentz(4)", lambda: jetace.LorentzACEFeatures(),
          lambda: jetace.LinearTagger(**LINEAR)),
-        ("jetace linear", "lorentz IRC-safe", lambda: jetace.LorentzACEFeatures(irc_safe=True),
+        ("jetace LDA", "lorentz IRC-safe", lambda: jetace.LorentzACEFeatures(irc_safe=True),
          lambda: jetace.LinearTagger(**LINEAR)),
     ]
 
@@ -382,7 +382,7 @@ def ratios(rows: list[dict[str, Any]], feats: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     pn = find("ParticleNet", "")
     for feat in ("bip(3,6)", "bip(4,7)"):
-        lin = find("jetace linear", feat)
+        lin = find("jetace LDA", feat)
         if lin is None or pn is None:
             continue
         out[f"{feat}+linear vs ParticleNet-Lite"] = {
