@@ -56,7 +56,7 @@ def test_seeded_and_early_stopping():
 def test_multiclass_and_state_round_trip():
     X, _ = _xor(6, n=1000)
     y = np.digitize(X[:, 0] + X[:, 1] ** 2, [0.0, 1.5])
-    t = MLPTagger(hidden=(16, 8), max_epochs=12, lr=1e-2, batch_size=128).fit(torch.as_tensor(X), y)
+    t = MLPTagger(hidden=(16, 8), max_epochs=25, lr=1e-2, batch_size=128).fit(torch.as_tensor(X), y)
     p = t.predict_proba(X)
     assert p.shape == (len(X), 3) and np.allclose(p.sum(1), 1, atol=1e-5)
     assert t.decision_function(X).shape == (len(X), 3)
@@ -70,5 +70,49 @@ def test_bad_parameters():
         MLPTagger(hidden=(8, 8, 8, 8))
     with pytest.raises(InputError):
         MLPTagger(val_fraction=1.0)
+    with pytest.raises(InputError, match="schedule"):
+        MLPTagger(schedule="step")
+    with pytest.raises(InputError, match="n_models"):
+        MLPTagger(n_models=0)
     with pytest.raises(InputError, match="not fitted"):
         MLPTagger().predict(np.zeros((2, 3)))
+
+
+def test_ensemble_averages_seeded_members():
+    X, y = _xor(7, n=600)
+    kw = dict(hidden=(16,), lr=1e-2, max_epochs=6)
+    ens = MLPTagger(n_models=3, seed=5, **kw).fit(X, y)
+    assert len(ens.net_.members) == 3 and len(ens.members_) == 3
+    assert [m["n_epochs"] for m in ens.members_][0] == ens.n_epochs_
+    Z = ens.net_.scaler(torch.as_tensor(X))
+    with torch.no_grad():
+        logits = torch.stack([m(Z)[:, 0] for m in ens.net_.members])
+    np.testing.assert_allclose(ens.decision_function(X), logits.mean(0).numpy(), atol=1e-6)
+    assert (logits[0] - logits[1]).abs().max() > 1e-3  # the members differ
+    # member i is the network a single-model fit with seed + i would train
+    one = MLPTagger(n_models=1, seed=6, **kw).fit(X, y)
+    np.testing.assert_allclose(one.decision_function(X), logits[1].numpy(), atol=1e-5)
+    back = tagger_from_state("mlp", ens.get_state())
+    np.testing.assert_array_equal(back.decision_function(X), ens.decision_function(X))
+    assert back.members_ == ens.members_
+
+
+def test_plateau_schedule_and_linear_start():
+    X, y = _xor(8, n=600)
+    t = MLPTagger(hidden=(8,), skip=True, linear_start=3.0, schedule="plateau", n_models=2,
+                  max_epochs=3).fit(X, y)
+    for m in t.net_.members:  # the frozen skip of every member is the logistic solution
+        assert not m.skip.weight.requires_grad
+    torch.testing.assert_close(t.net_.members[0].skip.weight, t.net_.members[1].skip.weight)
+
+
+def test_loads_single_network_state_of_earlier_files():
+    X, y = _xor(9, n=400)
+    t = MLPTagger(hidden=(8,), n_models=1, max_epochs=3).fit(X, y)
+    state = t.get_state()
+    state["weights"] = {k.removeprefix("members.0."): v for k, v in state["weights"].items()}
+    for key in ("n_models", "schedule"):
+        del state["params"][key]
+    del state["members"]
+    back = tagger_from_state("mlp", state)
+    np.testing.assert_array_equal(back.decision_function(X), t.decision_function(X))

@@ -11,23 +11,21 @@ from jetace.errors import InputError
 from jetace.taggers.base import register
 from jetace.taggers.preprocess import TRANSFORMS, FeatureScaler, SupervisedTagger
 
-__all__ = ["MLPTagger", "MLPNet"]
+__all__ = ["MLPTagger", "MLPNet", "MLPBody", "SCHEDULES"]
+
+SCHEDULES = ("cosine", "plateau")
+PARAMS = ("hidden", "dropout", "weight_decay", "skip", "linear_start", "transform", "lr",
+          "batch_size", "max_epochs", "schedule", "patience", "val_fraction", "n_models",
+          "seed", "verbose")
 
 
-class MLPNet(torch.nn.Module):
-    """Raw features (B, F) -> scaler -> [Linear, SiLU, Dropout] x L -> logits.
+class MLPBody(torch.nn.Module):
+    """Scaled features (B, F) -> [Linear, SiLU, Dropout] x L -> logits (B, n_out),
+    plus an optional linear skip connection from input to output."""
 
-    A linear skip connection from the scaled input to the output lets the network start
-    from (and stay close to) the linear model, which is already strong on ACE features.
-    Output: (B,) for two classes, (B, K) otherwise.
-    """
-
-    def __init__(self, scaler: FeatureScaler, hidden: tuple[int, ...], n_out: int,
-                 dropout: float = 0.0, skip: bool = True):
+    def __init__(self, f: int, hidden: tuple[int, ...], n_out: int, dropout: float,
+                 skip: bool, dtype: torch.dtype, device: torch.device):
         super().__init__()
-        self.scaler = scaler
-        f = scaler.mean.shape[0]
-        dtype, device = scaler.mean.dtype, scaler.mean.device
         layers: list[torch.nn.Module] = []
         width = f
         for h in hidden:
@@ -38,21 +36,54 @@ class MLPNet(torch.nn.Module):
         self.body = torch.nn.Sequential(*layers)
         self.skip = (torch.nn.Linear(f, n_out, bias=False, dtype=dtype, device=device)
                      if skip else None)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.body(z)
+        return out + self.skip(z) if self.skip is not None else out
+
+
+class MLPNet(torch.nn.Module):
+    """Raw features (B, F) -> scaler -> mean of ``n_models`` member networks' logits.
+
+    Each member is ``[Linear, SiLU, Dropout] x L -> Linear`` (:class:`MLPBody`), with an
+    optional linear skip connection from the scaled input to the output that lets a
+    member start from (and stay close to) the linear model. All members share the scaler.
+    Output: (B,) for two classes, (B, K) otherwise.
+    """
+
+    def __init__(self, scaler: FeatureScaler, hidden: tuple[int, ...], n_out: int,
+                 dropout: float = 0.0, skip: bool = True, n_models: int = 1):
+        super().__init__()
+        self.scaler = scaler
+        f = scaler.mean.shape[0]
+        dtype, device = scaler.mean.dtype, scaler.mean.device
+        self.members = torch.nn.ModuleList(
+            MLPBody(f, hidden, n_out, dropout, skip, dtype, device) for _ in range(n_models))
         self.binary = n_out == 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.scaler(x)
-        out = self.body(z)
-        if self.skip is not None:
-            out = out + self.skip(z)
+        out = self.members[0](z)
+        for m in self.members[1:]:
+            out = out + m(z)
+        if len(self.members) > 1:
+            out = out / len(self.members)
         return out[:, 0] if self.binary else out
 
 
 @register("mlp")
 class MLPTagger(SupervisedTagger):
-    """Multilayer perceptron with input scaling, weight decay, dropout, Adam (AdamW)
-    minibatches and early stopping on a validation split. Seedable; trains on the device
-    of ``X`` (float32 unless ``X`` is float64).
+    """Multilayer perceptron (an average of ``n_models`` seeded networks) with input
+    scaling, weight decay, dropout, Adam (AdamW) minibatches, a learning-rate schedule
+    and early stopping on a validation split. Seedable; trains on the device of ``X``
+    (float32 unless ``X`` is float64).
+
+    The default (3 networks with hidden layers (128, 64), dropout 0.3, no skip
+    connection, one-cycle cosine schedule over 60 epochs) was chosen on BIP(4,7)
+    features of 40k top and QCD jets: each network alone is about as good as the
+    logistic model, their average is better, and it is also better on jets generated
+    with multi-parton interactions or smeared momenta. ``n_models=1`` trains about
+    three times faster.
 
     Parameters
     ----------
@@ -60,53 +91,63 @@ class MLPTagger(SupervisedTagger):
     dropout, weight_decay : regularisation (decoupled weight decay, as AdamW).
     skip : add a linear skip connection from input to output.
     linear_start : with ``skip``, the inverse L2 strength C of a logistic regression
-        (:class:`~jetace.taggers.linear.LinearTagger`) fitted first on all jets (the
-        validation split included: a linear model on 40k jets hardly overfits, and every
-        jet helps it); it sets the skip connection (then frozen) and the output bias, and
-        the last layer starts at zero, so training starts from the linear model's
-        predictions and the hidden layers learn a correction to it, early-stopped on the
-        validation split. None: a random, trainable skip.
-    transform : input scaling, "standard" or "signed_log".
+        (:class:`~jetace.taggers.linear.LinearTagger`) fitted first on all jets (a
+        linear model on 40k jets hardly overfits, and every jet helps it); it sets the
+        skip connection (then frozen) and the output bias, and the last layer starts at
+        zero, so training starts from the linear model's predictions and the hidden
+        layers learn a correction to it. None: a random, trainable skip.
+    transform : input scaling, "standard" or "signed_log" (fitted on all jets, shared
+        by the networks).
     lr, batch_size, max_epochs : optimisation.
+    schedule : "cosine": one-cycle learning rate (10% warm-up to ``lr``, then cosine
+        decay to ~0 at ``max_epochs``); "plateau": ``lr`` cut by 0.3 when the validation
+        loss stalls for ``patience // 3`` epochs.
     patience : stop after this many epochs without a better validation loss; the
         weights of the best epoch are kept.
-    val_fraction : fraction of the jets held out for early stopping.
-    seed : seeds the split, the initialisation, dropout and the minibatch order.
+    val_fraction : fraction of the jets held out for early stopping (a different
+        seeded split for each network, so together they learn from every jet).
+    n_models : number of networks whose logits are averaged.
+    seed : seeds the splits, the initialisations, dropout and the minibatch order
+        (network ``i`` uses ``seed + i``).
     verbose : print the validation loss per epoch.
 
     Learned attributes: ``classes_``, ``n_features_in_``, ``net_`` (:class:`MLPNet`),
     ``n_epochs_``, ``best_epoch_``, ``best_val_loss_``, ``history_`` (list of
-    (train loss, validation loss) per epoch).
+    (train loss, validation loss) per epoch) of the first network, and ``members_``
+    (one dict with keys n_epochs, best_epoch, best_val_loss per network).
     """
 
-    def __init__(self, hidden: tuple[int, ...] = (64,), dropout: float = 0.2,
-                 weight_decay: float = 1e-2, skip: bool = True,
-                 linear_start: float | None = 3.0, transform: str = "standard",
-                 lr: float = 1e-3, batch_size: int = 512, max_epochs: int = 200,
-                 patience: int = 10, val_fraction: float = 0.2, seed: int = 0,
-                 verbose: bool = False):
+    def __init__(self, hidden: tuple[int, ...] = (128, 64), dropout: float = 0.3,
+                 weight_decay: float = 1e-2, skip: bool = False,
+                 linear_start: float | None = None, transform: str = "standard",
+                 lr: float = 1e-3, batch_size: int = 512, max_epochs: int = 60,
+                 schedule: str = "cosine", patience: int = 20, val_fraction: float = 0.2,
+                 n_models: int = 3, seed: int = 0, verbose: bool = False):
         hidden = tuple(int(h) for h in hidden)
         if not 1 <= len(hidden) <= 3 or min(hidden) < 1:
             raise InputError(f"hidden must list 1 to 3 positive layer widths, got {hidden}")
         if transform not in TRANSFORMS:
             raise InputError(f"unknown transform {transform!r}; "
                              f"choose one of {', '.join(TRANSFORMS)}")
+        if schedule not in SCHEDULES:
+            raise InputError(f"unknown schedule {schedule!r}; "
+                             f"choose one of {', '.join(SCHEDULES)}")
         if not 0.0 < val_fraction < 1.0:
             raise InputError(f"val_fraction must lie in (0, 1), got {val_fraction}")
         if linear_start is not None and not linear_start > 0:
             raise InputError(f"linear_start must be a positive C or None, got {linear_start!r}")
+        if int(n_models) < 1:
+            raise InputError(f"n_models must be at least 1, got {n_models}")
         self.hidden, self.dropout, self.skip = hidden, dropout, skip
         self.linear_start = linear_start
         self.weight_decay = weight_decay
         self.transform, self.lr, self.batch_size = transform, lr, batch_size
-        self.max_epochs, self.patience, self.val_fraction = max_epochs, patience, val_fraction
-        self.seed, self.verbose = seed, verbose
+        self.max_epochs, self.schedule = max_epochs, schedule
+        self.patience, self.val_fraction = patience, val_fraction
+        self.n_models, self.seed, self.verbose = int(n_models), seed, verbose
 
     def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("hidden", "dropout", "weight_decay", "skip",
-                                               "linear_start", "transform", "lr", "batch_size",
-                                               "max_epochs", "patience", "val_fraction", "seed",
-                                               "verbose")}
+        return {k: getattr(self, k) for k in PARAMS}
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if out.ndim == 1:
@@ -116,72 +157,112 @@ class MLPTagger(SupervisedTagger):
     def _fit(self, X: torch.Tensor, y: torch.Tensor, **kwargs) -> None:
         dtype = X.dtype if X.dtype == torch.float64 else torch.float32
         device = X.device
-        g = torch.Generator().manual_seed(self.seed)
-        perm = torch.randperm(X.shape[0], generator=g).to(device)
         n_val = max(1, int(round(self.val_fraction * X.shape[0])))
-        va, tr = perm[:n_val], perm[n_val:]
-        if len(tr) == 0:
+        if X.shape[0] - n_val < 1:
             raise InputError(f"too few jets ({X.shape[0]}) for a validation split")
-        scaler = FeatureScaler(X.shape[1], self.transform, dtype=dtype).to(device).fit(X[tr])
+        scaler = FeatureScaler(X.shape[1], self.transform, dtype=dtype).to(device).fit(X)
         k = len(self.classes_)
-        torch.manual_seed(self.seed)  # initialisation and dropout (CPU and current device)
-        if device.type == "cuda":
-            torch.cuda.manual_seed_all(self.seed)
-        net = MLPNet(scaler, self.hidden, 1 if k == 2 else k, self.dropout, self.skip)
+        net = MLPNet(scaler, self.hidden, 1 if k == 2 else k, self.dropout, self.skip,
+                     self.n_models)
+        start = None
         if self.skip and self.linear_start is not None:
-            self._linear_start(net, X, y, k)
-        params = [p for p in net.parameters() if p.requires_grad]
+            start = self._linear_start(scaler, X, y, k)
+        self.members_, first = [], None
+        for i, member in enumerate(net.members):
+            seed = self.seed + i
+            torch.manual_seed(seed)  # initialisation and dropout (CPU and current device)
+            if device.type == "cuda":
+                torch.cuda.manual_seed_all(seed)
+            net.members[i] = member = MLPBody(scaler.mean.shape[0], self.hidden,
+                                              1 if k == 2 else k, self.dropout, self.skip,
+                                              dtype, device)
+            if start is not None:
+                with torch.no_grad():
+                    member.skip.weight.copy_(start[:, :-1])
+                    member.body[-1].weight.zero_()
+                    member.body[-1].bias.copy_(start[:, -1])
+                member.skip.weight.requires_grad_(False)
+            stats, history = self._fit_member(member, scaler, X, y, n_val, seed, i)
+            self.members_.append(stats)
+            if first is None:
+                first = stats, history
+        self.net_ = net.eval()
+        stats, self.history_ = first
+        self.n_epochs_, self.best_epoch_ = stats["n_epochs"], stats["best_epoch"]
+        self.best_val_loss_ = stats["best_val_loss"]
+
+    def _fit_member(self, member: MLPBody, scaler: FeatureScaler, X: torch.Tensor,
+                    y: torch.Tensor, n_val: int, seed: int, index: int
+                    ) -> tuple[dict[str, Any], list[tuple[float, float]]]:
+        """Train one network on its own seeded split; keeps its best-epoch weights."""
+        device = X.device
+        g = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(X.shape[0], generator=g).to(device)
+        va, tr = perm[:n_val], perm[n_val:]
+        params = [p for p in member.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim == 2]
         no_decay = [p for p in params if p.ndim != 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=self.lr)
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.3,
-                                                           patience=max(1, self.patience // 3))
-        Xtr, ytr, Xva, yva = X[tr], y[tr], X[va], y[va]
+        n_batches = -(-len(tr) // self.batch_size)
+        if self.schedule == "cosine":
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=self.lr, total_steps=max(2, self.max_epochs * n_batches),
+                pct_start=0.1)
+        else:
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, factor=0.3, patience=max(1, self.patience // 3))
+        with torch.no_grad():
+            Ztr, Zva = scaler(X[tr]), scaler(X[va])
+        ytr, yva = y[tr], y[va]
         best, best_state, best_epoch, history = float("inf"), None, 0, []
         for epoch in range(self.max_epochs):
-            net.train()
+            member.train()
             order = torch.randperm(len(tr), generator=g).to(device)
             total = 0.0
             for i in range(0, len(tr), self.batch_size):
                 idx = order[i:i + self.batch_size]
                 opt.zero_grad(set_to_none=True)
-                loss = self._loss(net(Xtr[idx]), ytr[idx])
+                loss = self._loss(self._squeeze(member(Ztr[idx])), ytr[idx])
                 loss.backward()
                 opt.step()
+                if self.schedule == "cosine":
+                    sched.step()
                 total += float(loss.detach()) * len(idx)
-            net.eval()
+            member.eval()
             with torch.no_grad():
-                val = float(sum(self._loss(net(Xva[i:i + 8192]), yva[i:i + 8192])
-                                * len(yva[i:i + 8192]) for i in range(0, len(va), 8192)) / len(va))
+                val = float(sum(self._loss(self._squeeze(member(Zva[i:i + 8192])),
+                                           yva[i:i + 8192]) * len(yva[i:i + 8192])
+                                for i in range(0, len(va), 8192)) / len(va))
             history.append((total / len(tr), val))
-            sched.step(val)
+            if self.schedule != "cosine":
+                sched.step(val)
             if self.verbose:
-                print(f"epoch {epoch + 1}: train loss {total / len(tr):.5f}, val loss {val:.5f}")
+                print(f"network {index + 1}, epoch {epoch + 1}: "
+                      f"train loss {total / len(tr):.5f}, val loss {val:.5f}")
             if val < best - 1e-6:
-                best, best_epoch, best_state = val, epoch + 1, copy.deepcopy(net.state_dict())
+                best, best_epoch, best_state = val, epoch + 1, copy.deepcopy(member.state_dict())
             elif epoch + 1 - best_epoch >= self.patience:
                 break
-        net.load_state_dict(best_state)
-        self.net_ = net.eval()
-        self.n_epochs_, self.best_epoch_, self.best_val_loss_ = len(history), best_epoch, best
-        self.history_ = history
+        member.load_state_dict(best_state)
+        member.eval()
+        return {"n_epochs": len(history), "best_epoch": best_epoch, "best_val_loss": best}, history
 
-    def _linear_start(self, net: MLPNet, X: torch.Tensor, y: torch.Tensor, k: int) -> None:
-        """Skip connection and output bias from a logistic fit on the scaled inputs."""
+    @staticmethod
+    def _squeeze(out: torch.Tensor) -> torch.Tensor:
+        return out[:, 0] if out.shape[1] == 1 else out
+
+    def _linear_start(self, scaler: FeatureScaler, X: torch.Tensor, y: torch.Tensor,
+                      k: int) -> torch.Tensor:
+        """Logistic weights (n_out, F + 1) on the scaled inputs, bias last."""
         from jetace.taggers.linear import LinearTagger
 
         lin = LinearTagger(C=self.linear_start)
         lin.classes_ = self.classes_
         with torch.no_grad():
-            Z = net.scaler(X)
+            Z = scaler(X)
         w, _ = lin._lbfgs(Z, y, k, float(self.linear_start), None)
-        with torch.no_grad():
-            net.skip.weight.copy_(w[:, :-1])
-            last = net.body[-1]
-            last.weight.zero_()
-            last.bias.copy_(w[:, -1])
-        net.skip.weight.requires_grad_(False)
+        return w.detach()
 
     def as_module(self) -> MLPNet:
         """The fitted network: raw features (B, F) -> logits (B,) or (B, K)."""
@@ -202,21 +283,32 @@ class MLPTagger(SupervisedTagger):
             "n_epochs": self.n_epochs_,
             "best_epoch": self.best_epoch_,
             "best_val_loss": self.best_val_loss_,
+            "members": [dict(m) for m in self.members_],
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> MLPTagger:
-        out = cls(**state["params"])
+        # files written before ensembles: one network, weights "body.*"/"skip.*", and
+        # the defaults of that time for parameters they did not store
+        legacy = not any(k.startswith("members.") for k in state["weights"])
+        params = {"n_models": 1, "schedule": "plateau", **state["params"]}
+        out = cls(**params)
         out.classes_ = list(state["classes"])
         out.n_features_in_ = int(state["n_features_in"])
         scaler = FeatureScaler.from_state(state["scaler"])
         k = len(out.classes_)
-        net = MLPNet(scaler, out.hidden, 1 if k == 2 else k, out.dropout, out.skip)
+        net = MLPNet(scaler, out.hidden, 1 if k == 2 else k, out.dropout, out.skip,
+                     out.n_models)
+        weights = {("members.0." + k if legacy else k): torch.as_tensor(v)
+                   for k, v in state["weights"].items()}
         net.load_state_dict({**{f"scaler.{k}": v for k, v in scaler.state_dict().items()},
-                             **{k: torch.as_tensor(v) for k, v in state["weights"].items()}})
+                             **weights})
         out.net_ = net.eval()
         out.n_epochs_, out.best_epoch_ = int(state["n_epochs"]), int(state["best_epoch"])
         out.best_val_loss_ = float(state["best_val_loss"])
+        out.members_ = [dict(m) for m in state.get("members", [])] or [
+            {"n_epochs": out.n_epochs_, "best_epoch": out.best_epoch_,
+             "best_val_loss": out.best_val_loss_}]
         out.history_ = []
         out._module = None
         return out
