@@ -12,15 +12,7 @@ from jetace.taggers import tagger_from_state
 from jetace.taggers.linear import LinearTagger
 from jetace.taggers.mlp import MLPTagger
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: torch's thread pool only adds synchronisation cost, and on a busy
-    machine (CI, other jobs) spinning threads make these fits 10-100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _xor(seed=0, n=3000, f=8):

@@ -350,8 +350,6 @@ class GaussianAnomaly(_ScoreTagger):
         self.shrinkage = shrinkage
         self.seed = seed
 
-    def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("n_components", "transform", "shrinkage", "seed")}
 
     def fit(self, X: Any, y: Any = None) -> GaussianAnomaly:
         """Fit on background features X (n, F); ``y`` is ignored. Returns self."""
@@ -421,9 +419,6 @@ class GMMAnomaly(_ScoreTagger):
         self.tol = tol
         self.seed = seed
 
-    def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("n_mix", "n_components", "transform", "reg_covar",
-                                               "n_init", "max_iter", "tol", "seed")}
 
     def fit(self, X: Any, y: Any = None) -> GMMAnomaly:
         """Fit on background features X (n, F); ``y`` is ignored. Returns self."""
@@ -527,11 +522,6 @@ class AutoencoderAnomaly(_ScoreTagger):
         self.seed = seed
         self.progress = progress
 
-    def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in (
-            "hidden", "latent", "n_components", "transform", "activation", "lr",
-            "weight_decay", "batch_size", "max_epochs", "patience", "val_fraction", "seed",
-            "progress")}
 
     def fit(self, X: Any, y: Any = None) -> AutoencoderAnomaly:
         """Train on background features X (n, F); ``y`` is ignored. Returns self."""

@@ -13,6 +13,7 @@ A tagger is a scikit-learn style estimator on a feature matrix ``X`` of shape
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar
 
 __all__ = ["Tagger", "TAGGERS", "register", "tagger_from_state"]
@@ -30,6 +31,12 @@ class Tagger:
 
     def decision_function(self, X):
         raise NotImplementedError
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments (scikit-learn convention): every tagger stores each
+        ``__init__`` argument under an attribute of the same name."""
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        return {n: getattr(self, n) for n in names}
 
     def get_state(self) -> dict[str, Any]:
         raise NotImplementedError

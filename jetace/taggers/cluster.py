@@ -113,10 +113,6 @@ class ClusterTagger(_ScoreTagger):
         self.tol = tol
         self.seed = seed
 
-    def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("n_clusters", "method", "rule", "n_components",
-                                               "transform", "reg_covar", "n_init", "max_iter",
-                                               "tol", "seed")}
 
     def fit(self, X: Any, y: Any = None) -> ClusterTagger:
         """Cluster the unlabelled features X (n, F); ``y`` is ignored. Returns self."""

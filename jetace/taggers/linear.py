@@ -98,9 +98,6 @@ class LinearTagger(SupervisedTagger):
         self.max_iter, self.tol, self.val_fraction = max_iter, tol, val_fraction
         self.C_grid, self.seed = tuple(C_grid), seed
 
-    def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("method", "C", "transform", "shrinkage", "max_iter",
-                                               "tol", "val_fraction", "C_grid", "seed")}
 
     # -- fitting --------------------------------------------------------------------
     def _fit(self, X: torch.Tensor, y: torch.Tensor, **kwargs) -> None:

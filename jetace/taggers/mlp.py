@@ -14,9 +14,6 @@ from jetace.taggers.preprocess import TRANSFORMS, FeatureScaler, SupervisedTagge
 __all__ = ["MLPTagger", "MLPNet", "MLPBody", "SCHEDULES"]
 
 SCHEDULES = ("cosine", "plateau")
-PARAMS = ("hidden", "dropout", "weight_decay", "skip", "linear_start", "transform", "lr",
-          "batch_size", "max_epochs", "schedule", "patience", "val_fraction", "n_models",
-          "seed", "verbose")
 
 
 class MLPBody(torch.nn.Module):
@@ -145,9 +142,6 @@ class MLPTagger(SupervisedTagger):
         self.max_epochs, self.schedule = max_epochs, schedule
         self.patience, self.val_fraction = patience, val_fraction
         self.n_models, self.seed, self.verbose = int(n_models), seed, verbose
-
-    def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in PARAMS}
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if out.ndim == 1:
