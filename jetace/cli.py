@@ -380,24 +380,15 @@ def _add_evaluate(sub) -> None:
     def run(args):
         import json
 
-        import numpy as np
-
-        from jetace.metrics import binary_metrics, plot_roc
+        from jetace.metrics import plot_roc
         from jetace.model_file import load_model
+        from jetace.scoring import evaluate_files
 
         model = load_model(args.model)
-        signal_class = args.signal_class or model.classes[0]
-        parts = []
-        for name, paths in (("signal", args.signal), ("background", args.background)):
-            paths = _readable(paths, args, "evaluate")
-            scores = [s for _, s in model.iter_scores(paths, progress=not args.json,
-                                                      desc=f"scoring ({name})",
-                                                      **_input_kwargs(args))]
-            parts.append(model.signal_score(np.concatenate(scores), signal_class)
-                         if scores else np.zeros(0))
-        scores = np.concatenate(parts)
-        labels = np.r_[np.ones(len(parts[0]), bool), np.zeros(len(parts[1]), bool)]
-        metrics = binary_metrics(scores, labels)
+        metrics, scores, labels = evaluate_files(
+            model, _readable(args.signal, args, "evaluate"),
+            _readable(args.background, args, "evaluate"), signal_class=args.signal_class,
+            progress=not args.json, **_input_kwargs(args))
         if args.plot:
             plot_roc({model.metadata.get("model", "model"): (scores, labels)}, args.plot)
         if args.json:
@@ -425,35 +416,11 @@ def _add_predict(sub) -> None:
     add_input_arguments(p)
 
     def run(args):
-        import json
-
-        import numpy as np
-        import torch
-
-        from jetace.extract import TableWriter, jet_columns
         from jetace.model_file import load_model
+        from jetace.scoring import predict_to_file
 
-        model = load_model(args.model)
-        files = _readable(args.files, args, "predict")
-        names = [c[len("label_"):] if c.startswith("label_") else c for c in model.classes]
-        meta = {"jetace_model": json.dumps({"classes": model.classes, "features": model.spec})}
-        n = 0
-        with TableWriter(args.output, metadata=meta) as writer:
-            for chunk, scores in model.iter_scores(files, desc=f"predict -> {args.output}",
-                                                   **_input_kwargs(args)):
-                cols = jet_columns(chunk)
-                if scores.ndim == 1:
-                    cols["score"] = scores.astype(np.float32)
-                else:
-                    prob = torch.softmax(torch.as_tensor(scores, dtype=torch.float64), 1).numpy()
-                    for i, name in enumerate(names):
-                        cols[f"score_{name}"] = prob[:, i].astype(np.float32)
-                writer.write(cols)
-                n += len(chunk)
-            if n == 0:
-                from jetace.errors import InputError
-
-                raise InputError(f"no jets in {', '.join(args.files)}")
+        n = predict_to_file(load_model(args.model), _readable(args.files, args, "predict"),
+                            args.output, **_input_kwargs(args))
         print(f"wrote scores of {n} jets to {args.output}")
 
     p.set_defaults(func=run)
