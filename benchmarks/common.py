@@ -21,6 +21,7 @@ Conventions of every result row (a dict):
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -43,6 +44,7 @@ __all__ = [
     "REPO",
     "RESULTS",
     "default_files",
+    "suite_parser",
     "Split",
     "load_split",
     "padded",
@@ -66,6 +68,16 @@ def default_files() -> tuple[list[str], list[str]]:
     """The development samples ``../shared/data/{top,qcd}_train.root`` next to the repo."""
     base = REPO.parent / "shared" / "data"
     return [str(base / "top_train.root")], [str(base / "qcd_train.root")]
+
+
+def suite_parser(doc: str, quick_help: str | None = None) -> argparse.ArgumentParser:
+    """The options every suite script shares: --quick and the signal/background files."""
+    sig, bkg = default_files()
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--files-signal", nargs="+", default=sig)
+    ap.add_argument("--files-background", nargs="+", default=bkg)
+    return ap
 
 
 @dataclass

@@ -14,13 +14,12 @@ benchmarks/results/data_efficiency.json.
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
 import numpy as np
 import torch
-from common import default_files, load_split, machine, metrics_row, padded, write_json
+from common import load_split, machine, metrics_row, padded, suite_parser, write_json
 from linear_recipes import FEATURE_SETS, feature_table
 from run_all import LINEAR
 from tqdm import tqdm
@@ -40,11 +39,7 @@ def subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    sig, bkg = default_files()
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--files-signal", nargs="+", default=sig)
-    ap.add_argument("--files-background", nargs="+", default=bkg)
+    ap = suite_parser(__doc__)
     ap.add_argument("--sizes", type=int, nargs="+", default=None)
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--features", nargs="+", default=list(SETS), choices=list(FEATURE_SETS))

@@ -27,7 +27,6 @@ settings) and benchmarks/results/table.md.
 
 from __future__ import annotations
 
-import argparse
 import time
 import warnings
 from typing import Any
@@ -37,13 +36,13 @@ import torch
 from common import (
     RESULTS,
     batched,
-    default_files,
     load_split,
     machine,
     markdown_table,
     metrics_row,
     padded,
     read_json,
+    suite_parser,
     throughput,
     timed,
     write_json,
@@ -270,12 +269,8 @@ def feature_throughput(data: dict[str, Any], efp_rate: dict[int, float]) -> dict
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    sig, bkg = default_files()
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer jets and a 3 min ParticleNet "
-                    "budget: the whole suite in under 10 minutes on 2 cores")
-    ap.add_argument("--files-signal", nargs="+", default=sig)
-    ap.add_argument("--files-background", nargs="+", default=bkg)
+    ap = suite_parser(__doc__, "fewer jets and a 3 min ParticleNet budget: the whole suite "
+                               "in under 10 minutes on 2 cores")
     ap.add_argument("--max-jets", type=int, default=None,
                     help="jets read per class (default: all; 3000 with --quick)")
     ap.add_argument("--pn-budget-minutes", type=float, default=None,

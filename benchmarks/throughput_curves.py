@@ -13,12 +13,11 @@ benchmarks/results/throughput_curves.json.
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
 import torch
-from common import default_files, load_split, machine, padded, throughput, write_json
+from common import load_split, machine, padded, suite_parser, throughput, write_json
 from observables import EFPFeatures
 from tqdm import tqdm
 
@@ -80,11 +79,7 @@ def curves(p4: torch.Tensor, mask: torch.Tensor, batches: list[int], counts: lis
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    sig, bkg = default_files()
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--files-signal", nargs="+", default=sig)
-    ap.add_argument("--files-background", nargs="+", default=bkg)
+    ap = suite_parser(__doc__)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
