@@ -350,7 +350,6 @@ class GaussianAnomaly(_ScoreTagger):
         self.shrinkage = shrinkage
         self.seed = seed
 
-
     def fit(self, X: Any, y: Any = None) -> GaussianAnomaly:
         """Fit on background features X (n, F); ``y`` is ignored. Returns self."""
         x = _features64(X)
@@ -418,7 +417,6 @@ class GMMAnomaly(_ScoreTagger):
         self.max_iter = max_iter
         self.tol = tol
         self.seed = seed
-
 
     def fit(self, X: Any, y: Any = None) -> GMMAnomaly:
         """Fit on background features X (n, F); ``y`` is ignored. Returns self."""
@@ -521,7 +519,6 @@ class AutoencoderAnomaly(_ScoreTagger):
         self.val_fraction = val_fraction
         self.seed = seed
         self.progress = progress
-
 
     def fit(self, X: Any, y: Any = None) -> AutoencoderAnomaly:
         """Train on background features X (n, F); ``y`` is ignored. Returns self."""

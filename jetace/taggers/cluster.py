@@ -113,7 +113,6 @@ class ClusterTagger(_ScoreTagger):
         self.tol = tol
         self.seed = seed
 
-
     def fit(self, X: Any, y: Any = None) -> ClusterTagger:
         """Cluster the unlabelled features X (n, F); ``y`` is ignored. Returns self."""
         x = _features64(X)
