@@ -104,15 +104,16 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
                   dtype: torch.dtype = torch.float32, progress: bool = True,
                   desc: str | None = None, max_particles: int | None = None,
                   skip_bad: bool = False) -> Iterator[tuple[ak.Array, torch.Tensor]]:
-    """Yield ``(jets_chunk, features)`` for every chunk of the input files, in order.
+    """Yield ``(jets_chunk, features)`` for consecutive blocks of the input files, in order.
 
-    ``jets_chunk`` is the awkward chunk from :meth:`jetace.io.JetFiles.iterate`;
+    ``jets_chunk`` is (a slice of) an awkward chunk from :meth:`jetace.io.JetFiles.iterate`;
     ``features`` is a (n, F) tensor on ``device`` computed in batches of ``batch_size``
     jets (padded to the spec's ``max_particles``, in ``dtype``) under ``torch.no_grad``.
-    Chunks are split further (into slices of whole batches) so that one yielded feature
+    On CPU every yield is one batch, the module's output as it is. On CUDA a yield is a
+    chunk, split further (into slices of whole batches) so that one yielded feature
     tensor takes at most :data:`MAX_FEATURE_BYTES` (bounded memory for large feature
-    sets). ``device="auto"`` picks CUDA when present; on CUDA batches are padded one
-    ahead into pinned memory and copied without blocking (:func:`chunk_features`).
+    sets); its batches are padded one ahead into pinned memory and copied without
+    blocking (:func:`chunk_features`). ``device="auto"`` picks CUDA when present.
     A tqdm bar over jets shows the rate in jets/s. All files are checked before the first
     chunk is read (see :class:`jetace.io.JetFiles`); with ``skip_bad`` a file failing
     those checks is skipped with a warning instead. ``max_particles`` overrides the spec's.
@@ -125,17 +126,42 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
     module = module.to(dev).eval()
     files = JetFiles(paths, tree, schema, extras=False, skip_bad=skip_bad)
     total = files.num_jets if max_jets is None else min(max_jets, files.num_jets)
-    rows = _rows_per_yield(module, batch_size, dtype)
+    # CPU: one batch per yield, so the module's output is yielded as it is (no copy into
+    # a chunk-sized block); CUDA: whole chunks, so padding overlaps the GPU's work
+    rows = batch_size if dev.type == "cpu" else _rows_per_yield(module, batch_size, dtype)
     compute = torch.no_grad()(chunk_features)
     with tqdm(total=total, unit="jets", unit_scale=True, disable=not progress,
               desc=desc or "features", dynamic_ncols=True) as bar:
-        for chunk in files.iterate(step_size, max_jets):
+        for chunk in read_ahead(files.iterate(step_size, max_jets)):
             for first in range(0, len(chunk), rows):
                 part = chunk if rows >= len(chunk) else chunk[first:first + rows]
                 # no grad mode set across the yield, and no reference to the features
                 # kept here while the consumer holds them
                 yield part, compute(module, part, max_particles=max_particles, device=dev,
                                     dtype=dtype, batch_size=batch_size, bar=bar)
+
+
+def read_ahead(items: Iterator[Any]) -> Iterator[Any]:
+    """Yield the items of ``items``, producing the next one in a helper thread meanwhile.
+
+    Used for the input chunks: reading and decompressing chunk i + 1 overlaps the
+    features of chunk i (one extra chunk in memory). Exceptions of ``items`` are raised
+    here, at the item where they happened. Closing this generator early waits for the
+    item being produced, then closes ``items``.
+    """
+    done = object()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jetace-read-ahead") as pool:
+        try:
+            pending = pool.submit(next, items, done)
+            while (item := pending.result()) is not done:
+                pending = pool.submit(next, items, done)
+                yield item
+                del item  # hold no reference while the next one is produced
+        finally:
+            pool.shutdown(wait=True)
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
 
 
 def chunk_features(module: torch.nn.Module, jets: ak.Array, *, max_particles: int,
@@ -152,6 +178,12 @@ def chunk_features(module: torch.nn.Module, jets: ak.Array, *, max_particles: in
     pad ahead in the helper thread; default: on CUDA only). Call under
     ``torch.no_grad()``. ``bar`` (tqdm) is advanced by the number of jets done.
     """
+    if len(jets) <= batch_size and not prefetch:  # one batch: no copy into a new block
+        p4, mask = to_padded(jets, max_particles, device=device, dtype=dtype)
+        out = module(p4, mask)
+        if bar is not None:
+            bar.update(len(out))
+        return out
     out: torch.Tensor | None = None
     start = 0
     if prefetch is None:

@@ -31,22 +31,24 @@ def jet_axis(p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(norm > 0, p3 / torch.where(norm > 0, norm, 1.0), ez)
 
 
-def householder_to_z(p3: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+def householder_to_z(px: torch.Tensor, py: torch.Tensor, pz: torch.Tensor,
+                     n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Apply the Householder reflection H that maps unit vector ``n`` to e_z.
 
     H = I - 2 v v^T / (v.v) with v = n - e_z, and H = I when n = e_z.
-    ``p3``: (B, P, 3), ``n``: (B, 3). The z-component of v is formed without
-    cancellation (n_z - 1 = -(n_x^2 + n_y^2) / (1 + n_z) for n_z > 0), so jets almost
-    along e_z are reflected accurately.
+    ``px``, ``py``, ``pz``: (B, P) components, ``n``: (B, 3); returns the reflected
+    components, each (B, P). The z-component of v is formed without cancellation
+    (n_z - 1 = -(n_x^2 + n_y^2) / (1 + n_z) for n_z > 0), so jets almost along e_z are
+    reflected accurately.
     """
     nx, ny, nz = n.unbind(-1)
     t2 = nx * nx + ny * ny
     vz = torch.where(nz > 0, -t2 / (1 + nz.clamp_min(0)), nz - 1)
-    v = torch.stack([nx, ny, vz], dim=-1)
-    vv = (v * v).sum(-1)
+    vv = t2 + vz * vz
     scale = torch.where(vv > 0, 2.0 / torch.where(vv > 0, vv, 1.0), 0.0)  # (B,)
-    vp = (p3 * v[:, None, :]).sum(-1)  # (B, P)
-    return p3 - (scale[:, None] * vp)[..., None] * v[:, None, :]
+    v = [c[:, None] for c in (nx, ny, vz)]
+    vp = (px * v[0] + py * v[1] + pz * v[2]) * scale[:, None]  # (B, P)
+    return px - vp * v[0], py - vp * v[1], pz - vp * v[2]
 
 
 class AxisKinematics(NamedTuple):
@@ -72,15 +74,15 @@ def axis_frame_kinematics(p4: torch.Tensor, mask: torch.Tensor) -> AxisKinematic
     only a massless constituent exactly on the axis (m_T = 0) uses :data:`MT_FLOOR`.
     A constituent with r_t = 0 gets azimuth 0.
     """
-    e = p4[..., 0]
-    p3 = householder_to_z(p4[..., 1:], jet_axis(p4, mask))
-    px, py, z = p3.unbind(-1)
+    # one contiguous (B, P) plane per component: elementwise work on unit strides
+    e, px, py, pz = p4.permute(2, 0, 1).contiguous().unbind(0)
+    pabs = torch.sqrt(px * px + py * py + pz * pz)
+    px, py, z = householder_to_z(px, py, pz, jet_axis(p4, mask))
     rt = torch.sqrt(px * px + py * py)  # GeV-scale values: no overflow; exports to ONNX
     has_rt = rt > 0
     safe_rt = torch.where(has_rt, rt, 1.0)
     cos_t = torch.where(has_rt, px / safe_rt, 1.0)
     sin_t = torch.where(has_rt, py / safe_rt, 0.0)
-    pabs = torch.linalg.vector_norm(p4[..., 1:], dim=-1)
     m2 = ((e - pabs) * (e + pabs)).clamp_min(0)
     mt2 = rt * rt + m2
     mt = torch.sqrt(mt2).clamp_min(MT_FLOOR)

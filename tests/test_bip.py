@@ -259,15 +259,24 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(xc.cpu(), x, rtol=1e-10, atol=1e-10 * float(x.abs().max()))
 
 
-def test_cpu_sub_batches_give_the_same_features(monkeypatch):
-    """Large CPU batches are split into multiplicity-sorted sub-batches: same result."""
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cpu_sub_batches_give_the_same_features(monkeypatch, dtype):
+    """Large CPU batches are split into multiplicity-sorted sub-batches: same result, rows
+    back in input order; with gradients required the batch is computed whole."""
     import jetace.features.bip as bip
 
     p4, mask = pad(toy_jets(11, seed=12))
+    p4 = p4.to(dtype)
     f = BIPFeatures(3, 6)
     whole = f(p4, mask)
     monkeypatch.setattr(bip, "CPU_CHUNK", 3)
-    torch.testing.assert_close(f(p4, mask), whole, rtol=1e-13, atol=0)
+    split = f(p4, mask)
+    assert split.dtype == dtype and split.shape == whole.shape
+    torch.testing.assert_close(split, whole, rtol=1e-13 if dtype == torch.float64 else 1e-6,
+                               atol=0)
+    graph = f(p4.clone().requires_grad_(), mask)
+    assert graph.grad_fn is not None
+    torch.testing.assert_close(graph.detach(), whole, rtol=0, atol=0)
 
 
 def test_invariance_on_generated_jets():

@@ -353,3 +353,31 @@ def test_write_features_keeps_jets_without_constituents(tmp_path):
     table = pq.read_table(out)
     assert table["toy_nmconst"].to_pylist() == [min(len(j), 16) for j in jets]
     assert table["toy_sum_E"][2].as_py() == 0
+
+
+def test_read_ahead_order_errors_and_close():
+    assert list(extract.read_ahead(iter(range(5)))) == list(range(5))
+    assert list(extract.read_ahead(iter([]))) == []
+
+    def failing():
+        yield "a"
+        raise InputError("broken chunk")
+
+    seen = []
+    with pytest.raises(InputError, match="broken chunk"):
+        for item in extract.read_ahead(failing()):
+            seen.append(item)
+    assert seen == ["a"]  # the error comes at the item that failed, not before
+
+    closed = []
+
+    def source():
+        try:
+            yield from range(100)
+        finally:
+            closed.append(True)
+
+    gen = extract.read_ahead(source())
+    assert next(gen) == 0
+    gen.close()
+    assert closed == [True]

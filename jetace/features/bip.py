@@ -100,11 +100,13 @@ class BIPFeatures(torch.nn.Module):
         self.num_features = len(outputs)
 
         # element e = (k, l, n) is read from the pooled table of n >= 0 frequencies,
-        # row (k, n), column l + L_MAX; n < 0 elements are conjugates of (k, -l, -n)
+        # index (l < 0, |l|, k, n) (see pooled_basis); n < 0 elements are conjugates of
+        # (k, -l, -n)
         src, sign = [], []
         for k, l, n in elements:
             conj = n < 0
-            src.append((k * (N_MAX + 1) + abs(n)) * (2 * L_MAX + 1) + (-l if conj else l) + L_MAX)
+            l, n = (-l, -n) if conj else (l, n)
+            src.append((((l < 0) * (L_MAX + 1) + abs(l)) * N_CHEB + k) * (N_MAX + 1) + n)
             sign.append(-1.0 if conj else 1.0)
         self.register_buffer("_el_src", torch.tensor(src), persistent=False)
         self.register_buffer("_el_sign", torch.tensor(sign, dtype=torch.float64)[:, None],
@@ -120,14 +122,20 @@ class BIPFeatures(torch.nn.Module):
         # imaginary parts are needed at every level but the last, and there only for outputs
         last = len(plan.levels)
         self._last_im = any(lvl == last and part for lvl, _, part in plan.outputs)
+        # outputs come grouped by level (terms are ordered by size): per level, the rows
+        # to take from that level's [Re | Im] nodes (None when it is all of Re, in order)
         sizes = [len(elements)] + [len(p) for p, _ in plan.levels]
-        offsets, pos = {}, 0
+        levels = [lvl for lvl, _, _ in plan.outputs]
+        if levels != sorted(levels):
+            raise AssertionError("product plan outputs must be grouped by level")
+        self._out_rows: list[tuple[int, bool, bool]] = []  # (level, uses Im, takes all Re)
         for lvl, size in enumerate(sizes):
-            for part in (0, 1) if lvl < last or self._last_im else (0,):
-                offsets[lvl, part] = pos
-                pos += size
-        out_idx = [offsets[lvl, part] + node for lvl, node, part in plan.outputs]
-        self.register_buffer("_out_idx", torch.tensor(out_idx, dtype=torch.long), persistent=False)
+            rows = [part * size + node for l_, node, part in plan.outputs if l_ == lvl]
+            if rows:
+                self._out_rows.append((lvl, any(r >= size for r in rows),
+                                       rows == list(range(size))))
+                self.register_buffer(f"_out{lvl}", torch.tensor(rows, dtype=torch.long),
+                                     persistent=False)
 
     @property
     def spec(self) -> dict:
@@ -151,18 +159,22 @@ class BIPFeatures(torch.nn.Module):
         radial = chebyshev(u, N_CHEB, dim=1) * (torch.log1p(kin.mt2) * m)[:, None]  # (B, K, P)
         y = torch.where(mask, kin.y, 0.0)
         cos_n, sin_n = fourier_powers(torch.cos(y), torch.sin(y), N_MAX, dim=1)  # (B, N + 1, P)
-        cos_l, sin_l = fourier_powers(kin.cos_theta, kin.sin_theta, L_MAX)  # (B, P, L + 1)
-        # exp(i l theta) for l = -L..L, as [cos | sin], (B, P, 2 (2L + 1))
-        theta = torch.cat([cos_l.flip(-1), cos_l[..., 1:], -sin_l.flip(-1), sin_l[..., 1:]], -1)
+        cos_l, sin_l = fourier_powers(kin.cos_theta, kin.sin_theta, L_MAX, dim=1)
         # radial x exp(i n y) per particle, (B, K, [cos | sin], N + 1, P)
         ry = radial[:, :, None, None] * torch.stack([cos_n, sin_n], dim=1)[:, None]
-        pooled = torch.bmm(ry.flatten(1, 3), theta)  # (B, 2 K (N + 1), 2 (2L + 1))
+        # sums of {cos, sin}(l theta) x radial x {cos, sin}(n y) for l >= 0 only: those of
+        # l < 0 follow from cos(-l theta) = cos(l theta), sin(-l theta) = -sin(l theta).
+        # (8, P) @ (P, 48) per jet, the fastest layout for the batched matmul
+        pooled = torch.bmm(torch.cat([cos_l, sin_l], 1), ry.flatten(1, 3).transpose(1, 2))
         b = p4.shape[0]  # a tensor while exported to ONNX: the batch axis stays dynamic
-        pooled = pooled.view(b, N_CHEB, 2, N_MAX + 1, 2, 2 * L_MAX + 1)  # (b,k,c|s n,n,c|s l,l)
-        a_re = pooled[:, :, 0, :, 0] - pooled[:, :, 1, :, 1]
-        a_im = pooled[:, :, 0, :, 1] + pooled[:, :, 1, :, 0]
-        a_re = a_re.reshape(b, -1).T.contiguous().index_select(0, self._el_src)
-        a_im = a_im.reshape(b, -1).T.contiguous().index_select(0, self._el_src)
+        pooled = pooled.view(b, 2, L_MAX + 1, N_CHEB, 2, N_MAX + 1)  # (b,c|s l,l,k,c|s n,n)
+        cc, sc = pooled[:, 0, :, :, 0], pooled[:, 0, :, :, 1]
+        cs, ss = pooled[:, 1, :, :, 0], pooled[:, 1, :, :, 1]
+        # Re and Im of A for (l >= 0, l < 0), each (b, 2, L + 1, K, N + 1)
+        a_re = torch.stack([cc - ss, cc + ss], dim=1).reshape(b, -1)
+        a_im = torch.stack([sc + cs, sc - cs], dim=1).reshape(b, -1)
+        a_re = a_re.index_select(1, self._el_src).T.contiguous()
+        a_im = a_im.index_select(1, self._el_src).T.contiguous()
         return a_re, a_im * self._el_sign.to(p4.dtype)
 
     def forward(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -172,14 +184,18 @@ class BIPFeatures(torch.nn.Module):
         mask = mask.to(torch.bool)
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             return self._products(*self.pooled_basis(p4, mask))
-        if p4.device.type != "cpu" or len(p4) <= CPU_CHUNK:
+        if (p4.device.type != "cpu" or len(p4) <= CPU_CHUNK or p4.requires_grad
+                or p4.dtype not in (torch.float32, torch.float64)):
             return self._cropped(p4, mask)
         # on CPU, sub-batches that stay in cache, of jets of similar multiplicity (sorted),
-        # each cropped to its longest jet: about twice as fast as one batch of 4096
+        # each cropped to its longest jet: about twice as fast as one batch of 4096. The
+        # rows go back to input order through numpy, whose row scatter is a few times
+        # faster than torch's index_copy_ here
         order = torch.argsort(mask.sum(dim=1))
         out = p4.new_empty(len(p4), self.num_features)
+        rows = out.numpy()
         for idx in order.split(CPU_CHUNK):
-            out[idx] = self._cropped(p4[idx], mask[idx])
+            rows[idx.numpy()] = self._cropped(p4[idx], mask[idx]).contiguous().numpy()
         return out
 
     def _cropped(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -193,18 +209,26 @@ class BIPFeatures(torch.nn.Module):
     def _products(self, a_re: torch.Tensor, a_im: torch.Tensor) -> torch.Tensor:
         """Evaluate the product plan from pooled A (n_elements, B); returns (B, F).
 
-        Feature-major layout (n_nodes, B): every gather copies whole rows. Purely
-        functional (no writes into slices), so that it exports to ONNX as it runs.
+        Feature-major layout (n_nodes, B): every gather copies whole rows, and the result
+        is the transpose of a contiguous (F, B) tensor. Purely functional (no writes into
+        slices), so that it exports to ONNX as it runs.
         """
+        levels = [(a_re, a_im)]
         z_re, z_im = a_re, a_im
-        parts = [z_re, z_im]
         for t in range(self._n_levels):
             parent, factor = getattr(self, f"_parent{t}"), getattr(self, f"_factor{t}")
             pr, fr = z_re.index_select(0, parent), a_re.index_select(0, factor)
             pi, fi = z_im.index_select(0, parent), a_im.index_select(0, factor)
             z_re = torch.addcmul(pr * fr, pi, fi, value=-1)
-            parts.append(z_re)
             if t + 1 < self._n_levels or self._last_im:
                 z_im = torch.addcmul(pr * fi, pi, fr)
-                parts.append(z_im)
-        return torch.cat(parts, dim=0).index_select(0, self._out_idx).T
+            levels.append((z_re, z_im))
+        parts = []
+        for lvl, uses_im, take_all in self._out_rows:
+            re, im = levels[lvl]
+            if take_all:
+                parts.append(re)
+            else:
+                src = torch.cat([re, im]) if uses_im else re
+                parts.append(src.index_select(0, getattr(self, f"_out{lvl}")))
+        return (torch.cat(parts) if len(parts) > 1 else parts[0]).T
