@@ -9,7 +9,8 @@ and writes benchmarks/results/feature_throughput.json. Rates are jets per second
   jagged arrays, no jetace code);
 * ``read_jets + to_padded``: jetace's reader and padding to 128 constituents;
 * ``BIP(o,d) compute``: features of already padded jets on the device, batch 1024;
-* ``BIP(o,d) end to end``: iter_features from the ROOT files (reading included).
+* ``BIP(o,d) end to end``: iter_features from the ROOT files (reading included);
+  ``+ linear``: also a linear head on the features (what scoring with a linear model does).
 """
 
 from __future__ import annotations
@@ -102,22 +103,28 @@ def main(argv=None) -> dict:
     for order, degree in settings:
         spec = {"family": "bip", "order": order, "degree": degree, "max_particles": 128}
 
-        def end_to_end(spec=spec):
-            for _ in iter_features(args.files, spec, device="cpu", progress=False):
-                pass
+        head = torch.nn.Linear(modules[f"BIP({order},{degree})"].num_features, 1)
 
-        rows.append({"what": f"BIP({order},{degree}) end to end", "device": "cpu",
-                     "dtype": "float32", "batch": 4096, "n_jets": n_total,
-                     "jets_per_s": best_rate(end_to_end, n_total, repeat=1)})
+        def end_to_end(spec=spec, head=None):
+            for _, feats in iter_features(args.files, spec, device="cpu", progress=False):
+                if head is not None:
+                    with torch.no_grad():
+                        head(feats)
+
+        for what, h in (("end to end", None), ("+ linear end to end", head)):
+            rows.append({"what": f"BIP({order},{degree}) {what}", "device": "cpu",
+                         "dtype": "float32", "batch": 4096, "n_jets": n_total,
+                         "jets_per_s": best_rate(lambda h=h: end_to_end(head=h), n_total,
+                                                 repeat=2)})
 
     result = {"machine": {"cpu": platform.processor() or platform.machine(),
                           "torch_threads": torch.get_num_threads(),
                           "cuda": torch.cuda.get_device_name() if torch.cuda.is_available()
                           else None, "torch": torch.__version__},
               "files": [str(f) for f in args.files], "rows": rows}
-    print(f"{'what':28s} {'device':6s} {'dtype':8s} {'jets/s':>12s}")
+    print(f"{'what':34s} {'device':6s} {'dtype':8s} {'jets/s':>12s}")
     for r in rows:
-        print(f"{r['what']:28s} {r['device']:6s} {r['dtype']:8s} {r['jets_per_s']:12,.0f}")
+        print(f"{r['what']:34s} {r['device']:6s} {r['dtype']:8s} {r['jets_per_s']:12,.0f}")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2))
     return result

@@ -20,9 +20,9 @@ def chebyshev(u: torch.Tensor, n: int, dim: int = -1) -> torch.Tensor:
 
 
 def fourier_powers(cos_a: torch.Tensor, sin_a: torch.Tensor, m_max: int,
-                   dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos(m a) and sin(m a) for m = 0..m_max from cos(a), sin(a), stacked along a new
-    axis ``dim`` (default last: each (*shape, m_max + 1)).
+                   dim: int = -1) -> torch.Tensor:
+    """cos(m a) for m = 0..m_max, then sin(m a) for m = 0..m_max, from cos(a), sin(a),
+    stacked along a new axis ``dim`` (default last: shape (*shape, 2 (m_max + 1))).
 
     Powers of exp(i a) by repeated complex multiplication: no further trigonometric calls.
     """
@@ -31,4 +31,4 @@ def fourier_powers(cos_a: torch.Tensor, sin_a: torch.Tensor, m_max: int,
         c, s = cos_m[-1], sin_m[-1]
         cos_m.append(c * cos_a - s * sin_a)
         sin_m.append(s * cos_a + c * sin_a)
-    return torch.stack(cos_m, dim=dim), torch.stack(sin_m, dim=dim)
+    return torch.stack(cos_m + sin_m, dim=dim)

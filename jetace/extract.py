@@ -26,6 +26,7 @@ import os
 import re
 import secrets
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -61,6 +62,8 @@ _DEFAULT_MAX_PARTICLES = 128
 
 #: Largest feature tensor :func:`iter_features` yields at once (bytes).
 MAX_FEATURE_BYTES = 128 * 2**20
+#: Blocks :func:`iter_features` reads (and on CPU pads) ahead of the one being computed.
+READ_AHEAD = 4
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -126,39 +129,56 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
     module = module.to(dev).eval()
     files = JetFiles(paths, tree, schema, extras=False, skip_bad=skip_bad)
     total = files.num_jets if max_jets is None else min(max_jets, files.num_jets)
-    # CPU: one batch per yield, so the module's output is yielded as it is (no copy into
-    # a chunk-sized block); CUDA: whole chunks, so padding overlaps the GPU's work
-    rows = batch_size if dev.type == "cpu" else _rows_per_yield(module, batch_size, dtype)
-    compute = torch.no_grad()(chunk_features)
-    with tqdm(total=total, unit="jets", unit_scale=True, disable=not progress,
-              desc=desc or "features", dynamic_ncols=True) as bar:
-        for chunk in read_ahead(files.iterate(step_size, max_jets)):
+    # CPU: one batch per yield, read and padded one ahead in a helper thread, the
+    # module's output yielded as it is; CUDA: whole chunks (padding overlaps the GPU)
+    cpu = dev.type == "cpu"
+    rows = batch_size if cpu else _rows_per_yield(module, batch_size, dtype)
+
+    def blocks() -> Iterator[tuple[ak.Array, tuple[torch.Tensor, torch.Tensor] | None]]:
+        for chunk in files.iterate(step_size, max_jets):
             for first in range(0, len(chunk), rows):
                 part = chunk if rows >= len(chunk) else chunk[first:first + rows]
-                # no grad mode set across the yield, and no reference to the features
-                # kept here while the consumer holds them
-                yield part, compute(module, part, max_particles=max_particles, device=dev,
-                                    dtype=dtype, batch_size=batch_size, bar=bar)
+                yield part, to_padded(part, max_particles, dtype=dtype) if cpu else None
+
+    @torch.no_grad()
+    def features(part: ak.Array, padded: tuple[torch.Tensor, torch.Tensor] | None
+                 ) -> torch.Tensor:
+        if padded is None:
+            return chunk_features(module, part, max_particles=max_particles, device=dev,
+                                  dtype=dtype, batch_size=batch_size, bar=bar)
+        out = module(*padded)
+        bar.update(len(part))
+        return out
+
+    with tqdm(total=total, unit="jets", unit_scale=True, disable=not progress,
+              desc=desc or "features", dynamic_ncols=True) as bar:
+        for part, padded in read_ahead(blocks(), READ_AHEAD):
+            # no grad mode set across the yield, and no reference to the features
+            # kept here while the consumer holds them
+            yield part, features(part, padded)
+            del padded
 
 
-def read_ahead(items: Iterator[Any]) -> Iterator[Any]:
-    """Yield the items of ``items``, producing the next one in a helper thread meanwhile.
+def read_ahead(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
+    """Yield the items of ``items``, producing up to ``depth`` further ones in a helper
+    thread meanwhile.
 
-    Used for the input chunks: reading and decompressing chunk i + 1 overlaps the
-    features of chunk i (one extra chunk in memory). Exceptions of ``items`` are raised
-    here, at the item where they happened. Closing this generator early waits for the
-    item being produced, then closes ``items``.
+    Used for the input: reading, decompressing and padding the next blocks overlaps the
+    features of this one (``depth`` extra blocks in memory). Exceptions of ``items`` are
+    raised here, at the item where they happened. Closing this generator early waits for
+    the item being produced, then closes ``items``.
     """
     done = object()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jetace-read-ahead") as pool:
         try:
-            pending = pool.submit(next, items, done)
-            while (item := pending.result()) is not done:
-                pending = pool.submit(next, items, done)
+            # one worker: the next() calls run one after the other, in submission order
+            pending = deque(pool.submit(next, items, done) for _ in range(max(1, depth)))
+            while (item := pending.popleft().result()) is not done:
+                pending.append(pool.submit(next, items, done))
                 yield item
-                del item  # hold no reference while the next one is produced
+                del item  # hold no reference while the next ones are produced
         finally:
-            pool.shutdown(wait=True)
+            pool.shutdown(wait=True, cancel_futures=True)
             close = getattr(items, "close", None)
             if close is not None:
                 close()
@@ -178,12 +198,6 @@ def chunk_features(module: torch.nn.Module, jets: ak.Array, *, max_particles: in
     pad ahead in the helper thread; default: on CUDA only). Call under
     ``torch.no_grad()``. ``bar`` (tqdm) is advanced by the number of jets done.
     """
-    if len(jets) <= batch_size and not prefetch:  # one batch: no copy into a new block
-        p4, mask = to_padded(jets, max_particles, device=device, dtype=dtype)
-        out = module(p4, mask)
-        if bar is not None:
-            bar.update(len(out))
-        return out
     out: torch.Tensor | None = None
     start = 0
     if prefetch is None:

@@ -602,14 +602,18 @@ def to_padded(jets: ak.Array, max_particles: int | None = 128,
     if order is not None:
         flat = flat[order]
     mask = np.arange(size)[None, :] < np.minimum(counts, size)[:, None]
+    # row of each constituent in the padded (B * P, 4) block; torch's index_copy_ is a
+    # few times faster than numpy's boolean-mask assignment here
+    slot = np.arange(len(pt2), dtype=np.int64) - np.repeat(starts[:-1], counts)
+    dest = slot + np.repeat(np.arange(n_jets, dtype=np.int64) * size, counts)
     if counts.max(initial=0) > size:
-        slot = np.arange(len(pt2), dtype=np.int64) - np.repeat(starts[:-1], counts)
-        flat = flat[slot < size]
-    p4 = np.zeros((n_jets, size, 4), dtype=np_dtype)
-    p4[mask] = flat
+        keep = slot < size
+        flat, dest = flat[keep], dest[keep]
+    p4_t = torch.zeros((n_jets * size, 4), dtype=torch.from_numpy(flat).dtype)
+    p4_t.index_copy_(0, torch.from_numpy(dest), torch.from_numpy(flat))
+    p4_t = p4_t.view(n_jets, size, 4)
 
     device = torch.device(device)
-    p4_t = torch.from_numpy(p4)
     mask_t = torch.from_numpy(mask)
     if device.type == "cuda":
         p4_t, mask_t = p4_t.pin_memory(), mask_t.pin_memory()

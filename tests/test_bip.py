@@ -259,10 +259,12 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(xc.cpu(), x, rtol=1e-10, atol=1e-10 * float(x.abs().max()))
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_cpu_sub_batches_give_the_same_features(monkeypatch, dtype):
-    """Large CPU batches are split into multiplicity-sorted sub-batches: same result, rows
-    back in input order; with gradients required the batch is computed whole."""
+@pytest.mark.parametrize("dtype,threads", [(torch.float64, 1), (torch.float64, 2),
+                                           (torch.float32, 2)])
+def test_cpu_sub_batches_give_the_same_features(monkeypatch, dtype, threads):
+    """Large CPU batches are split into multiplicity-sorted sub-batches (shared by worker
+    threads): same result, rows back in input order, torch's thread count restored; with
+    gradients required the batch is computed whole."""
     import jetace.features.bip as bip
 
     p4, mask = pad(toy_jets(11, seed=12))
@@ -270,7 +272,13 @@ def test_cpu_sub_batches_give_the_same_features(monkeypatch, dtype):
     f = BIPFeatures(3, 6)
     whole = f(p4, mask)
     monkeypatch.setattr(bip, "CPU_CHUNK", 3)
-    split = f(p4, mask)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        split = f(p4, mask)
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
     assert split.dtype == dtype and split.shape == whole.shape
     torch.testing.assert_close(split, whole, rtol=1e-13 if dtype == torch.float64 else 1e-6,
                                atol=0)

@@ -355,9 +355,10 @@ def test_write_features_keeps_jets_without_constituents(tmp_path):
     assert table["toy_sum_E"][2].as_py() == 0
 
 
-def test_read_ahead_order_errors_and_close():
-    assert list(extract.read_ahead(iter(range(5)))) == list(range(5))
-    assert list(extract.read_ahead(iter([]))) == []
+@pytest.mark.parametrize("depth", [1, 3])
+def test_read_ahead_order_errors_and_close(depth):
+    assert list(extract.read_ahead(iter(range(5)), depth)) == list(range(5))
+    assert list(extract.read_ahead(iter([]), depth)) == []
 
     def failing():
         yield "a"
@@ -365,7 +366,7 @@ def test_read_ahead_order_errors_and_close():
 
     seen = []
     with pytest.raises(InputError, match="broken chunk"):
-        for item in extract.read_ahead(failing()):
+        for item in extract.read_ahead(failing(), depth):
             seen.append(item)
     assert seen == ["a"]  # the error comes at the item that failed, not before
 
@@ -377,7 +378,7 @@ def test_read_ahead_order_errors_and_close():
         finally:
             closed.append(True)
 
-    gen = extract.read_ahead(source())
+    gen = extract.read_ahead(source(), depth)
     assert next(gen) == 0
     gen.close()
     assert closed == [True]
