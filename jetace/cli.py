@@ -24,6 +24,10 @@ def add_feature_arguments(p: argparse.ArgumentParser) -> None:
                    help="maximal total polynomial degree of a product")
     g.add_argument("--complete", action="store_true",
                    help="bip: drop duplicated real parts and add imaginary parts")
+    g.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
+                   help="bip: mean of each product and its mirror image (theta -> -theta), "
+                        "invariant under reflections too; (4,7): 694 instead of 1473 "
+                        "features (default: on for train, off for features)")
     g.add_argument("--irc-safe", action="store_true",
                    help="lorentz: energy-weighted, infrared and collinear safe variant")
     g.add_argument("--lmax", type=int, default=None,
@@ -50,15 +54,24 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=4096, help="jets per feature batch")
 
 
-def feature_spec_from_args(args: argparse.Namespace) -> dict:
-    """The feature specification (see :func:`jetace.features.features_from_spec`)."""
+def feature_spec_from_args(args: argparse.Namespace, mirror: bool = False) -> dict:
+    """The feature specification (see :func:`jetace.features.features_from_spec`);
+    ``mirror``: the bip default of ``--mirror`` when neither it nor ``--complete`` is given."""
+    from jetace.errors import InputError
+
     spec: dict = {"family": args.family, "max_particles": args.max_particles}
     if args.order is not None:
         spec["order"] = args.order
     if args.degree is not None:
         spec["degree"] = args.degree
     if args.family == "bip" and args.complete:
+        if args.mirror:
+            raise InputError("--complete and --mirror cannot be combined")
         spec["complete"] = True
+    elif args.family == "bip" and (mirror if args.mirror is None else args.mirror):
+        spec["mirror"] = True
+    if args.family != "bip" and args.mirror:
+        raise InputError("--mirror applies to the bip family only")
     if args.family == "lorentz":
         if args.irc_safe:
             spec["irc_safe"] = True
@@ -300,7 +313,7 @@ def _add_train(sub) -> None:
         val_fraction = args.val_fraction
         if val_fraction is None:
             val_fraction = 0.0 if args.unsupervised else 0.2
-        common = dict(spec=feature_spec_from_args(args), val_fraction=val_fraction,
+        common = dict(spec=feature_spec_from_args(args, mirror=True), val_fraction=val_fraction,
                       seed=args.seed, progress=not args.quiet, skip_bad=args.skip_bad,
                       **_input_kwargs(args))
         if args.unsupervised or args.mixture_a or args.mixture_b:
@@ -455,6 +468,8 @@ def _add_demo(sub) -> None:
                    help="output folder (default: jetace-demo-output)")
     p.add_argument("--order", type=int, default=4, help="BIP body order (default: 4)")
     p.add_argument("--degree", type=int, default=7, help="BIP degree (default: 7)")
+    p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=True,
+                   help="mirror-symmetrised BIP features, as train uses (default: on)")
     p.add_argument("--test-fraction", type=float, default=0.3,
                    help="held-out fraction of the jets (default: 0.3)")
     p.add_argument("--max-jets", type=int, default=None,
@@ -466,7 +481,7 @@ def _add_demo(sub) -> None:
     def run(args):
         from jetace.demo import run_demo
 
-        run_demo(args.output, order=args.order, degree=args.degree,
+        run_demo(args.output, order=args.order, degree=args.degree, mirror=args.mirror,
                  test_fraction=args.test_fraction, max_jets=args.max_jets, seed=args.seed,
                  device=args.device, progress=not args.quiet)
 

@@ -118,10 +118,11 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 
 
 def _feature_module(spec: dict[str, Any] | None) -> tuple[torch.nn.Module, int]:
-    """The feature module of ``spec`` (default: bip order 4, degree 7) and max_particles."""
+    """The feature module of ``spec`` and max_particles; default: bip order 4, degree 7,
+    mirror-symmetrised (694 features)."""
     from jetace.features import features_from_spec
 
-    spec = dict(spec or {"family": "bip", "max_particles": 128})
+    spec = dict(spec or {"family": "bip", "max_particles": 128, "mirror": True})
     return features_from_spec(spec), int(spec.get("max_particles", 128))
 
 
@@ -203,8 +204,9 @@ def train_model(*, signal=None, background=None, inputs=None, labels: list[str] 
 
     Binary: ``signal`` and ``background`` paths. Multi-class: ``inputs`` paths and
     ``labels`` (label branch names, two or more; one class each). The features follow
-    ``spec`` (default: bip order 4, degree 7). A seeded ``val_fraction`` of the jets is
-    held out; the report holds training time, jet counts and validation metrics
+    ``spec`` (default: bip order 4, degree 7, mirror-symmetrised). A seeded
+    ``val_fraction`` of the jets is held out; the report holds training time, jet counts
+    and validation metrics
     (binary: :func:`jetace.metrics.binary_metrics`; multi-class: accuracy).
     ``skip_bad``: skip unreadable input files with a warning instead of stopping.
     """

@@ -39,7 +39,8 @@ def well_conditioned_jets(n: int, seed: int) -> list[np.ndarray]:
 
 # ---- an independent, slow reference written from DESIGN.md section 2 -------------------
 
-def reference_bip(jet: np.ndarray, order: int, degree: int, complete: bool = False) -> list[float]:
+def reference_bip(jet: np.ndarray, order: int, degree: int, complete: bool = False,
+                  mirror: bool = False) -> list[float]:
     e, p = jet[:, 0], jet[:, 1:]
     axis = p.sum(0) / np.linalg.norm(p.sum(0))
     v = axis - np.array([0.0, 0.0, 1.0])
@@ -59,13 +60,21 @@ def reference_bip(jet: np.ndarray, order: int, degree: int, complete: bool = Fal
         a[k, l, n] = sum(tk[j] * tm[j] * complex(math.cos(l * theta[j] + n * y[j]),
                                                   math.sin(l * theta[j] + n * y[j]))
                          for j in range(len(e)))
-    out = []
+    out, seen = [], set()
     for nu in range(1, order + 1):
         for combo in itertools.combinations_with_replacement(one, nu):
             if (sum(c[1] for c in combo) or sum(c[2] for c in combo)
                     or sum(c[0] + abs(c[1]) + abs(c[2]) for c in combo) > degree):
                 continue
             value = np.prod([a[c] for c in combo])
+            if mirror:  # mean with the image under theta -> -theta, once per such pair
+                images = {tuple(sorted((k, sl * l, sn * n) for k, l, n in combo))
+                          for sl in (1, -1) for sn in (1, -1)}
+                if combo not in seen:
+                    seen.update(images)
+                    image = tuple(sorted((k, -l, n) for k, l, n in combo))
+                    out.append(0.5 * (value.real + np.prod([a[c] for c in image]).real))
+                continue
             if not complete:
                 out.append(value.real)
                 continue
@@ -85,13 +94,23 @@ def test_feature_counts_match_reference_implementation(order, degree, count):
     assert len(BIPFeatures(order, degree).feature_names) == count
 
 
-@pytest.mark.parametrize("order,degree,complete", [(2, 4, False), (3, 4, False), (3, 4, True),
-                                                   (4, 3, True)])
-def test_agrees_with_brute_force_reference(order, degree, complete):
+@pytest.mark.parametrize("order,degree,count", [(3, 6, 178), (3, 7, 296), (4, 7, 694),
+                                                (4, 8, 1356)])
+def test_mirror_feature_counts(order, degree, count):
+    f = BIPFeatures(order, degree, mirror=True)
+    assert f.num_features == len(set(f.feature_names)) == count
+    with pytest.raises(ValueError, match="cannot be combined"):
+        BIPFeatures(order, degree, complete=True, mirror=True)
+
+
+@pytest.mark.parametrize("order,degree,complete,mirror",
+                         [(2, 4, False, False), (3, 4, False, False), (3, 4, True, False),
+                          (4, 3, True, False), (3, 4, False, True), (4, 3, False, True)])
+def test_agrees_with_brute_force_reference(order, degree, complete, mirror):
     jets = well_conditioned_jets(4, seed=1)
-    f = BIPFeatures(order, degree, complete=complete)
+    f = BIPFeatures(order, degree, complete=complete, mirror=mirror)
     got = f(*pad(jets, width=30)).numpy()
-    want = np.array([reference_bip(j, order, degree, complete) for j in jets])
+    want = np.array([reference_bip(j, order, degree, complete, mirror) for j in jets])
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
 
@@ -127,6 +146,28 @@ def test_invariance_float64_well_conditioned(bip47, seed):
     rap = random_axis_rapidity(p4, mask, rng, 1.0).clamp(max=1.0)
     assert_invariant(bip47, p4, mask, lambda q: rotate(q, rot), 1e-9, "rotation")
     assert_invariant(bip47, p4, mask, lambda q: boost_along_axis(q, mask, rap), 1e-9, "boost")
+
+
+def random_reflection(rng: np.random.Generator) -> np.ndarray:
+    """A random improper orthogonal matrix (det -1): a rotation times a plane reflection."""
+    return random_rotation(rng) @ np.diag([1.0, 1.0, -1.0]) @ random_rotation(rng)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_mirror_features_invariant_under_reflections(seed):
+    """mirror=True: invariant under reflections too (float64, 1e-9); the default
+    features are not (their mirror-odd columns change)."""
+    rng = np.random.default_rng(seed)
+    p4, mask = pad(well_conditioned_jets(32, seed + 10))
+    f = BIPFeatures(4, 5, mirror=True)
+    refl = random_reflection(rng)
+    rap = random_axis_rapidity(p4, mask, rng, 1.0).clamp(max=1.0)
+    assert_invariant(f, p4, mask, lambda q: rotate(q, refl), 1e-9, "reflection")
+    assert_invariant(f, p4, mask, lambda q: rotate(q, random_rotation(rng)), 1e-9, "rotation")
+    assert_invariant(f, p4, mask, lambda q: boost_along_axis(q, mask, rap), 1e-9, "boost")
+    plain = BIPFeatures(4, 5)
+    x, xr = plain(p4, mask), plain(rotate(p4, refl), mask)
+    assert ((x - xr).abs() > 1e-3 * x.abs().amax(0)).any()
 
 
 def test_invariance_float64_large_boosts(bip47):
@@ -247,6 +288,10 @@ def test_shape_errors_and_spec_round_trip():
         BIPFeatures(0, 5)
     g = features_from_spec(f.spec)
     assert isinstance(g, BIPFeatures) and g.spec == f.spec and g.num_features == f.num_features
+    m = features_from_spec(BIPFeatures(3, 6, mirror=True).spec)
+    assert m.mirror and m.num_features == 178
+    old = {"family": "bip", "order": 3, "degree": 6, "complete": False}  # before mirror
+    assert not features_from_spec(old).mirror
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

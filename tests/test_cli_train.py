@@ -269,3 +269,22 @@ def test_unsupervised_and_cwola_errors(files, capsys, tmp_path, case):
     assert code == 1
     assert expect in err
     assert not out.exists()
+
+
+def test_train_uses_mirror_features_by_default(files, trained, capsys):
+    from jetace import BIPFeatures
+    from jetace.model_file import load_model
+
+    model = load_model(trained)
+    assert model.spec["mirror"] is True
+    assert model.num_features == BIPFeatures(2, 4, mirror=True).num_features
+    plain = f"{files['dir']}/plain.jetace"
+    code, _, _ = _run(capsys, "train", "--signal", files["sig"], "--background", files["bkg"],
+                      "-o", plain, "--no-mirror", "--quiet", *FEATURES)
+    assert code == 0 and not load_model(plain).spec.get("mirror")
+    assert load_model(plain).num_features == BIPFeatures(2, 4).num_features
+    for extra, message in ((["--complete", "--mirror"], "cannot be combined"),
+                           (["--family", "lorentz", "--mirror"], "bip family only")):
+        code, _, err = _run(capsys, "train", "--signal", files["sig"], "--background",
+                            files["bkg"], "-o", plain, "--quiet", *extra)
+        assert code == 1 and message in err
