@@ -66,14 +66,19 @@ def test_bad_parameters():
         MLPTagger(schedule="step")
     with pytest.raises(InputError, match="n_models"):
         MLPTagger(n_models=0)
+    with pytest.raises(InputError, match="linear_blend"):
+        MLPTagger(linear_blend=1.0)
+    with pytest.raises(InputError, match="linear_C"):
+        MLPTagger(linear_C=0.0)
     with pytest.raises(InputError, match="not fitted"):
         MLPTagger().predict(np.zeros((2, 3)))
 
 
 def test_ensemble_averages_seeded_members():
     X, y = _xor(7, n=600)
-    kw = dict(hidden=(16,), lr=1e-2, max_epochs=6)
+    kw = dict(hidden=(16,), lr=1e-2, max_epochs=6, linear_blend=0.0)
     ens = MLPTagger(n_models=3, seed=5, **kw).fit(X, y)
+    assert ens.net_.linear is None
     assert len(ens.net_.members) == 3 and len(ens.members_) == 3
     assert [m["n_epochs"] for m in ens.members_][0] == ens.n_epochs_
     Z = ens.net_.scaler(torch.as_tensor(X))
@@ -100,11 +105,32 @@ def test_plateau_schedule_and_linear_start():
 
 def test_loads_single_network_state_of_earlier_files():
     X, y = _xor(9, n=400)
-    t = MLPTagger(hidden=(8,), n_models=1, max_epochs=3).fit(X, y)
+    t = MLPTagger(hidden=(8,), n_models=1, max_epochs=3, linear_blend=0.0).fit(X, y)
     state = t.get_state()
     state["weights"] = {k.removeprefix("members.0."): v for k, v in state["weights"].items()}
-    for key in ("n_models", "schedule"):
+    for key in ("n_models", "schedule", "linear_blend", "linear_C"):
         del state["params"][key]
     del state["members"]
     back = tagger_from_state("mlp", state)
     np.testing.assert_array_equal(back.decision_function(X), t.decision_function(X))
+
+
+def test_linear_blend_mixes_in_the_logistic_logit():
+    X, y = _xor(10, n=600)
+    X[:, 2] += 0.8 * y  # some linear signal too
+    t = MLPTagger(hidden=(8,), n_models=2, max_epochs=3, linear_blend=0.4, linear_C=2.0,
+                  seed=1).fit(X, y)
+    assert not any(p.requires_grad for p in t.net_.linear.parameters())
+    Z = t.net_.scaler(torch.as_tensor(X))
+    with torch.no_grad():
+        nets = torch.stack([m(Z)[:, 0] for m in t.net_.members]).mean(0).numpy()
+    lin = LinearTagger(C=2.0).fit(X, y).decision_function(X)
+    np.testing.assert_allclose(t.decision_function(X), 0.6 * nets + 0.4 * lin, atol=1e-4)
+    back = tagger_from_state("mlp", t.get_state())
+    assert back.linear_blend == 0.4 and back.linear_C == 2.0
+    np.testing.assert_array_equal(back.decision_function(X), t.decision_function(X))
+    # multi-class: one logistic logit per class
+    y3 = np.digitize(X[:, 0] + X[:, 1] ** 2, [0.0, 1.5])
+    t3 = MLPTagger(hidden=(8,), n_models=1, max_epochs=2, linear_blend=0.25).fit(X, y3)
+    assert t3.net_.linear.weight.shape == (3, X.shape[1])
+    assert t3.decision_function(X).shape == (len(X), 3)
