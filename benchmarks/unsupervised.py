@@ -1,19 +1,22 @@
 """Unsupervised and weakly supervised top tagging on BIP features, beside supervised.
 
 Protocol (the same jets for every method):
-* anomaly detectors (gaussian, gmm, autoencoder) are fitted on the first 20k QCD jets
-  only; the test set is the last 5k top and the last 5k QCD jets;
+* anomaly detectors (gaussian, gmm, autoencoder, and the ensemble of the last two) are
+  fitted on the first 20k QCD jets only; the test set is the last 5k top and the last
+  5k QCD jets;
 * clustering (rule: the smaller cluster is signal-like) is fitted on an unlabelled
   10k-jet sample of the training jets with 20% top, and scored on the test set;
 * the supervised linear tagger is fitted on the first 20k top + 20k QCD jets;
 * CWoLa: mixture A with signal fraction f and mixture B with f/4, equal sizes, disjoint,
   using every one of the first 20k QCD jets: n = 20000 / (2 - 5f/4) jets per mixture
   (11,428 each at f = 0.2; the top jets needed are drawn from the first 20k top jets);
-  linear tagger with C chosen on held-out mixture membership (C="auto", no truth).
+  linear tagger with C chosen on held-out mixture membership (C="auto", no truth),
+  refitted through the mixture link (the default; its strength also chosen on held-out
+  mixture membership), and for comparison with the plain logistic link.
 
 Prints a table (AUC, 1/eps_B at eps_S = 0.3) and writes benchmarks/results/unsupervised.json.
 
-    python benchmarks/unsupervised.py [--data ../shared/data] [--features 3,6 4,7]
+    python benchmarks/unsupervised.py [--data ../shared/data] [--features 3,6 4,7 4,7m]
 """
 
 from __future__ import annotations
@@ -30,7 +33,12 @@ import torch
 
 from jetace import BIPFeatures, read_jets, to_padded
 from jetace.metrics import rejection_at, roc_auc
-from jetace.taggers.anomaly import AutoencoderAnomaly, GaussianAnomaly, GMMAnomaly
+from jetace.taggers.anomaly import (
+    AutoencoderAnomaly,
+    EnsembleAnomaly,
+    GaussianAnomaly,
+    GMMAnomaly,
+)
 from jetace.taggers.cluster import ClusterTagger, cluster_report
 from jetace.taggers.linear import LinearTagger
 from jetace.taggers.weak import CWoLaTagger, make_mixture
@@ -39,13 +47,16 @@ REPO = Path(__file__).resolve().parent.parent
 N_TRAIN, N_TEST = 20000, 5000
 
 
-def features(path: Path, order: int, degree: int, cache: Path | None) -> np.ndarray:
-    """BIP(order, degree) features (n_jets, F) of every jet of ``path`` (float64)."""
+def features(path: Path, order: int, degree: int, cache: Path | None,
+             mirror: bool = False) -> np.ndarray:
+    """BIP(order, degree) features (n_jets, F) of every jet of ``path`` (float64);
+    ``mirror``: the mirror-symmetrised set (``jetace train``'s default)."""
+    name = f"{path.stem}_bip{order}{degree}{'m' if mirror else ''}.npy"
     if cache is not None:
-        f = cache / f"{path.stem}_bip{order}{degree}.npy"
+        f = cache / name
         if f.exists():
             return np.load(f)
-    module = BIPFeatures(order, degree)
+    module = BIPFeatures(order, degree, mirror=mirror)
     jets = read_jets(str(path))
     out = []
     with torch.no_grad():
@@ -55,7 +66,7 @@ def features(path: Path, order: int, degree: int, cache: Path | None) -> np.ndar
     x = np.concatenate(out)
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
-        np.save(cache / f"{path.stem}_bip{order}{degree}.npy", x)
+        np.save(cache / name, x)
     return x
 
 
@@ -65,6 +76,7 @@ def detectors(seed: int) -> dict:
         "gaussian (all)": GaussianAnomaly(n_components=None, seed=seed),
         "gmm (8 x 50 PCs)": GMMAnomaly(n_mix=8, n_components=50, n_init=1, seed=seed),
         "autoencoder": AutoencoderAnomaly(hidden=(128,), latent=4, seed=seed),
+        "ensemble (ae + gmm)": EnsembleAnomaly(seed=seed),
     }
 
 
@@ -107,10 +119,14 @@ def run(top: np.ndarray, qcd: np.ndarray, seed: int, fractions: list[float],
         s_b = int(round(f / 4 * n))
         Xa, _ = make_mixture(top[:s_a], qcd[:b_a], f, n, rng)
         Xb, _ = make_mixture(top[s_a:N_TRAIN], qcd[b_a:N_TRAIN], f / 4, n, rng)
-        cw = CWoLaTagger(seed=seed, classifier_params={"C": "auto"}).fit_mixtures(Xa, Xb)
-        record(f"cwola {f:g} vs {f / 4:g}", "weak", cw.decision_function(X_test),
-               time.perf_counter() - t, fraction_a=f, fraction_b=f / 4, n_per_mixture=n,
-               n_top_used=s_a + s_b, C=cw.classifier_.C_)
+        for link in ("mixture", "logistic"):
+            t = time.perf_counter()
+            cw = CWoLaTagger(seed=seed, classifier_params={"C": "auto"}, link=link)
+            cw.fit_mixtures(Xa, Xb)
+            name = f"cwola {f:g} vs {f / 4:g}" + (" (logistic)" if link == "logistic" else "")
+            record(name, "weak", cw.decision_function(X_test), time.perf_counter() - t,
+                   fraction_a=f, fraction_b=f / 4, n_per_mixture=n, n_top_used=s_a + s_b,
+                   link=link, C=cw.classifier_.C_ if link == "logistic" else cw.link_C_)
     return rows
 
 
@@ -119,7 +135,8 @@ def main() -> None:
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"),
                     help="folder with top_train.root and qcd_train.root")
     ap.add_argument("--features", nargs="+", default=["3,6", "4,7"],
-                    help="BIP (order,degree) pairs (default: 3,6 4,7)")
+                    help="BIP (order,degree) pairs, 'm' appended for the mirror-symmetrised "
+                         "set, e.g. 4,7m (default: 3,6 4,7)")
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.5, 0.2, 0.1, 0.05],
                     help="CWoLa signal fractions of mixture A (B has a quarter of it)")
     ap.add_argument("--seed", type=int, default=0)
@@ -138,15 +155,16 @@ def main() -> None:
                          "cpu_count": os.cpu_count()},
                "results": {}}
     for spec in args.features:
-        order, degree = (int(v) for v in spec.split(","))
-        key = f"bip({order},{degree})"
-        top = features(data / "top_train.root", order, degree, cache)
-        qcd = features(data / "qcd_train.root", order, degree, cache)
+        mirror = spec.endswith("m")
+        order, degree = (int(v) for v in spec.rstrip("m").split(","))
+        key = f"bip({order},{degree})" + (" mirror" if mirror else "")
+        top = features(data / "top_train.root", order, degree, cache, mirror)
+        qcd = features(data / "qcd_train.root", order, degree, cache, mirror)
         print(f"\n{key}: {top.shape[1]} features")
-        print(f"{'method':<24s} {'trained on':<22s} {'AUC':>7s} {'1/eps_B@0.3':>12s} {'s':>7s}")
+        print(f"{'method':<32s} {'trained on':<22s} {'AUC':>7s} {'1/eps_B@0.3':>12s} {'s':>7s}")
 
         def log(row):
-            print(f"{row['method']:<24s} {row['kind']:<22s} {row['auc']:7.4f} "
+            print(f"{row['method']:<32s} {row['kind']:<22s} {row['auc']:7.4f} "
                   f"{row['rejection_at_0.3']:12.1f} {row['seconds']:7.1f}", flush=True)
 
         results["results"][key] = run(top, qcd, args.seed, args.fractions, log)

@@ -16,6 +16,7 @@ from jetace.metrics import roc_auc
 from jetace.taggers import tagger_from_state
 from jetace.taggers.anomaly import (
     AutoencoderAnomaly,
+    EnsembleAnomaly,
     FeatureTransform,
     GaussianAnomaly,
     GMMAnomaly,
@@ -54,11 +55,14 @@ def fast(kind: str, seed: int = 0):
         return GaussianAnomaly(n_components=8, seed=seed)
     if kind == "gmm":
         return GMMAnomaly(n_mix=2, n_components=6, seed=seed)
+    if kind == "ensemble":
+        return EnsembleAnomaly([("gaussian", {"n_components": 8}),
+                                ("gmm", {"n_mix": 2, "n_components": 6})], seed=seed)
     return AutoencoderAnomaly(hidden=(16,), latent=3, lr=3e-3, max_epochs=10, patience=3,
                               seed=seed)
 
 
-KINDS = ["gaussian", "gmm", "autoencoder"]
+KINDS = ["gaussian", "gmm", "autoencoder", "ensemble"]
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +217,35 @@ def test_parameter_errors():
         AutoencoderAnomaly(activation="swish")
     with pytest.raises(InputError, match="val_fraction"):
         AutoencoderAnomaly(val_fraction=1.0)
+
+
+def test_ensemble_tail_calibration():
+    """Member scores become background tail scores -log(1 - F): about log 2 at the
+    training median, about log(n) at the training maximum, still increasing beyond."""
+    bkg, X, y = synthetic(n_bkg=1000)
+    ens = EnsembleAnomaly([("gaussian", {"n_components": 8})], n_knots=64).fit(bkg)
+    single = GaussianAnomaly(n_components=8).fit(bkg)
+    s_train = ens.decision_function(bkg)
+    assert np.median(s_train) == pytest.approx(np.log(2), abs=0.05)
+    assert np.log(1000) - 0.1 < s_train.max() < np.log(1000) + 1
+    # a monotone map of the single detector: same ranking, same AUC
+    raw = single.decision_function(X)
+    assert roc_auc(ens.decision_function(X), y) == pytest.approx(roc_auc(raw, y), abs=1e-9)
+    far = single.decision_function(bkg).max() * np.r_[1.5, 2.0, 4.0]
+    cal = ens.module_.calibrations[0](torch.as_tensor(far))
+    assert (cal[0] > np.log(1000)) and bool((cal.diff() > 0).all())
+
+
+def test_ensemble_members_seeded_and_validated():
+    bkg, X, _ = synthetic(n_bkg=500)
+    members = [("autoencoder", {"hidden": [8], "latent": 2, "max_epochs": 3}),
+               ("gaussian", {"n_components": 4})]
+    a = EnsembleAnomaly(members, seed=1).fit(bkg)
+    assert [m.kind for m in a.members_] == ["autoencoder", "gaussian"]
+    assert all(m.seed == 1 for m in a.members_)
+    b = EnsembleAnomaly(members, seed=2).fit(bkg)
+    assert not np.array_equal(a.decision_function(X), b.decision_function(X))
+    with pytest.raises(InputError, match="anomaly kinds"):
+        EnsembleAnomaly([("cluster", {})])
+    with pytest.raises(InputError, match="at least one"):
+        EnsembleAnomaly([])

@@ -177,3 +177,59 @@ def test_mix_command_writes_mixture_with_truth(tmp_path):
         assert tuple(np.round(np.asarray(e), 3)) in energies
     assert main(["mix", str(sig), "--background", str(bkg), "--fraction", "0.5", "-n", "160",
                  "-o", str(out)]) == 1  # needs 80 signal jets, the file holds 60
+
+
+def test_mixture_link_beats_logistic_link_at_low_signal_fraction():
+    """Fitting the saturating A-vs-B curve (mixture link) instead of a straight logit
+    recovers more of the supervised tagger when the mixtures hold little signal."""
+    rng = np.random.default_rng(5)  # well separated classes (supervised AUC 0.96)
+    scales, shift = 10.0 ** rng.uniform(-2, 2, 20), np.r_[np.full(4, 1.2), np.zeros(16)]
+    S = (rng.normal(size=(2000, 20)) + shift) * scales
+    B = rng.normal(size=(12000, 20)) * scales
+    aucs = {}
+    for link in ("logistic", "mixture"):
+        auc_cw, auc_sup, cw = cwola_vs_supervised(S, B, fa=0.1, fb=0.025, n=5000, seed=1,
+                                                  link=link)
+        aucs[link] = auc_cw
+        assert cw.link_ == link
+    assert cw.link_n_iter_ > 0 and cw.link_C_ in cw.link_C_grid
+    assert set(cw.link_scan_) == set(cw.link_C_grid)
+    assert aucs["mixture"] > aucs["logistic"] + 0.015
+    assert aucs["mixture"] > auc_sup - 0.015
+
+
+def test_mixture_link_probabilities_and_old_model_files():
+    S, B = synthetic(400, 2000, seed=4)
+    rng = np.random.default_rng(0)
+    Xa, _ = make_mixture(S[:200], B[:1000], 0.2, 800, rng)
+    Xb, _ = make_mixture(S[200:], B[1000:], 0.05, 600, rng)
+    cw = CWoLaTagger(ratio=5.0).fit_mixtures(Xa, Xb)
+    assert cw.link_ == "mixture"
+    p = cw.predict_proba(np.r_[Xa, Xb])
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    # P(A | x) lies between 1/2 (background-like) and ratio / (1 + ratio)
+    assert p[:, 1].min() >= 0.5 - 1e-9 and p[:, 1].max() <= 5 / 6 + 1e-9
+    pt = cw.predict_proba(torch.as_tensor(Xa[:5]))
+    assert isinstance(pt, torch.Tensor)
+    state = cw.get_state()
+    for k in ("link", "ratio", "link_C", "link_C_grid", "val_fraction"):
+        del state["params"][k]  # as in a model file written before the mixture link
+    for k in ("link", "link_n_iter", "link_C_used", "link_scan"):
+        del state[k]
+    old = tagger_from_state("cwola", state)
+    assert old.link_ == "logistic"
+    np.testing.assert_array_equal(old.decision_function(Xa), cw.decision_function(Xa))
+
+
+def test_link_parameter_errors():
+    with pytest.raises(InputError, match="unknown link"):
+        CWoLaTagger(link="probit")
+    with pytest.raises(InputError, match="linear"):
+        CWoLaTagger("mlp", link="mixture")
+    with pytest.raises(InputError, match="ratio"):
+        CWoLaTagger(ratio=1.0)
+    with pytest.raises(InputError, match="link_C"):
+        CWoLaTagger(link_C=0)
+    with pytest.raises(InputError, match="val_fraction"):
+        CWoLaTagger(val_fraction=1.0)
+    assert CWoLaTagger("mlp")._link() == "logistic"

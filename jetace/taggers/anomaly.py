@@ -10,6 +10,11 @@ space and scores new jets by how far they fall from that; no signal jets are nee
   space; the score is the negative log likelihood per jet.
 * :class:`AutoencoderAnomaly` (kind ``"autoencoder"``): a small torch autoencoder on
   the standardised features; the score is the mean squared reconstruction error.
+* :class:`EnsembleAnomaly` (kind ``"ensemble"``): several of the above (by default an
+  autoencoder and an 8-component GMM), each score turned into the background tail
+  probability ``-log(1 - F(s))`` with F the score distribution of the training jets,
+  averaged. The two make different mistakes: on top-versus-QCD BIP(3,6) features each
+  reaches AUC 0.947, their ensemble 0.950 (benchmarks/unsupervised.py).
 
 All follow the :class:`jetace.taggers.base.Tagger` protocol: ``fit(X)`` on background
 features returns ``self``; ``decision_function(X)`` is larger for more anomalous jets;
@@ -45,6 +50,7 @@ __all__ = [
     "GaussianAnomaly",
     "GMMAnomaly",
     "AutoencoderAnomaly",
+    "EnsembleAnomaly",
 ]
 
 
@@ -163,7 +169,8 @@ class _ScoreTagger(Tagger):
         """Anomaly score per jet, shape (n,): larger = less like the training sample."""
         self._check_fitted()
         x = _features64(X)
-        n_in = self.module_.transform.num_features
+        tr = getattr(self.module_, "transform", None)
+        n_in = tr.num_features if tr is not None else self.module_.num_features
         if x.shape[1] != n_in:
             raise InputError(f"X has {x.shape[1]} features, the {type(self).__name__} was "
                              f"fitted on {n_in}")
@@ -596,3 +603,138 @@ class AutoencoderAnomaly(_ScoreTagger):
         self.best_epoch_ = int(state["best_epoch"])
         self.history_ = {k: [float(v) for v in vals] for k, vals in state["history"].items()}
         return self
+
+
+# ------------------------------------------------------------------------ ensemble
+class _TailCalibration(torch.nn.Module):
+    """scores (B,) -> background tail score ``-log(1 - F(s))`` (B,), F the empirical
+    distribution of the training scores, piecewise linear between ``knots`` (K,): the
+    score quantiles at tail levels ``t_j = -log(1 - F)`` evenly spaced from 0 to
+    ``t_max``. Above the last knot it grows linearly with the mean slope of the upper
+    half (so the most anomalous jets stay ordered); elementwise ops only (ONNX)."""
+
+    def __init__(self, knots: torch.Tensor, t_max: float):
+        super().__init__()
+        self.register_buffer("knots", knots)
+        self.t_max = float(t_max)
+
+    @classmethod
+    def fit(cls, scores: torch.Tensor, n_knots: int) -> _TailCalibration:
+        s = scores.to(torch.float64)
+        t_max = math.log(len(s))
+        t = torch.linspace(0.0, t_max, n_knots, dtype=torch.float64, device=s.device)
+        knots = torch.quantile(s, (1 - torch.exp(-t)).clamp(0, 1))
+        return cls(knots.cummax(0).values, t_max)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        k = self.knots.to(s.dtype)
+        gaps = (k[1:] - k[:-1]).clamp_min(1e-12 * (k[-1] - k[0]).abs().clamp_min(1e-300))
+        pos = ((s[:, None] - k[:-1]) / gaps).clamp(0, 1).sum(dim=1)
+        dt = self.t_max / (len(k) - 1)
+        mid = k[(len(k) - 1) // 2]
+        slope = (self.t_max / 2) / (k[-1] - mid).clamp_min(1e-12)
+        return pos * dt + torch.relu(s - k[-1]) * slope
+
+
+class _EnsembleScore(torch.nn.Module):
+    """features (B, F) -> mean over members of the calibrated member scores (B,)."""
+
+    def __init__(self, members: list[torch.nn.Module], calibrations: list[_TailCalibration]):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+        self.calibrations = torch.nn.ModuleList(calibrations)
+
+    @property
+    def num_features(self) -> int:
+        return self.members[0].transform.num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = [cal(m(x).to(torch.float64 if x.dtype == torch.float64 else torch.float32))
+               for m, cal in zip(self.members, self.calibrations, strict=True)]
+        return torch.stack(out, dim=0).mean(dim=0)
+
+
+#: members of the default ensemble and their settings (the benchmark's detectors)
+ENSEMBLE_DEFAULT = (("autoencoder", {"hidden": [128], "latent": 4}),
+                    ("gmm", {"n_mix": 8, "n_components": 50, "n_init": 1}))
+
+
+@register("ensemble")
+class EnsembleAnomaly(_ScoreTagger):
+    """Average of several anomaly detectors' background tail scores.
+
+    Each member is fitted on the same background jets; its score s on the training jets
+    gives the distribution F, and a jet's member score becomes ``-log(1 - F(s))`` (the
+    background tail probability in nats, interpolated between ``n_knots`` quantiles;
+    about 0 for typical jets, ``log(n_train)`` at the most extreme training jet, and
+    continued linearly beyond). These comparable scores are averaged, so no member
+    dominates by its units. Detectors built on different ideas (reconstruction error,
+    density) misjudge different background jets, so the average ranks better than each.
+
+    Parameters
+    ----------
+    members : sequence of ``(kind, params)`` pairs: registered anomaly kinds
+        (``"gaussian"``, ``"gmm"``, ``"autoencoder"``) and their constructor arguments
+        (JSON values). Default :data:`ENSEMBLE_DEFAULT`: an autoencoder (hidden 128,
+        latent 4) and a GMM (8 Gaussians on 50 principal components).
+    n_knots : quantiles kept per member for the calibration.
+    seed : seeds every member (their own ``seed`` is ignored).
+
+    ``decision_function(X)``: mean tail score, shape (n,). Fitted attributes:
+    ``module_``, ``members_`` (the fitted member detectors).
+    """
+
+    def __init__(self, members: Any = ENSEMBLE_DEFAULT, n_knots: int = 256, seed: int = 0):
+        spec = [(str(k), dict(p or {})) for k, p in members]
+        if not spec:
+            raise InputError("an ensemble needs at least one member")
+        for kind, _ in spec:
+            if kind not in _MEMBER_KINDS:
+                raise InputError(f"ensemble members must be anomaly kinds "
+                                 f"({', '.join(_MEMBER_KINDS)}), got {kind!r}")
+        if int(n_knots) < 3:
+            raise InputError(f"n_knots must be at least 3, got {n_knots}")
+        self.members = [[k, p] for k, p in spec]
+        self.n_knots = int(n_knots)
+        self.seed = seed
+
+    def _member(self, kind: str, params: dict) -> _ScoreTagger:
+        params = {**params, "seed": self.seed}
+        if "hidden" in params:
+            params["hidden"] = tuple(params["hidden"])
+        return _MEMBER_KINDS[kind](**params)
+
+    def fit(self, X: Any, y: Any = None) -> EnsembleAnomaly:
+        """Fit every member on background features X (n, F); ``y`` is ignored."""
+        x = _features64(X)
+        fitted, cals = [], []
+        for kind, params in self.members:
+            det = self._member(kind, params).fit(x)
+            with torch.no_grad():
+                s = torch.as_tensor(det.decision_function(x))
+            fitted.append(det)
+            cals.append(_TailCalibration.fit(s, self.n_knots))
+        self.members_ = fitted
+        self.module_ = _EnsembleScore([d.module_ for d in fitted], cals)
+        return self
+
+    def get_state(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {"params": self.get_params(),
+                "members": [{"kind": d.kind, "state": d.get_state()} for d in self.members_],
+                "knots": [_cpu(c.knots) for c in self.module_.calibrations],
+                "t_max": [c.t_max for c in self.module_.calibrations]}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> EnsembleAnomaly:
+        self = cls(**state["params"])
+        self.members_ = [_MEMBER_KINDS[m["kind"]].from_state(m["state"])
+                         for m in state["members"]]
+        cals = [_TailCalibration(torch.as_tensor(k).double(), float(t))
+                for k, t in zip(state["knots"], state["t_max"], strict=True)]
+        self.module_ = _EnsembleScore([d.module_ for d in self.members_], cals)
+        return self
+
+
+_MEMBER_KINDS: dict[str, type[_ScoreTagger]] = {
+    "gaussian": GaussianAnomaly, "gmm": GMMAnomaly, "autoencoder": AutoencoderAnomaly}

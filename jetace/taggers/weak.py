@@ -9,9 +9,24 @@ truth is needed: only which mixture each jet came from.
 * :class:`CWoLaTagger` (kind ``"cwola"``): wraps a supervised tagger (``"linear"`` by
   default, or ``"mlp"``) trained on mixture membership, with the two mixtures weighted
   equally. By convention A is the mixture richer in signal, so larger scores are more
-  signal-like.
+  signal-like. The linear tagger is by default refined with the *mixture link* (below).
 * :func:`make_mixture`: draw a mixed sample of given signal fraction from labelled
   features (for tests and benchmarks).
+
+The mixture link. With signal fractions f_A > f_B and L(x) = p_S(x) / p_B(x), the
+log-odds of "from A" for equal-sized mixtures is
+``log(f_A L + 1 - f_A) - log(f_B L + 1 - f_B)``: flat (about 0) for background-like
+jets and saturating at ``log(f_A / f_B)`` for signal-like ones. A logistic regression of
+A versus B fits that bounded curve with a straight line in the features, which wastes
+the few signal jets on fitting the plateaus. ``link="mixture"`` instead fits a linear
+*signal* score ``u = w.x + b`` through the small-fraction form of that curve,
+``logit P(A | x) = softplus(u) - softplus(u - log(ratio))``, by penalised maximum
+likelihood of the mixture labels. It still needs no truth: ``ratio`` is a rough guess of
+f_A / f_B, better too large than too small (on top-versus-QCD jets with a true 4, any
+value from 4 to 16 does about as well). On top-versus-QCD BIP(3,6) features with 11k
+jets per mixture (mean of three data splits) it raises the AUC at fractions 0.2 vs 0.05
+from 0.966 to 0.975 and at 0.1 vs 0.025 from 0.951 to 0.966 (supervised: 0.984); see
+benchmarks/unsupervised.py.
 """
 
 from __future__ import annotations
@@ -25,7 +40,9 @@ from jetace.errors import InputError
 from jetace.taggers.base import TAGGERS, Tagger, register, tagger_from_state
 from jetace.taggers.preprocess import SupervisedTagger, as_features
 
-__all__ = ["CWoLaTagger", "make_mixture"]
+__all__ = ["CWoLaTagger", "make_mixture", "LINKS"]
+
+LINKS = ("mixture", "logistic")
 
 
 def _rows(X: Any) -> int:
@@ -89,25 +106,70 @@ class CWoLaTagger(Tagger):
     balance : weigh the two mixtures equally by oversampling the smaller one (whole
         copies plus a seeded random remainder), so that the score does not depend on
         the sample sizes.
+    link : ``"mixture"`` (default for ``"linear"``) or ``"logistic"`` (default for
+        ``"mlp"``, the only choice there). ``"mixture"``: the linear tagger fitted on A
+        versus B (as with ``"logistic"``) is the starting point of a fit of a linear
+        signal score through the mixture link (module doc), which then replaces its
+        weights; the inner tagger stays a plain ``LinearTagger`` (same scaler, same
+        model file layout).
+    ratio : the mixture link's saturation ``f_A / f_B`` (a guess, > 1).
+    link_C : inverse L2 strength of the mixture-link fit, in the convention of
+        :class:`~jetace.taggers.linear.LinearTagger` (``C * sum(loss) + |w|^2 / 2`` on
+        the standardised features), or ``"auto"`` (default): the value of
+        ``link_C_grid`` with the smallest mixture-membership log-loss on a seeded
+        ``val_fraction`` of the jets (held out from the link fit; no truth needed),
+        then refitted on all jets. Strongly overlapping classes need strong
+        regularisation (there the mixture link is no better than the logistic one);
+        well-separated ones, like top and QCD jets, profit from weak regularisation.
     seed : seeds the oversampling and the inner tagger.
 
     ``fit(X, y)``: ``y`` (n,) = 1/True for jets of mixture A (the signal-richer one),
     0/False for mixture B; or use :meth:`fit_mixtures`. ``decision_function(X)``: the
-    inner tagger's logit of "from A", shape (n,): larger = more signal-like.
+    inner tagger's score, shape (n,): larger = more signal-like (``"logistic"``: the
+    logit of "from A"; ``"mixture"``: the signal score ``u``, about ``log(f_A L)``).
+    ``predict_proba(X)``: probability of (B, A) membership in both cases.
     Fitted attributes: ``classifier_`` (the inner tagger), ``n_mixture_a_``,
-    ``n_mixture_b_``.
+    ``n_mixture_b_``, ``link_`` (the link used), ``link_n_iter_``, ``link_C_`` (the
+    strength used, None for the logistic link), ``link_scan_`` (C -> validation
+    log-loss for ``link_C="auto"``).
     """
 
     def __init__(self, classifier: str = "linear", classifier_params: dict | None = None,
-                 balance: bool = True, seed: int = 0):
+                 balance: bool = True, link: str | None = None, ratio: float = 10.0,
+                 link_C: float | str = "auto",
+                 link_C_grid: tuple[float, ...] = (0.01, 0.05, 0.2, 0.5, 2.0),
+                 val_fraction: float = 0.2, seed: int = 0):
+        if link is not None and link not in LINKS:
+            raise InputError(f"unknown link {link!r}; choose one of {', '.join(LINKS)}")
+        if link == "mixture" and classifier != "linear":
+            raise InputError(f"the mixture link needs the 'linear' classifier, got "
+                             f"{classifier!r}; use link='logistic'")
+        if not float(ratio) > 1:
+            raise InputError(f"ratio (f_A / f_B) must be larger than 1, got {ratio!r}")
+        if not (link_C == "auto" or (isinstance(link_C, int | float) and link_C > 0)):
+            raise InputError(f"link_C must be a positive number or 'auto', got {link_C!r}")
+        if not 0 < val_fraction < 1:
+            raise InputError(f"val_fraction must lie in (0, 1), got {val_fraction}")
         self.classifier = classifier
         self.classifier_params = dict(classifier_params or {})
         self.balance = balance
+        self.link = link
+        self.ratio = float(ratio)
+        self.link_C = link_C if link_C == "auto" else float(link_C)
+        self.link_C_grid = tuple(float(c) for c in link_C_grid)
+        self.val_fraction = float(val_fraction)
         self.seed = seed
 
     def get_params(self) -> dict[str, Any]:
         return {"classifier": self.classifier, "classifier_params": dict(self.classifier_params),
-                "balance": self.balance, "seed": self.seed}
+                "balance": self.balance, "link": self.link, "ratio": self.ratio,
+                "link_C": self.link_C, "link_C_grid": list(self.link_C_grid),
+                "val_fraction": self.val_fraction, "seed": self.seed}
+
+    def _link(self) -> str:
+        if self.link is not None:
+            return self.link
+        return "mixture" if self.classifier == "linear" else "logistic"
 
     def _inner(self) -> Tagger:
         if self.classifier not in TAGGERS:
@@ -151,9 +213,40 @@ class CWoLaTagger(Tagger):
             q, r = divmod(len(big), len(small))
             extra = np.r_[np.tile(small, q - 1), rng.choice(small, r, replace=False)]
             idx = np.r_[idx, extra.astype(np.int64)]
-        self.classifier_ = self._inner().fit(_take(X, idx), yy[idx].astype(np.int64))
+        X_fit, y_fit = _take(X, idx), yy[idx].astype(np.int64)
+        self.classifier_ = self._inner().fit(X_fit, y_fit)
+        self.link_, self.link_n_iter_, self.link_C_, self.link_scan_ = self._link(), 0, None, {}
+        if self.link_ == "mixture":
+            self._fit_link(X_fit, y_fit, idx, n)
         self.n_mixture_a_, self.n_mixture_b_ = len(a), len(b)
         return self
+
+    def _fit_link(self, X_fit: Any, y_fit: np.ndarray, rows: np.ndarray, n: int) -> None:
+        """Refit the inner linear tagger through the mixture link (``link_C`` chosen on
+        held-out jets for "auto"; ``rows``: the original jet of every training row, so
+        that oversampled copies of a jet stay on one side of the split)."""
+        inner = self.classifier_
+        Xt = as_features(X_fit)
+        Z = inner.scaler_.to(Xt.device)(Xt).to(inner.coef_.dtype)
+        yt = torch.as_tensor(y_fit, device=Z.device, dtype=Z.dtype)
+        w0 = torch.cat([inner.coef_[0], inner.intercept_]).to(Z.device, Z.dtype)
+        if self.link_C == "auto":
+            rng = np.random.default_rng(self.seed)
+            val_jets = rng.permutation(n)[:max(1, int(round(self.val_fraction * n)))]
+            is_val = torch.as_tensor(np.isin(rows, val_jets), device=Z.device)
+            scan = {}
+            for c in sorted(self.link_C_grid):
+                w, _ = _fit_mixture_link(Z[~is_val], yt[~is_val], w0, self.ratio, c)
+                u = Z[is_val] @ w[:-1] + w[-1]
+                scan[c] = float(_mixture_nll(u, yt[is_val], float(np.log(self.ratio))))
+            self.link_scan_ = scan
+            self.link_C_ = min(scan, key=scan.get)
+        else:
+            self.link_C_ = float(self.link_C)
+        w, self.link_n_iter_ = _fit_mixture_link(Z, yt, w0, self.ratio, self.link_C_)
+        inner.coef_ = w[None, :-1].to(inner.coef_.device).clone()
+        inner.intercept_ = w[-1:].to(inner.coef_.device).clone()
+        inner._module = None
 
     def fit_mixtures(self, X_a: Any, X_b: Any) -> CWoLaTagger:
         """Train on the two mixtures: X_a (n_a, F) signal-richer, X_b (n_b, F)."""
@@ -170,9 +263,15 @@ class CWoLaTagger(Tagger):
         return self.classifier_.decision_function(X)
 
     def predict_proba(self, X: Any):
-        """Probability of (B, A) membership per jet, shape (n, 2)."""
+        """Probability of (B, A) membership per jet, shape (n, 2), for equal-sized mixtures."""
         self._check_fitted()
-        return self.classifier_.predict_proba(X)
+        if self.link_ != "mixture":
+            return self.classifier_.predict_proba(X)
+        u = self.classifier_.decision_function(X)
+        ut = u if isinstance(u, torch.Tensor) else torch.as_tensor(u)
+        pa = torch.sigmoid(_mixture_logit(ut, float(np.log(self.ratio))))
+        out = torch.stack([1 - pa, pa], dim=1)
+        return out if isinstance(u, torch.Tensor) else out.numpy()
 
     def as_module(self) -> torch.nn.Module:
         """The inner tagger's module: raw features (B, F) -> decision function (B,)."""
@@ -183,12 +282,98 @@ class CWoLaTagger(Tagger):
         self._check_fitted()
         return {"params": self.get_params(), "inner_kind": self.classifier_.kind,
                 "inner_state": self.classifier_.get_state(),
-                "n_mixture_a": self.n_mixture_a_, "n_mixture_b": self.n_mixture_b_}
+                "n_mixture_a": self.n_mixture_a_, "n_mixture_b": self.n_mixture_b_,
+                "link": self.link_, "link_n_iter": self.link_n_iter_, "link_C_used": self.link_C_,
+                "link_scan": [[c, v] for c, v in self.link_scan_.items()]}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> CWoLaTagger:
-        self = cls(**state["params"])
+        params = dict(state["params"])
+        # model files written before the mixture link was added used the logistic one
+        params.setdefault("link", "logistic")
+        if "link_C_grid" in params:
+            params["link_C_grid"] = tuple(params["link_C_grid"])
+        self = cls(**params)
         self.classifier_ = tagger_from_state(state["inner_kind"], state["inner_state"])
+        self.link_ = state.get("link", "logistic")
+        self.link_n_iter_ = int(state.get("link_n_iter", 0))
+        c = state.get("link_C_used")
+        self.link_C_ = None if c is None else float(c)
+        self.link_scan_ = {float(k): float(v) for k, v in state.get("link_scan", [])}
         self.n_mixture_a_ = int(state["n_mixture_a"])
         self.n_mixture_b_ = int(state["n_mixture_b"])
         return self
+
+
+# ------------------------------------------------------------------------ mixture link
+def _mixture_logit(u: torch.Tensor, log_ratio: float) -> torch.Tensor:
+    """logit P(A | x) of equal-sized mixtures from the signal score u (small fractions)."""
+    return (torch.nn.functional.softplus(u)
+            - torch.nn.functional.softplus(u - log_ratio))
+
+
+def _mixture_nll(u: torch.Tensor, y: torch.Tensor, log_ratio: float) -> torch.Tensor:
+    """Mean log-loss of mixture labels y (1 = A) given signal scores u (balanced prior
+    from y itself)."""
+    m = float(y.mean())
+    prior = float(np.log(m / (1 - m))) if 0 < m < 1 else 0.0
+    return torch.nn.functional.binary_cross_entropy_with_logits(
+        prior + _mixture_logit(u, log_ratio), y)
+
+
+def _fit_mixture_link(Z: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, ratio: float,
+                      C: float, max_iter: int = 500, tol: float = 1e-6
+                      ) -> tuple[torch.Tensor, int]:
+    """Linear signal score ``u = Z w + b`` fitted by penalised maximum likelihood of the
+    mixture labels ``y`` (1 = A) under the mixture link, from the A-vs-B logistic
+    weights ``w0`` = (w, b) (F + 1,). ``Z`` (n, F): standardised features. Returns
+    ((F + 1,) weights and intercept, L-BFGS iterations); deterministic (full batch)."""
+    from jetace.taggers.linear import LinearTagger
+
+    n, f = Z.shape
+    dtype = Z.dtype
+    log_r = float(np.log(ratio))
+    lam = 1.0 / (C * n)
+    w_init, b_init = w0[:-1], float(w0[-1])
+    s0 = Z @ w_init + b_init
+
+    # 1) scale and offset of the logistic score as the signal score: u = a s0 + c
+    ac = torch.tensor([1.0, -1.0], dtype=dtype, device=Z.device, requires_grad=True)
+    opt = torch.optim.LBFGS([ac], lr=1, max_iter=100, tolerance_grad=tol,
+                            line_search_fn="strong_wolfe")
+    norm2 = float((w_init * w_init).sum())
+
+    def closure_ac():
+        opt.zero_grad()
+        loss = _mixture_nll(ac[0] * s0 + ac[1], y, log_r) + 0.5 * lam * ac[0] ** 2 * norm2
+        loss.backward()
+        return loss
+
+    opt.step(closure_ac)
+    a, c = (float(v) for v in ac.detach())
+    if not a > 0:  # the logistic direction does not separate the mixtures: keep its sign
+        a = 1.0
+    # 2) all weights, preconditioned as in LinearTagger (gram / 4 + lam)
+    gram = LinearTagger._gram(Z)
+    eye = torch.eye(f, dtype=gram.dtype, device=gram.device)
+    L = torch.linalg.cholesky(gram / 4 + lam * eye)
+    P = torch.linalg.solve_triangular(L, eye, upper=False).to(dtype)  # w = v @ P
+    v = torch.zeros(f + 1, dtype=dtype, device=Z.device)
+    v[:-1] = (a * w_init) @ L.to(dtype)
+    v[-1] = a * b_init + c
+    v.requires_grad_(True)
+    opt = torch.optim.LBFGS([v], lr=1, max_iter=max_iter, tolerance_grad=tol,
+                            tolerance_change=1e-12, history_size=20,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        w = v[:-1] @ P
+        loss = _mixture_nll(Z @ w + v[-1], y, log_r) + 0.5 * lam * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        out = torch.cat([v[:-1] @ P, v[-1:]]).detach()
+    return out, int(opt.state[opt._params[0]].get("n_iter", 0))
