@@ -19,7 +19,8 @@ def add_feature_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--family", default="bip", choices=["bip", "lorentz"],
                    help="feature family (default: bip, the paper's boost-invariant polynomials)")
     g.add_argument("--order", type=int, default=None,
-                   help="maximal body order (number of factors in a product)")
+                   help="maximal body order (number of factors in a product); bip default "
+                        "4, with --degree 7 (train --unsupervised and CWoLa: 3 and 6)")
     g.add_argument("--degree", type=int, default=None,
                    help="maximal total polynomial degree of a product")
     g.add_argument("--complete", action="store_true",
@@ -209,9 +210,9 @@ def _add_train(sub) -> None:
     p.add_argument("--labels", default=None,
                    help="multi-class: comma-separated label branches, e.g. label_Tbqq,label_QCD")
     p.add_argument("--unsupervised", default=None, metavar="METHOD",
-                   choices=["gaussian", "gmm", "autoencoder", "cluster"],
-                   help="train without labels: gaussian, gmm, autoencoder (anomaly scores "
-                        "fitted on --background) or cluster (clusters of --inputs)")
+                   choices=["gaussian", "gmm", "autoencoder", "ensemble", "cluster"],
+                   help="train without labels: gaussian, gmm, autoencoder, ensemble (anomaly "
+                        "scores fitted on --background) or cluster (clusters of --inputs)")
     p.add_argument("--mixture-a", nargs="+", help="CWoLa: ROOT files of the signal-richer mixture")
     p.add_argument("--mixture-b", nargs="+", help="CWoLa: ROOT files of the other mixture")
     p.add_argument("-o", "--output", required=True, help="model file to write")
@@ -308,15 +309,19 @@ def _add_train(sub) -> None:
         return params
 
     def run(args):
-        from jetace.training import train_model
+        from jetace.training import WEAK_SPEC, train_model
 
         val_fraction = args.val_fraction
         if val_fraction is None:
             val_fraction = 0.0 if args.unsupervised else 0.2
-        common = dict(spec=feature_spec_from_args(args, mirror=True), val_fraction=val_fraction,
+        spec = feature_spec_from_args(args, mirror=True)
+        weak = bool(args.unsupervised or args.mixture_a or args.mixture_b)
+        if weak and args.family == "bip" and args.order is None and args.degree is None:
+            spec.update(order=WEAK_SPEC["order"], degree=WEAK_SPEC["degree"])
+        common = dict(spec=spec, val_fraction=val_fraction,
                       seed=args.seed, progress=not args.quiet, skip_bad=args.skip_bad,
                       **_input_kwargs(args))
-        if args.unsupervised or args.mixture_a or args.mixture_b:
+        if weak:
             model, report = run_weak(args, common)
         else:
             labels = args.labels.split(",") if args.labels else None

@@ -288,3 +288,16 @@ def test_train_uses_mirror_features_by_default(files, trained, capsys):
         code, _, err = _run(capsys, "train", "--signal", files["sig"], "--background",
                             files["bkg"], "-o", plain, "--quiet", *extra)
         assert code == 1 and message in err
+
+
+def test_unsupervised_training_defaults_to_fewer_features(files, capsys):
+    from jetace.model_file import load_model
+    from jetace.training import WEAK_SPEC
+
+    model = f"{files['dir']}/gauss.jetace"
+    code, _, _ = _run(capsys, "train", "--unsupervised", "gaussian", "--background",
+                      files["bkg"], "-o", model, "--quiet")
+    assert code == 0
+    spec = load_model(model).spec
+    assert (spec["order"], spec["degree"], spec["mirror"]) == (
+        WEAK_SPEC["order"], WEAK_SPEC["degree"], True)
