@@ -7,7 +7,8 @@ Reads signal and background JetClass-layout files (default: ../shared/data/top_t
 and qcd_train.root next to the repository), splits each class 80/20 with a fixed seed,
 trains every model on the same training jets and scores the same test jets. Rows:
 
-* jetace: bip(3,6) + linear, bip(4,7) + linear, bip(4,7) + MLP, lorentz + linear,
+* jetace: bip(3,6) + linear, bip(4,7) + linear, the `jetace train` defaults (logistic and
+  MLP on mirror-symmetrised bip(4,7)), lorentz + linear,
   lorentz IRC-safe + linear; the best unsupervised detector from
   benchmarks/results/unsupervised.json when that file exists (trained elsewhere);
 * energyflow EFPs d<=5 and d<=6 (beta = 0.5, hadronic measure) + LDA;
@@ -77,9 +78,12 @@ def jetace_models(quick: bool) -> list[tuple[str, str, Any, Any]]:
          lambda: jetace.LinearTagger(**LOGISTIC)),
         ("jetace LDA", "bip(4,7)", lambda: jetace.BIPFeatures(4, 7),
          lambda: jetace.LinearTagger(**LINEAR)),
-        ("jetace MLP (64)", "bip(4,7)", lambda: jetace.BIPFeatures(4, 7),
-         lambda: jetace.MLPTagger(hidden=(64,), max_epochs=mlp_epochs,
-                                  patience=5)),
+        # the defaults of `jetace train --model linear|mlp`
+        ("jetace logistic (default)", "bip(4,7) mirror",
+         lambda: jetace.BIPFeatures(4, 7, mirror=True), lambda: jetace.LinearTagger()),
+        ("jetace MLP (default)", "bip(4,7) mirror",
+         lambda: jetace.BIPFeatures(4, 7, mirror=True),
+         lambda: jetace.MLPTagger(max_epochs=mlp_epochs)),
         ("jetace LDA", "lorentz(4)", lambda: jetace.LorentzACEFeatures(),
          lambda: jetace.LinearTagger(**LINEAR)),
         ("jetace LDA", "lorentz IRC-safe", lambda: jetace.LorentzACEFeatures(irc_safe=True),

@@ -53,6 +53,7 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop after this many jets per input set")
     g.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ...")
     g.add_argument("--batch-size", type=int, default=4096, help="jets per feature batch")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def feature_spec_from_args(args: argparse.Namespace, mirror: bool = False) -> dict:
@@ -106,7 +107,7 @@ def _add_features(sub) -> None:
 
         kwargs = dict(tree=args.tree, schema=args.schema, step_size=args.step_size,
                       max_jets=args.max_jets, device=args.device, batch_size=args.batch_size,
-                      skip_bad=args.skip_bad)
+                      skip_bad=args.skip_bad, progress=not args.quiet)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if args.dask:
@@ -245,7 +246,6 @@ def _add_train(sub) -> None:
                    help="fraction of jets held out for the reported validation metrics; the "
                         "saved model is then refitted on all jets (default: 0.2; 0 for "
                         "--unsupervised)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip input files with a missing tree or bad branches (with a warning) "
                         "instead of stopping")
@@ -406,7 +406,7 @@ def _add_evaluate(sub) -> None:
         metrics, scores, labels = evaluate_files(
             model, _readable(args.signal, args, "evaluate"),
             _readable(args.background, args, "evaluate"), signal_class=args.signal_class,
-            progress=not args.json, **_input_kwargs(args))
+            progress=not (args.json or args.quiet), **_input_kwargs(args))
         if args.plot:
             plot_roc({model.metadata.get("model", "model"): (scores, labels)}, args.plot)
         if args.json:
@@ -438,7 +438,7 @@ def _add_predict(sub) -> None:
         from jetace.scoring import predict_to_file
 
         n = predict_to_file(load_model(args.model), _readable(args.files, args, "predict"),
-                            args.output, **_input_kwargs(args))
+                            args.output, progress=not args.quiet, **_input_kwargs(args))
         print(f"wrote scores of {n} jets to {args.output}")
 
     p.set_defaults(func=run)

@@ -301,3 +301,14 @@ def test_unsupervised_training_defaults_to_fewer_features(files, capsys):
     spec = load_model(model).spec
     assert (spec["order"], spec["degree"], spec["mirror"]) == (
         WEAK_SPEC["order"], WEAK_SPEC["degree"], True)
+
+
+def test_quiet_silences_progress_bars_of_every_reading_command(files, trained, capsys, tmp_path):
+    runs = [("features", files["sig"], "-o", tmp_path / "f.parquet", *FEATURES),
+            ("evaluate", trained, "--signal", files["sig_te"], "--background", files["bkg_te"]),
+            ("predict", trained, files["sig_te"], "-o", tmp_path / "p.parquet")]
+    for argv in runs:
+        code, _, loud = _run(capsys, *argv)
+        assert code == 0 and "jets/s" in loud  # tqdm's rate
+        code, _, err = _run(capsys, *argv, "--quiet")
+        assert code == 0 and "jets/s" not in err
