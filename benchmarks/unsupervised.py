@@ -1,8 +1,8 @@
 """Unsupervised and weakly supervised top tagging on BIP features, beside supervised.
 
 Protocol (the same jets for every method):
-* anomaly detectors (gaussian, gmm, autoencoder, and the ensemble of the last two) are
-  fitted on the first 20k QCD jets only; the test set is the last 5k top and the last
+* anomaly detectors (gaussian, gmm, autoencoder, and the ensemble of three autoencoders
+  and the gmm) are fitted on the first 20k QCD jets only; the test set is the last 5k top and the last
   5k QCD jets;
 * clustering (rule: the smaller cluster is signal-like) is fitted on an unlabelled
   10k-jet sample of the training jets with 20% top, and scored on the test set;
@@ -76,7 +76,7 @@ def detectors(seed: int) -> dict:
         "gaussian (all)": GaussianAnomaly(n_components=None, seed=seed),
         "gmm (8 x 50 PCs)": GMMAnomaly(n_mix=8, n_components=50, n_init=1, seed=seed),
         "autoencoder": AutoencoderAnomaly(hidden=(128,), latent=4, seed=seed),
-        "ensemble (ae + gmm)": EnsembleAnomaly(seed=seed),
+        "ensemble (3 ae + gmm)": EnsembleAnomaly(seed=seed),
     }
 
 

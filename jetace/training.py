@@ -265,7 +265,7 @@ def train_unsupervised(*, background=None, inputs=None, method: str = "gaussian"
     ``method``: ``"gaussian"``, ``"gmm"``, ``"autoencoder"`` (anomaly scores fitted on
     ``background`` jets only: :mod:`jetace.taggers.anomaly`) or
     ``"cluster"`` (an unlabelled sample, ``inputs`` or ``background``:
-    :mod:`jetace.taggers.cluster`); ``"ensemble"`` averages an autoencoder's and a
+    :mod:`jetace.taggers.cluster`); ``"ensemble"`` averages three autoencoders' and a
     GMM's background tail scores (the best of them on top vs QCD jets). Features:
     ``spec``, default :data:`WEAK_SPEC`. ``tagger_params`` go to the tagger's constructor
     (``seed`` defaults to ``seed``). The model's classes are ``["background",

@@ -249,3 +249,38 @@ def test_ensemble_members_seeded_and_validated():
         EnsembleAnomaly([("cluster", {})])
     with pytest.raises(InputError, match="at least one"):
         EnsembleAnomaly([])
+
+
+def test_ensemble_member_seed_offsets_and_default():
+    """A member's own ``seed`` is an offset on the ensemble's seed, so copies of one
+    detector differ; the default averages three autoencoders (offsets 0, 1, 2) and a GMM."""
+    bkg, X, _ = synthetic(n_bkg=400)
+    ae = {"hidden": [8], "latent": 2, "max_epochs": 3}
+    ens = EnsembleAnomaly([("autoencoder", ae), ("autoencoder", {**ae, "seed": 1}),
+                           ("autoencoder", {**ae, "seed": 2})], seed=5).fit(bkg)
+    assert [m.seed for m in ens.members_] == [5, 6, 7]
+    s = [m.decision_function(X) for m in ens.members_]
+    assert not np.array_equal(s[0], s[1]) and not np.array_equal(s[1], s[2])
+    # an offset-0 member equals the detector fitted alone with the ensemble's seed
+    alone = AutoencoderAnomaly(hidden=(8,), latent=2, max_epochs=3, seed=5).fit(bkg)
+    np.testing.assert_array_equal(s[0], alone.decision_function(X))
+    default = EnsembleAnomaly(seed=4)
+    kinds = [k for k, _ in default.members]
+    assert kinds == ["autoencoder", "autoencoder", "autoencoder", "gmm"]
+    assert sorted(default._member(k, p).seed for k, p in default.members[:3]) == [4, 5, 6]
+    assert all(p["latent"] == 4 and list(p["hidden"]) == [128] for _, p in default.members[:3])
+
+
+def test_ensemble_state_without_member_seeds_still_loads():
+    """Model files written before seed offsets (members without ``seed``) load and score
+    exactly as saved."""
+    bkg, X, _ = synthetic(n_bkg=400)
+    old = EnsembleAnomaly([("autoencoder", {"hidden": [8], "latent": 2, "max_epochs": 3}),
+                           ("gmm", {"n_mix": 2, "n_components": 4, "n_init": 1})],
+                          seed=3).fit(bkg)
+    state = old.get_state()
+    state["params"] = json.loads(json.dumps(state["params"]))  # as read back from a file
+    assert all("seed" not in p for _, p in state["params"]["members"])
+    new = tagger_from_state("ensemble", state)
+    assert [m.seed for m in new.members_] == [3, 3]
+    np.testing.assert_array_equal(new.decision_function(X), old.decision_function(X))

@@ -10,11 +10,12 @@ space and scores new jets by how far they fall from that; no signal jets are nee
   space; the score is the negative log likelihood per jet.
 * :class:`AutoencoderAnomaly` (kind ``"autoencoder"``): a small torch autoencoder on
   the standardised features; the score is the mean squared reconstruction error.
-* :class:`EnsembleAnomaly` (kind ``"ensemble"``): several of the above (by default an
-  autoencoder and an 8-component GMM), each score turned into the background tail
-  probability ``-log(1 - F(s))`` with F the score distribution of the training jets,
-  averaged. The two make different mistakes: on top-versus-QCD BIP(3,6) features each
-  reaches AUC 0.947, their ensemble 0.950 (benchmarks/unsupervised.py).
+* :class:`EnsembleAnomaly` (kind ``"ensemble"``): several of the above (by default
+  three autoencoders with different seeds and an 8-component GMM), each score turned
+  into the background tail probability ``-log(1 - F(s))`` with F the score distribution
+  of the training jets, averaged. Reconstruction error and density make different
+  mistakes, and the seed average removes most of the autoencoder's seed-to-seed scatter
+  (see :class:`EnsembleAnomaly` for the measured figures).
 
 All follow the :class:`jetace.taggers.base.Tagger` protocol: ``fit(X)`` on background
 features returns ``self``; ``decision_function(X)`` is larger for more anomalous jets;
@@ -654,8 +655,11 @@ class _EnsembleScore(torch.nn.Module):
         return torch.stack(out, dim=0).mean(dim=0)
 
 
-#: members of the default ensemble and their settings (the benchmark's detectors)
-ENSEMBLE_DEFAULT = (("autoencoder", {"hidden": [128], "latent": 4}),
+#: members of the default ensemble and their settings: three autoencoders (seed offsets
+#: 0, 1, 2) and one Gaussian mixture
+ENSEMBLE_DEFAULT = (("autoencoder", {"hidden": [128], "latent": 4, "seed": 0}),
+                    ("autoencoder", {"hidden": [128], "latent": 4, "seed": 1}),
+                    ("autoencoder", {"hidden": [128], "latent": 4, "seed": 2}),
                     ("gmm", {"n_mix": 8, "n_components": 50, "n_init": 1}))
 
 
@@ -669,16 +673,28 @@ class EnsembleAnomaly(_ScoreTagger):
     about 0 for typical jets, ``log(n_train)`` at the most extreme training jet, and
     continued linearly beyond). These comparable scores are averaged, so no member
     dominates by its units. Detectors built on different ideas (reconstruction error,
-    density) misjudge different background jets, so the average ranks better than each.
+    density) misjudge different background jets, so the average ranks better than each;
+    averaging autoencoders trained from different seeds removes most of their
+    seed-to-seed scatter (single autoencoders range over AUC 0.945-0.950 on fresh jets).
+
+    Top versus QCD, mirror-symmetrised BIP(3,6) features (178 columns), ROC AUC of the
+    default ensemble (seed 0 / seed 1): fitted on 20k QCD jets and tested on 5k + 5k
+    held-out jets of the same files 0.9517 / 0.9514; fitted on 25k QCD jets and tested
+    on 6k + 6k independently generated jets 0.9499 / 0.9488, with multi-parton
+    interactions switched on in the test jets 0.9445 / 0.9442. (The previous default,
+    one autoencoder and the GMM: 0.9514 / 0.9499, 0.9488 / 0.9469, 0.9427 / 0.9423.)
+    Fitting on 25k jets takes about 45 s on one CPU thread.
 
     Parameters
     ----------
     members : sequence of ``(kind, params)`` pairs: registered anomaly kinds
         (``"gaussian"``, ``"gmm"``, ``"autoencoder"``) and their constructor arguments
-        (JSON values). Default :data:`ENSEMBLE_DEFAULT`: an autoencoder (hidden 128,
-        latent 4) and a GMM (8 Gaussians on 50 principal components).
+        (JSON values). A member's ``seed`` is an offset (default 0) added to the
+        ensemble's ``seed``, so that several copies of one detector can differ.
+        Default :data:`ENSEMBLE_DEFAULT`: three autoencoders (hidden 128, latent 4;
+        seed offsets 0, 1, 2) and a GMM (8 Gaussians on 50 principal components).
     n_knots : quantiles kept per member for the calibration.
-    seed : seeds every member (their own ``seed`` is ignored).
+    seed : seeds every member (plus the member's own ``seed`` offset).
 
     ``decision_function(X)``: mean tail score, shape (n,). Fitted attributes:
     ``module_``, ``members_`` (the fitted member detectors).
@@ -699,7 +715,7 @@ class EnsembleAnomaly(_ScoreTagger):
         self.seed = seed
 
     def _member(self, kind: str, params: dict) -> _ScoreTagger:
-        params = {**params, "seed": self.seed}
+        params = {**params, "seed": int(self.seed) + int(params.get("seed", 0))}
         if "hidden" in params:
             params["hidden"] = tuple(params["hidden"])
         return _MEMBER_KINDS[kind](**params)
