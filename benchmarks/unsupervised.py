@@ -2,8 +2,8 @@
 
 Protocol (the same jets for every method):
 * anomaly detectors (gaussian, gmm, autoencoder, and the ensemble of three autoencoders
-  and the gmm) are fitted on the first 20k QCD jets only; the test set is the last 5k top and the last
-  5k QCD jets;
+  and the gmm) are fitted on the first 20k QCD jets only; the test set is the last 5k
+  top and the last 5k QCD jets;
 * clustering (rule: the smaller cluster is signal-like) is fitted on an unlabelled
   10k-jet sample of the training jets with 20% top, and scored on the test set;
 * the supervised linear tagger is fitted on the first 20k top + 20k QCD jets;
