@@ -91,13 +91,14 @@ def _n_parameters(tagger) -> int:
 
 def format_table(summary: dict[str, Any]) -> str:
     """The demo's result table as fixed-width text."""
+    width = max([len("model")] + [len(r["model"]) for r in summary["models"]])
     lines = [f"top vs QCD, {summary['n_train']} training / {summary['n_test']} held-out jets, "
              f"{summary['num_features']} features on {summary['device']} "
              f"({summary['feature_jets_per_s']:,.0f} jets/s, reading included)", "",
-             f"{'model':22s} {'accuracy':>8s} {'AUC':>7s} {'1/eB@0.3':>9s} {'1/eB@0.5':>9s} "
-             f"{'params':>7s} {'train s':>8s}"]
+             f"{'model':{width}s} {'accuracy':>8s} {'AUC':>7s} {'1/eB@0.3':>9s} "
+             f"{'1/eB@0.5':>9s} {'params':>7s} {'train s':>8s}"]
     for r in summary["models"]:
-        lines.append(f"{r['model']:22s} {r['accuracy']:8.4f} {r['auc']:7.4f} "
+        lines.append(f"{r['model']:{width}s} {r['accuracy']:8.4f} {r['auc']:7.4f} "
                      f"{r['rejection_at_0.3']:9.1f} {r['rejection_at_0.5']:9.1f} "
                      f"{r['parameters']:7d} {r['train_seconds']:8.2f}")
     return "\n".join(lines)
