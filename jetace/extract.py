@@ -129,7 +129,7 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
     module = module.to(dev).eval()
     files = JetFiles(paths, tree, schema, extras=False, skip_bad=skip_bad)
     total = files.num_jets if max_jets is None else min(max_jets, files.num_jets)
-    # CPU: one batch per yield, read and padded one ahead in a helper thread, the
+    # CPU: one batch per yield, read and padded READ_AHEAD ahead in a helper thread, the
     # module's output yielded as it is; CUDA: whole chunks (padding overlaps the GPU)
     cpu = dev.type == "cpu"
     rows = batch_size if cpu else _rows_per_yield(module, batch_size, dtype)
