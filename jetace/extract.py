@@ -62,7 +62,8 @@ _DEFAULT_MAX_PARTICLES = 128
 
 #: Largest feature tensor :func:`iter_features` yields at once (bytes).
 MAX_FEATURE_BYTES = 128 * 2**20
-#: Blocks :func:`iter_features` reads (and on CPU pads) ahead of the one being computed.
+#: Batches :func:`iter_features` reads and pads ahead of the one being computed on CPU
+#: (on CUDA, where a block is a whole chunk, one chunk is read ahead).
 READ_AHEAD = 4
 
 
@@ -152,7 +153,7 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
 
     with tqdm(total=total, unit="jets", unit_scale=True, disable=not progress,
               desc=desc or "features", dynamic_ncols=True) as bar:
-        for part, padded in read_ahead(blocks(), READ_AHEAD):
+        for part, padded in read_ahead(blocks(), READ_AHEAD if cpu else 1):
             # no grad mode set across the yield, and no reference to the features
             # kept here while the consumer holds them
             yield part, features(part, padded)

@@ -609,8 +609,9 @@ def to_padded(jets: ak.Array, max_particles: int | None = 128,
     if counts.max(initial=0) > size:
         keep = slot < size
         flat, dest = flat[keep], dest[keep]
-    p4_t = torch.zeros((n_jets * size, 4), dtype=torch.from_numpy(flat).dtype)
-    p4_t.index_copy_(0, torch.from_numpy(dest), torch.from_numpy(flat))
+    flat_t = torch.from_numpy(flat)
+    p4_t = flat_t.new_zeros((n_jets * size, 4))
+    p4_t.index_copy_(0, torch.from_numpy(dest), flat_t)
     p4_t = p4_t.view(n_jets, size, 4)
 
     device = torch.device(device)
