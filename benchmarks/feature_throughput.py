@@ -1,6 +1,7 @@
 """Throughput of BIPFeatures next to the rate at which uproot alone reads the same jets.
 
     python benchmarks/feature_throughput.py [FILES ...] [--max-jets N] [--threads T]
+        [--settings "3,6;4,7m"] [--workers 1,2] [--repeat-files K]
 
 Defaults to ../shared/data/{top,qcd}_train.root beside the repository. Prints a table
 and writes benchmarks/results/feature_throughput.json. Rates are jets per second:
@@ -10,12 +11,17 @@ and writes benchmarks/results/feature_throughput.json. Rates are jets per second
 * ``read_jets + to_padded``: jetace's reader and padding to 128 constituents;
 * ``BIP(o,d) compute``: features of already padded jets on the device, batch 1024;
 * ``BIP(o,d) end to end``: iter_features from the ROOT files (reading included);
-  ``+ linear``: also a linear head on the features (what scoring with a linear model does).
+  ``+ linear``: also a linear head on the features (what scoring with a linear model does),
+  in one process and with ``W proc`` worker processes (``--workers``; the head runs in the
+  workers, as in ``jetace predict --workers W``). ``m`` marks mirror-symmetrised features.
+  ``--repeat-files K`` reads the file list K times (larger inputs amortise the start).
+The last column is each rate over uproot's.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import time
@@ -42,6 +48,10 @@ def best_rate(fn, n_jets: int, repeat: int = 3) -> float:
     return n_jets / min(times)
 
 
+def linear_head(weight: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+    return feats @ weight
+
+
 def compute_rate(module: torch.nn.Module, p4: torch.Tensor, mask: torch.Tensor,
                  batch: int) -> float:
     def run():
@@ -61,14 +71,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-jets", type=int, default=20000, help="jets used for compute rates")
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    ap.add_argument("--settings", default="3,6;4,7", help="BIP (order,degree) pairs, ';'-separated")
+    ap.add_argument("--settings", default="3,6;4,7;3,6m;4,7m",
+                    help="BIP (order,degree) pairs, ';'-separated; a trailing m: mirrored")
+    ap.add_argument("--workers", default="1,2", help="worker processes for the end-to-end rows")
+    ap.add_argument("--repeat-files", type=int, default=1, help="read the file list K times")
     ap.add_argument("--no-lorentz", action="store_true", help="skip the lorentz family rows")
     ap.add_argument("--output", default=str(ROOT / "benchmarks" / "results" /
                                              "feature_throughput.json"))
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = [tuple(int(v) for v in s.split(",")) for s in args.settings.split(";")]
+    settings = [(*(int(v) for v in s.rstrip("m").split(",")), s.endswith("m"))
+                for s in args.settings.split(";")]
+    args.files = args.files * args.repeat_files
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     n_total = sum(uproot.open(f)["tree"].num_entries for f in args.files)
 
@@ -88,7 +103,10 @@ def main(argv=None) -> dict:
     rows.append({"what": "read_jets + to_padded", "device": "cpu", "dtype": "float32",
                  "jets_per_s": best_rate(read_pad, n_total), "n_jets": n_total})
 
-    modules = {f"BIP({o},{d})": jetace.BIPFeatures(o, d) for o, d in settings}
+    def bip_name(o: int, d: int, m: bool) -> str:
+        return f"BIP({o},{d}){'m' if m else ''}"
+
+    modules = {bip_name(*s): jetace.BIPFeatures(s[0], s[1], mirror=s[2]) for s in settings}
     if not args.no_lorentz:
         modules["lorentz default"] = jetace.LorentzACEFeatures()
         modules["lorentz IRC-safe"] = jetace.LorentzACEFeatures(irc_safe=True)
@@ -100,31 +118,34 @@ def main(argv=None) -> dict:
                          "dtype": "float32", "batch": args.batch_size,
                          "num_features": f.num_features, "n_jets": len(p4),
                          "jets_per_s": compute_rate(f.to(device), p4, mask, args.batch_size)})
-    for order, degree in settings:
-        spec = {"family": "bip", "order": order, "degree": degree, "max_particles": 128}
+    for order, degree, mirror in settings:
+        name = bip_name(order, degree, mirror)
+        spec = {"family": "bip", "order": order, "degree": degree, "mirror": mirror,
+                "max_particles": 128}
+        head = functools.partial(linear_head, torch.randn(modules[name].num_features))
+        runs = [("end to end", None, 1)] + [(f"+ linear, {w} proc", head, w)
+                                            for w in map(int, args.workers.split(","))]
+        for what, h, w in runs:
+            def end_to_end(h=h, w=w, spec=spec):
+                for _ in iter_features(args.files, spec, device="cpu", progress=False,
+                                       workers=w, transform=h):
+                    pass
 
-        head = torch.nn.Linear(modules[f"BIP({order},{degree})"].num_features, 1)
-
-        def end_to_end(spec=spec, head=None):
-            for _, feats in iter_features(args.files, spec, device="cpu", progress=False):
-                if head is not None:
-                    with torch.no_grad():
-                        head(feats)
-
-        for what, h in (("end to end", None), ("+ linear end to end", head)):
-            rows.append({"what": f"BIP({order},{degree}) {what}", "device": "cpu",
-                         "dtype": "float32", "batch": 4096, "n_jets": n_total,
-                         "jets_per_s": best_rate(lambda h=h: end_to_end(head=h), n_total,
-                                                 repeat=2)})
+            rows.append({"what": f"{name} {what}", "device": "cpu", "dtype": "float32",
+                         "batch": 4096, "n_jets": n_total, "workers": w,
+                         "jets_per_s": best_rate(end_to_end, n_total, repeat=2)})
 
     result = {"machine": {"cpu": platform.processor() or platform.machine(),
                           "torch_threads": torch.get_num_threads(),
                           "cuda": torch.cuda.get_device_name() if torch.cuda.is_available()
                           else None, "torch": torch.__version__},
               "files": [str(f) for f in args.files], "rows": rows}
-    print(f"{'what':34s} {'device':6s} {'dtype':8s} {'jets/s':>12s}")
+    uproot_rate = rows[0]["jets_per_s"]
+    print(f"{'what':34s} {'device':6s} {'dtype':8s} {'jets/s':>12s} {'/uproot':>8s}")
     for r in rows:
-        print(f"{r['what']:34s} {r['device']:6s} {r['dtype']:8s} {r['jets_per_s']:12,.0f}")
+        r["ratio_to_uproot"] = r["jets_per_s"] / uproot_rate
+        print(f"{r['what']:34s} {r['device']:6s} {r['dtype']:8s} {r['jets_per_s']:12,.0f} "
+              f"{r['ratio_to_uproot']:8.2f}")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2))
     return result

@@ -19,6 +19,7 @@ _EXPORTS = {
     "read_jets": "jetace.io",
     "iterate_jets": "jetace.io",
     "to_padded": "jetace.io",
+    "to_packed": "jetace.io",
     "Schema": "jetace.io",
     "JETCLASS": "jetace.io",
     "BIPFeatures": "jetace.features.bip",

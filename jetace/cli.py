@@ -53,6 +53,9 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop after this many jets per input set")
     g.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ...")
     g.add_argument("--batch-size", type=int, default=4096, help="jets per feature batch")
+    g.add_argument("--workers", type=int, default=1,
+                   help="CPU worker processes reading and computing in parallel, e.g. the "
+                        "number of cores (default: 1; results are the same)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -103,6 +106,7 @@ def _add_features(sub) -> None:
     def run(args):
         import warnings
 
+        from jetace.errors import JetaceError
         from jetace.extract import write_features
 
         kwargs = dict(tree=args.tree, schema=args.schema, step_size=args.step_size,
@@ -113,11 +117,14 @@ def _add_features(sub) -> None:
             if args.dask:
                 from jetace.distributed import write_features_dask
 
+                if args.workers != 1:
+                    raise JetaceError("--workers and --dask cannot be combined: the dask "
+                                      "cluster's workers do the work")
                 n = write_features_dask(args.files, args.output, feature_spec_from_args(args),
                                         dask=args.dask, **kwargs)
             else:
                 n = write_features(args.files, args.output, feature_spec_from_args(args),
-                                   **kwargs)
+                                   workers=args.workers, **kwargs)
         print(f"wrote features of {n} jets to {args.output}")
         for w in caught:
             print(f"jetace features: warning: {w.message}", file=sys.stderr)
@@ -189,7 +196,8 @@ def _add_generate(sub) -> None:
 
 def _input_kwargs(args: argparse.Namespace) -> dict:
     return {"tree": args.tree, "schema": args.schema, "step_size": args.step_size,
-            "max_jets": args.max_jets, "device": args.device, "batch_size": args.batch_size}
+            "max_jets": args.max_jets, "device": args.device, "batch_size": args.batch_size,
+            "workers": args.workers}
 
 
 def _add_train(sub) -> None:

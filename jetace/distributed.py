@@ -37,6 +37,7 @@ from jetace.errors import JetaceError
 from jetace.extract import (
     _rows_per_yield,
     chunk_features,
+    feature_blocks,
     feature_table_layout,
     jet_columns,
     resolve_device,
@@ -92,17 +93,10 @@ def connect(address: Any) -> Iterator[Any]:
 
 def feature_ranges(files: JetFiles, rows: int, step_size: StepSize = "100 MB",
                    max_jets: int | None = None) -> list[tuple[str, int, int]]:
-    """``(path, entry_start, entry_stop)`` of every block :func:`iter_features` yields.
-
-    The chunks of :meth:`jetace.io.JetFiles.ranges`, each cut into blocks of ``rows``
-    jets from its start (``rows`` is a multiple of the batch size, so the batches inside
-    a block are those of the single-process pipeline).
-    """
-    out = []
-    for index, start, stop in files.ranges(step_size, max_jets):
-        path = files.files[index]
-        out.extend((path, a, min(a + rows, stop)) for a in range(start, stop, rows))
-    return out
+    """``(path, entry_start, entry_stop)`` of every block :func:`iter_features` yields
+    on CUDA or with worker processes (:func:`jetace.extract.feature_blocks`)."""
+    return [(files.files[index], a, b)
+            for index, a, b in feature_blocks(files, rows, step_size, max_jets)]
 
 
 @functools.lru_cache(maxsize=8)

@@ -21,6 +21,7 @@ overlaps the GPU's work on the current batch, and copies are non-blocking; see
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -38,12 +39,14 @@ import torch
 from tqdm.auto import tqdm
 
 from jetace.errors import InputError, JetaceError
-from jetace.io import TEMPORAL_PRIORITY, JetFiles, Paths, SchemaLike, StepSize, to_padded
+from jetace.io import TEMPORAL_PRIORITY, JetFiles, Paths, SchemaLike, StepSize, to_packed, to_padded
+from jetace.parallel import map_blocks
 
 __all__ = [
     "resolve_device",
     "feature_module",
     "iter_features",
+    "feature_blocks",
     "chunk_features",
     "jet_columns",
     "feature_columns",
@@ -107,57 +110,121 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
                   device: str | torch.device = "auto", batch_size: int = 4096,
                   dtype: torch.dtype = torch.float32, progress: bool = True,
                   desc: str | None = None, max_particles: int | None = None,
-                  skip_bad: bool = False) -> Iterator[tuple[ak.Array, torch.Tensor]]:
+                  skip_bad: bool = False, workers: int = 1,
+                  transform: Callable[[torch.Tensor], Any] | None = None
+                  ) -> Iterator[tuple[ak.Array, Any]]:
     """Yield ``(jets_chunk, features)`` for consecutive blocks of the input files, in order.
 
     ``jets_chunk`` is (a slice of) an awkward chunk from :meth:`jetace.io.JetFiles.iterate`;
     ``features`` is a (n, F) tensor on ``device`` computed in batches of ``batch_size``
     jets (padded to the spec's ``max_particles``, in ``dtype``) under ``torch.no_grad``.
-    On CPU every yield is one batch, the module's output as it is. On CUDA a yield is a
-    chunk, split further (into slices of whole batches) so that one yielded feature
-    tensor takes at most :data:`MAX_FEATURE_BYTES` (bounded memory for large feature
-    sets); its batches are padded one ahead into pinned memory and copied without
-    blocking (:func:`chunk_features`). ``device="auto"`` picks CUDA when present.
+    On CPU every yield is one batch, the module's output as it is; a module with a
+    ``forward_packed`` method (BIP) gets packed constituents (:func:`jetace.io.to_packed`)
+    instead of padded ones. On CUDA a yield is a chunk, split further (into slices of
+    whole batches) so that one yielded feature tensor takes at most
+    :data:`MAX_FEATURE_BYTES` (bounded memory for large feature sets); its batches are
+    padded one ahead into pinned memory and copied without blocking
+    (:func:`chunk_features`). ``device="auto"`` picks CUDA when present.
+
+    ``workers`` > 1 (CPU only): that many worker processes read and compute blocks of
+    whole batches (as on CUDA) in parallel (:func:`jetace.parallel.map_blocks`); the
+    features are the same, jet for jet, and ``jets_chunk`` then holds the jet-level
+    fields and labels but not the constituents. ``transform``, if given, is applied to
+    each features tensor and its result yielded instead (in the workers when there are
+    any, so that only its output crosses between processes).
+
     A tqdm bar over jets shows the rate in jets/s. All files are checked before the first
     chunk is read (see :class:`jetace.io.JetFiles`); with ``skip_bad`` a file failing
     those checks is skipped with a warning instead. ``max_particles`` overrides the spec's.
     """
     if batch_size < 1:
         raise JetaceError(f"batch size must be positive, got {batch_size}")
+    if workers < 1:
+        raise JetaceError(f"need at least one worker, got {workers}")
     dev = resolve_device(device)
+    if workers > 1 and dev.type != "cpu":
+        raise JetaceError(f"worker processes compute on the CPU; got device {dev} with "
+                          f"{workers} workers (use one process for a GPU)")
     module, spec_particles = feature_module(spec)
     max_particles = spec_particles if max_particles is None else max_particles
     module = module.to(dev).eval()
     files = JetFiles(paths, tree, schema, extras=False, skip_bad=skip_bad)
     total = files.num_jets if max_jets is None else min(max_jets, files.num_jets)
-    # CPU: one batch per yield, read and padded READ_AHEAD ahead in a helper thread, the
-    # module's output yielded as it is; CUDA: whole chunks (padding overlaps the GPU)
-    cpu = dev.type == "cpu"
-    rows = batch_size if cpu else _rows_per_yield(module, batch_size, dtype)
-
-    def blocks() -> Iterator[tuple[ak.Array, tuple[torch.Tensor, torch.Tensor] | None]]:
-        for chunk in files.iterate(step_size, max_jets):
-            for first in range(0, len(chunk), rows):
-                part = chunk if rows >= len(chunk) else chunk[first:first + rows]
-                yield part, to_padded(part, max_particles, dtype=dtype) if cpu else None
-
-    @torch.no_grad()
-    def features(part: ak.Array, padded: tuple[torch.Tensor, torch.Tensor] | None
-                 ) -> torch.Tensor:
-        if padded is None:
-            return chunk_features(module, part, max_particles=max_particles, device=dev,
-                                  dtype=dtype, batch_size=batch_size, bar=bar)
-        out = module(*padded)
-        bar.update(len(part))
-        return out
-
+    finish = transform or (lambda feats: feats)
     with tqdm(total=total, unit="jets", unit_scale=True, disable=not progress,
               desc=desc or "features", dynamic_ncols=True) as bar:
-        for part, padded in read_ahead(blocks(), READ_AHEAD if cpu else 1):
+        if workers > 1:
+            rows = _rows_per_yield(module, batch_size, dtype)
+            work = functools.partial(_block_features, module, max_particles=max_particles,
+                                     dtype=dtype, batch_size=batch_size, transform=transform)
+            for jets, out in map_blocks(files, feature_blocks(files, rows, step_size, max_jets),
+                                        work, workers):
+                bar.update(len(jets))
+                yield jets, out
+            return
+        # CPU: one batch per yield, read and padded (or packed) READ_AHEAD ahead in a
+        # helper thread, the module's output yielded as it is; CUDA: whole chunks
+        # (padding overlaps the GPU)
+        cpu = dev.type == "cpu"
+        packed = cpu and hasattr(module, "forward_packed")
+        rows = batch_size if cpu else _rows_per_yield(module, batch_size, dtype)
+
+        def blocks() -> Iterator[tuple[ak.Array, tuple[torch.Tensor, torch.Tensor] | None]]:
+            for chunk in files.iterate(step_size, max_jets):
+                if packed:
+                    yield from _packed_batches(chunk, rows, max_particles, dtype)
+                    continue
+                for first in range(0, len(chunk), rows):
+                    part = chunk if rows >= len(chunk) else chunk[first:first + rows]
+                    yield part, to_padded(part, max_particles, dtype=dtype) if cpu else None
+
+        @torch.no_grad()
+        def features(part: ak.Array, inputs: tuple[torch.Tensor, torch.Tensor] | None
+                     ) -> torch.Tensor:
+            if inputs is None:
+                return chunk_features(module, part, max_particles=max_particles, device=dev,
+                                      dtype=dtype, batch_size=batch_size, bar=bar)
+            out = module.forward_packed(*inputs) if packed else module(*inputs)
+            bar.update(len(part))
+            return out
+
+        for part, inputs in read_ahead(blocks(), READ_AHEAD if cpu else 1):
             # no grad mode set across the yield, and no reference to the features
             # kept here while the consumer holds them
-            yield part, features(part, padded)
-            del padded
+            yield part, finish(features(part, inputs))
+            del inputs
+
+
+def feature_blocks(files: JetFiles, rows: int, step_size: StepSize = "100 MB",
+                   max_jets: int | None = None) -> list[tuple[int, int, int]]:
+    """``(file index, entry_start, entry_stop)`` of blocks of at most ``rows`` jets: the
+    chunks of :meth:`jetace.io.JetFiles.ranges`, each cut from its start. With ``rows``
+    a multiple of the batch size, the batches inside a block are those of one process."""
+    return [(index, a, min(a + rows, stop))
+            for index, start, stop in files.ranges(step_size, max_jets)
+            for a in range(start, stop, rows)]
+
+
+def _block_features(module: torch.nn.Module, jets: ak.Array, *, max_particles: int,
+                    dtype: torch.dtype, batch_size: int,
+                    transform: Callable[[torch.Tensor], Any] | None) -> Any:
+    """Runs in a worker process: CPU features of one block (``transform`` applied)."""
+    with torch.no_grad():
+        feats = chunk_features(module, jets, max_particles=max_particles,
+                               device=torch.device("cpu"), dtype=dtype, batch_size=batch_size)
+    return feats if transform is None else transform(feats)
+
+
+def _packed_batches(jets: ak.Array, batch_size: int, max_particles: int, dtype: torch.dtype
+                    ) -> Iterator[tuple[ak.Array, tuple[torch.Tensor, torch.Tensor]]]:
+    """``(jets slice, (flat, counts))`` per batch: the whole chunk packed once
+    (:func:`jetace.io.to_packed`), then views of it."""
+    flat, counts = to_packed(jets, max_particles, dtype=dtype)
+    ends = [0, *torch.cumsum(counts, 0).tolist()]
+    for first in range(0, len(jets), batch_size):
+        last = min(first + batch_size, len(jets))
+        part = jets if last - first == len(jets) else jets[first:last]
+        yield part, (flat[ends[first]:ends[last]], counts[first:last])
 
 
 def read_ahead(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
@@ -203,8 +270,13 @@ def chunk_features(module: torch.nn.Module, jets: ak.Array, *, max_particles: in
     start = 0
     if prefetch is None:
         prefetch = device.type == "cuda"
-    for p4, mask in _padded_batches(jets, batch_size, max_particles, device, dtype, prefetch):
-        values = module(p4, mask)
+    if device.type == "cpu" and not prefetch and hasattr(module, "forward_packed"):
+        batches = (module.forward_packed(*inputs) for _, inputs in
+                   _packed_batches(jets, batch_size, max_particles, dtype))
+    else:
+        batches = (module(p4, mask) for p4, mask in
+                   _padded_batches(jets, batch_size, max_particles, device, dtype, prefetch))
+    for values in batches:
         if out is None:
             out = values.new_empty((len(jets), *values.shape[1:]))
         out[start:start + len(values)] = values
@@ -412,7 +484,7 @@ def write_features(paths: Paths, output: str | os.PathLike,
                    schema: SchemaLike = "jetclass", step_size: StepSize = "100 MB",
                    max_jets: int | None = None, device: str | torch.device = "auto",
                    batch_size: int = 4096, dtype: torch.dtype = torch.float32,
-                   progress: bool = True, skip_bad: bool = False) -> int:
+                   progress: bool = True, skip_bad: bool = False, workers: int = 1) -> int:
     """Compute features of every jet in ``paths`` and write them to ``output``.
 
     Columns: one per feature (named by :func:`feature_columns`, e.g. ``bip_...``) followed
@@ -423,13 +495,14 @@ def write_features(paths: Paths, output: str | os.PathLike,
     rows. Nothing is left at ``output`` if an error interrupts the run. ``skip_bad``: skip
     input files whose tree or branches are missing or bad, with a ``UserWarning`` each
     (see :class:`jetace.io.JetFiles`); otherwise such a file stops the run before any
-    feature is computed.
+    feature is computed. ``workers`` > 1: CPU worker processes (see :func:`iter_features`).
     """
     module, max_particles, names, metadata = feature_table_layout(spec)
     pieces = _host_pieces(iter_features(
         paths, module, tree=tree, schema=schema, step_size=step_size, max_jets=max_jets,
         device=device, batch_size=batch_size, dtype=dtype, progress=progress,
-        desc=f"features -> {output}", max_particles=max_particles, skip_bad=skip_bad))
+        desc=f"features -> {output}", max_particles=max_particles, skip_bad=skip_bad,
+        workers=workers))
 
     def empty() -> dict[str, np.ndarray]:
         with warnings.catch_warnings():

@@ -23,7 +23,8 @@ Documented behaviours for unusual input:
 
 - an empty file (0 entries) is valid: it adds no jets; :func:`read_jets` on empty input
   returns an empty array with the layout above,
-- jets with zero constituents are kept; :func:`to_padded` gives them an all-False mask row,
+- jets with zero constituents are kept; :func:`to_padded` gives them an all-False mask row
+  (:func:`to_packed` a count of 0),
 - jets with more constituents than ``max_particles``: :func:`to_padded` keeps the
   ``max_particles`` hardest (by pT) and drops the softest ones (the jet itself is kept),
 - errors (:class:`jetace.errors.InputError`, message naming the file and the tree, branch
@@ -63,6 +64,7 @@ __all__ = [
     "read_jets",
     "iterate_jets",
     "to_padded",
+    "to_packed",
     "count_jets",
     "expand_paths",
     "JetFiles",
@@ -352,6 +354,10 @@ def _decompression_pool() -> ThreadPoolExecutor:
                               thread_name_prefix="jetace-read")
 
 
+# a forked child has the pool object but none of its threads: it makes its own
+os.register_at_fork(after_in_child=_decompression_pool.cache_clear)
+
+
 # ----------------------------------------------------------------------------- public
 
 
@@ -551,6 +557,59 @@ def _flat(array: ak.Array) -> np.ndarray:
     return np.asarray(ak.to_numpy(ak.flatten(array, axis=None)))
 
 
+def to_packed(jets: ak.Array, max_particles: int | None = 128,
+              dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Constituents of ``jets`` as one flat tensor, ordered and truncated as by
+    :func:`to_padded` but without padding.
+
+    Returns ``flat`` of shape (N, 4) with (E, px, py, pz) in GeV, the kept constituents of
+    jet 0, then of jet 1, ..., and ``counts`` of shape (B,), int64, constituents kept per
+    jet (at most ``max_particles``; None keeps all). On CPU; ``jets`` as in
+    :func:`to_padded`. :func:`to_padded` scatters exactly these rows into its (B, P, 4)
+    block, so features computed from either form agree.
+    """
+    if not isinstance(jets, ak.Array):
+        raise InputError(f"expected an awkward Array of jets, got {type(jets).__name__}")
+    cons = jets["constituents"] if "constituents" in ak.fields(jets) else jets
+    missing = [f for f in ("px", "py", "pz", "energy") if f not in ak.fields(cons)]
+    if missing or cons.ndim != 2:
+        raise InputError("expected jets with jagged constituents having fields px, py, pz, "
+                         f"energy; missing {missing or 'the jagged dimension'}")
+    if max_particles is not None and max_particles < 1:
+        raise InputError(f"max_particles must be at least 1, got {max_particles}")
+    counts = ak.to_numpy(ak.num(cons, axis=1)).astype(np.int64)
+    np_dtype = _NUMPY_DTYPE.get(dtype, np.float32)
+
+    px, py = _flat(cons["px"]), _flat(cons["py"])
+    pt2 = np.square(px, dtype=np.float64) + np.square(py, dtype=np.float64)
+    starts = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    # out of order where pt grows from one constituent to the next inside one jet
+    rising = pt2[1:] > pt2[:-1]
+    boundary = starts[1:-1] - 1
+    rising[boundary[(boundary >= 0) & (boundary < len(rising))]] = False
+    order = None
+    if rising.any():
+        local = ak.argsort(ak.unflatten(pt2, counts), axis=1, ascending=False, stable=True)
+        order = _flat(local) + np.repeat(starts[:-1], counts)
+
+    columns = [_flat(cons["energy"]), px, py, _flat(cons["pz"])]
+    if order is not None:
+        columns = [c[order] for c in columns]
+    if max_particles is not None and counts.max(initial=0) > max_particles:
+        # drop [start + max_particles, end) of every longer jet: +1 and -1 marks, summed
+        over = counts > max_particles
+        marks = (np.bincount(starts[:-1][over] + max_particles, minlength=len(pt2) + 1)
+                 - np.bincount(starts[1:][over], minlength=len(pt2) + 1))
+        keep = np.cumsum(marks[:-1]) == 0
+        columns = [c[keep] for c in columns]
+        counts = np.minimum(counts, max_particles)
+    flat = np.empty((len(columns[0]), 4), dtype=np_dtype)
+    for k, values in enumerate(columns):
+        flat[:, k] = values
+    return torch.from_numpy(flat).to(dtype), torch.from_numpy(counts)
+
+
 def to_padded(jets: ak.Array, max_particles: int | None = 128,
               device: str | torch.device = "cpu",
               dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -567,56 +626,29 @@ def to_padded(jets: ak.Array, max_particles: int | None = 128,
     constituents give an all-False mask row. pT is computed in float64; values are copied
     exactly into ``dtype`` (float32 or float64 directly, other dtypes through float32).
     """
-    if not isinstance(jets, ak.Array):
-        raise InputError(f"to_padded expects an awkward Array of jets, got {type(jets).__name__}")
-    cons = jets["constituents"] if "constituents" in ak.fields(jets) else jets
-    missing = [f for f in ("px", "py", "pz", "energy") if f not in ak.fields(cons)]
-    if missing or cons.ndim != 2:
-        raise InputError("to_padded expects jets with jagged constituents having fields px, py, "
-                         f"pz, energy; missing {missing or 'the jagged dimension'}")
-    if max_particles is not None and max_particles < 1:
-        raise InputError(f"max_particles must be at least 1, got {max_particles}")
-    counts = ak.to_numpy(ak.num(cons, axis=1)).astype(np.int64)
-    n_jets = len(counts)
-    size = int(counts.max(initial=0)) if max_particles is None else int(max_particles)
-    size = max(size, 1)
-    np_dtype = _NUMPY_DTYPE.get(dtype, np.float32)
-
-    px, py = _flat(cons["px"]), _flat(cons["py"])
-    pt2 = np.square(px, dtype=np.float64) + np.square(py, dtype=np.float64)
-    starts = np.zeros(n_jets + 1, dtype=np.int64)
-    np.cumsum(counts, out=starts[1:])
-    # out of order where pt grows from one constituent to the next inside one jet
-    rising = pt2[1:] > pt2[:-1]
-    boundary = starts[1:-1] - 1
-    rising[boundary[(boundary >= 0) & (boundary < len(rising))]] = False
-    order = None
-    if rising.any():
-        local = ak.argsort(ak.unflatten(pt2, counts), axis=1, ascending=False, stable=True)
-        order = _flat(local) + np.repeat(starts[:-1], counts)
-
-    flat = np.empty((len(pt2), 4), dtype=np_dtype)
-    for k, name in enumerate(("energy", "px", "py", "pz")):
-        values = {"px": px, "py": py}.get(name)
-        flat[:, k] = _flat(cons[name]) if values is None else values
-    if order is not None:
-        flat = flat[order]
-    mask = np.arange(size)[None, :] < np.minimum(counts, size)[:, None]
+    flat, counts = to_packed(jets, max_particles, dtype=_float_dtype(dtype))
+    size = max(int(counts.max()) if len(counts) else 0, 1) if max_particles is None \
+        else int(max_particles)
     # row of each constituent in the padded (B * P, 4) block; torch's index_copy_ is a
     # few times faster than numpy's boolean-mask assignment here
-    slot = np.arange(len(pt2), dtype=np.int64) - np.repeat(starts[:-1], counts)
-    dest = slot + np.repeat(np.arange(n_jets, dtype=np.int64) * size, counts)
-    if counts.max(initial=0) > size:
-        keep = slot < size
-        flat, dest = flat[keep], dest[keep]
-    flat_t = torch.from_numpy(flat)
-    p4_t = flat_t.new_zeros((n_jets * size, 4))
-    p4_t.index_copy_(0, torch.from_numpy(dest), flat_t)
-    p4_t = p4_t.view(n_jets, size, 4)
+    dest = packed_slots(counts) + torch.arange(len(counts)).repeat_interleave(counts) * size
+    p4_t = flat.new_zeros((len(counts) * size, 4))
+    p4_t.index_copy_(0, dest, flat)
+    p4_t = p4_t.view(len(counts), size, 4)
+    mask_t = torch.arange(size)[None, :] < counts[:, None]
 
     device = torch.device(device)
-    mask_t = torch.from_numpy(mask)
     if device.type == "cuda":
         p4_t, mask_t = p4_t.pin_memory(), mask_t.pin_memory()
     return (p4_t.to(device=device, dtype=dtype, non_blocking=True),
             mask_t.to(device=device, non_blocking=True))
+
+
+def packed_slots(counts: torch.Tensor) -> torch.Tensor:
+    """Position of every packed constituent inside its jet: 0..counts[i]-1 per jet, (N,)."""
+    starts = torch.cumsum(counts, 0) - counts
+    return torch.arange(int(counts.sum())) - starts.repeat_interleave(counts)
+
+
+def _float_dtype(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in _NUMPY_DTYPE else torch.float32

@@ -16,6 +16,7 @@ Layout (format version 1)::
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -158,21 +159,22 @@ class JetaceModel:
     def iter_scores(self, paths, *, tree: str = "tree", schema="jetclass",
                     step_size="100 MB", max_jets: int | None = None,
                     device: str | torch.device = "auto", batch_size: int = 4096,
-                    progress: bool = True, desc: str | None = None):
+                    progress: bool = True, desc: str | None = None, workers: int = 1):
         """Stream ROOT files: yield ``(jets_chunk, scores)`` per chunk, every jet in order.
 
         ``scores`` is a numpy array (n,) or (n, K) as :meth:`score`; only one chunk of
-        jets and features is in memory at a time.
+        jets and features is in memory at a time. ``workers`` > 1: that many CPU worker
+        processes compute features and scores (see :func:`jetace.extract.iter_features`;
+        ``jets_chunk`` then lacks the constituents).
         """
         from jetace.extract import iter_features
 
-        for chunk, feats in iter_features(paths, self.features, tree=tree, schema=schema,
-                                          step_size=step_size, max_jets=max_jets,
-                                          device=device, batch_size=batch_size,
-                                          dtype=self.feature_dtype, progress=progress,
-                                          desc=desc or "scoring",
-                                          max_particles=self.max_particles):
-            yield chunk, to_numpy(self.tagger.decision_function(feats))
+        yield from iter_features(paths, self.features, tree=tree, schema=schema,
+                                 step_size=step_size, max_jets=max_jets, device=device,
+                                 batch_size=batch_size, dtype=self.feature_dtype,
+                                 progress=progress, desc=desc or "scoring",
+                                 max_particles=self.max_particles, workers=workers,
+                                 transform=functools.partial(_tagger_scores, self.tagger))
 
     def signal_score(self, scores: np.ndarray, signal_class: str | None = None) -> np.ndarray:
         """One score per jet for a signal-vs-rest comparison.
@@ -303,6 +305,10 @@ class JetaceModel:
         except Exception as exc:
             raise InputError(f"ONNX export failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
         return path
+
+
+def _tagger_scores(tagger: Tagger, feats: torch.Tensor) -> np.ndarray:
+    return to_numpy(tagger.decision_function(feats))
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> JetaceModel:

@@ -37,14 +37,16 @@ def collect_features(sets, spec, *, labels: list[str] | None = None, tree: str =
                      schema="jetclass", step_size="100 MB", max_jets: int | None = None,
                      device: str | torch.device = "auto", batch_size: int = 4096,
                      dtype: torch.dtype = torch.float32, progress: bool = True,
-                     skip_bad: bool = False) -> tuple[torch.Tensor, np.ndarray]:
+                     skip_bad: bool = False, workers: int = 1
+                     ) -> tuple[torch.Tensor, np.ndarray]:
     """Stream input files into a feature matrix and class indices.
 
     ``sets``: a list of ``(name, paths, class_index)``; with ``labels`` (label branch
     names) the class of every jet is instead the index of its true label branch among
     ``labels`` (jets with none of them are dropped; the class index of the set is then
     ignored). ``max_jets`` applies per set; ``skip_bad`` skips unreadable files with a
-    warning (see :func:`jetace.extract.iter_features`). Returns X (n, F) on ``device`` in ``dtype``
+    warning and ``workers`` > 1 computes in that many CPU processes (see
+    :func:`jetace.extract.iter_features`). Returns X (n, F) on ``device`` in ``dtype``
     and y (n,) int64. Only the feature matrix stays in memory.
     """
     from jetace.extract import iter_features, jet_columns
@@ -56,7 +58,7 @@ def collect_features(sets, spec, *, labels: list[str] | None = None, tree: str =
                                           step_size=step_size, max_jets=max_jets,
                                           device=device, batch_size=batch_size, dtype=dtype,
                                           progress=progress, desc=f"features ({name})",
-                                          skip_bad=skip_bad):
+                                          skip_bad=skip_bad, workers=workers):
             n_set += len(chunk)
             if labels is None:
                 xs.append(feats)
@@ -197,9 +199,10 @@ def _fit_model(sets, classes: list[str], tagger: Tagger, *, spec: dict[str, Any]
     return result, report
 
 
-def _read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad) -> dict[str, Any]:
+def _read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad, workers
+             ) -> dict[str, Any]:
     return {"tree": tree, "schema": schema, "step_size": step_size, "max_jets": max_jets,
-            "batch_size": batch_size, "skip_bad": skip_bad}
+            "batch_size": batch_size, "skip_bad": skip_bad, "workers": workers}
 
 
 def train_model(*, signal=None, background=None, inputs=None, labels: list[str] | None = None,
@@ -208,6 +211,7 @@ def train_model(*, signal=None, background=None, inputs=None, labels: list[str] 
                 seed: int = 0, tree: str = "tree", schema="jetclass", step_size="100 MB",
                 max_jets: int | None = None, device: str | torch.device = "auto",
                 batch_size: int = 4096, progress: bool = True, skip_bad: bool = False,
+                workers: int = 1,
                 ) -> tuple[JetaceModel, dict[str, Any]]:
     """Train a supervised model on ROOT files; returns (model, report).
 
@@ -246,7 +250,8 @@ def train_model(*, signal=None, background=None, inputs=None, labels: list[str] 
     return _fit_model(sets, classes, make_tagger(model, **(tagger_params or {})), spec=spec,
                       labels=labels, val_fraction=val_fraction, seed=seed, device=device,
                       validate=validate, progress=progress, model_name=model,
-                      read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad))
+                      read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad,
+                                       workers))
 
 
 UNSUPERVISED = ("gaussian", "gmm", "autoencoder", "ensemble", "cluster")
@@ -258,7 +263,7 @@ def train_unsupervised(*, background=None, inputs=None, method: str = "gaussian"
                        seed: int = 0, tree: str = "tree", schema="jetclass",
                        step_size="100 MB", max_jets: int | None = None,
                        device: str | torch.device = "auto", batch_size: int = 4096,
-                       progress: bool = True, skip_bad: bool = False,
+                       progress: bool = True, skip_bad: bool = False, workers: int = 1,
                        ) -> tuple[JetaceModel, dict[str, Any]]:
     """Train an anomaly detector or a clustering tagger without labels; (model, report).
 
@@ -293,7 +298,8 @@ def train_unsupervised(*, background=None, inputs=None, method: str = "gaussian"
                       ["background", "signal"], tagger, spec=spec or WEAK_SPEC, labels=None,
                       val_fraction=val_fraction, seed=seed, device=device, validate=validate,
                       progress=progress, model_name=method,
-                      read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad))
+                      read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad,
+                                       workers))
 
 
 def train_cwola(*, mixture_a, mixture_b, model: str = "linear",
@@ -301,7 +307,7 @@ def train_cwola(*, mixture_a, mixture_b, model: str = "linear",
                 val_fraction: float = 0.2, seed: int = 0, tree: str = "tree",
                 schema="jetclass", step_size="100 MB", max_jets: int | None = None,
                 device: str | torch.device = "auto", batch_size: int = 4096,
-                progress: bool = True, skip_bad: bool = False,
+                progress: bool = True, skip_bad: bool = False, workers: int = 1,
                 ) -> tuple[JetaceModel, dict[str, Any]]:
     """Weakly supervised training (CWoLa) on two mixed samples; returns (model, report).
 
@@ -334,4 +340,5 @@ def train_cwola(*, mixture_a, mixture_b, model: str = "linear",
                       ["background", "signal"], tagger, spec=spec or WEAK_SPEC, labels=None,
                       val_fraction=val_fraction, seed=seed, device=device, validate=validate,
                       progress=progress, model_name=f"cwola-{model}",
-                      read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad))
+                      read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad,
+                                       workers))

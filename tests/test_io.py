@@ -13,7 +13,15 @@ from toyjets import toy_jets, write_branches, write_jetclass
 
 import jetace
 from jetace.errors import InputError
-from jetace.io import JetFiles, count_jets, expand_paths, iterate_jets, read_jets, to_padded
+from jetace.io import (
+    JetFiles,
+    count_jets,
+    expand_paths,
+    iterate_jets,
+    read_jets,
+    to_packed,
+    to_padded,
+)
 from jetace.schema import JETCLASS, Schema, resolve_schema
 
 
@@ -208,6 +216,38 @@ def test_to_padded_sorts_by_pt_then_truncates(toy_file, max_particles):
     p4b, maskb = to_padded(_shuffled(jets, seed=2), max_particles=max_particles,
                            dtype=torch.float64)
     assert torch.equal(p4, p4b) and torch.equal(mask, maskb)
+
+
+@pytest.mark.parametrize("max_particles", [1, 10, 60, None])
+def test_to_packed_holds_the_rows_of_to_padded(toy_file, max_particles):
+    """Packed constituents are the padded ones without the padding: the same sorted and
+    truncated rows, jet after jet (checked against each jet's own padded row)."""
+    jets = _shuffled(read_jets(toy_file), seed=3)
+    flat, counts = to_packed(jets, max_particles=max_particles, dtype=torch.float64)
+    p4, mask = to_padded(jets, max_particles=max_particles, dtype=torch.float64)
+    assert flat.dtype == torch.float64 and counts.dtype == torch.int64
+    assert counts.tolist() == mask.sum(1).tolist() and len(flat) == int(counts.sum())
+    start = 0
+    for i, n in enumerate(counts.tolist()):
+        assert torch.equal(flat[start:start + n], p4[i, :n])
+        start += n
+    f32, c32 = to_packed(jets, max_particles=max_particles)
+    assert f32.dtype == torch.float32 and torch.equal(f32, flat.float())
+
+
+def test_to_packed_empty_jets_and_errors():
+    cons = ak.zip({"px": [[], [1.0, 2.0], []], "py": [[], [0.0, 0.0], []],
+                   "pz": [[], [5.0, 6.0], []], "energy": [[], [9.0, 8.0], []]})
+    flat, counts = to_packed(cons, max_particles=1)
+    assert counts.tolist() == [0, 1, 0] and flat.tolist() == [[8.0, 2.0, 0.0, 6.0]]
+    flat, counts = to_packed(cons[:0])
+    assert flat.shape == (0, 4) and counts.shape == (0,)
+    with pytest.raises(InputError, match="awkward Array"):
+        to_packed(np.zeros((2, 4)))
+    with pytest.raises(InputError, match=r"missing \['energy'\]"):
+        to_packed(ak.zip({"px": [[1.0]], "py": [[1.0]], "pz": [[1.0]]}))
+    with pytest.raises(InputError, match="at least 1"):
+        to_packed(cons, max_particles=0)
 
 
 def test_to_padded_accepts_constituents_and_keeps_ties_in_order():

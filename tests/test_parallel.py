@@ -1,0 +1,129 @@
+"""Worker processes (jetace.parallel, ``--workers``): the same features and scores as one
+process, jet for jet, in input order; errors of a worker reach the caller."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import awkward as ak
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from toyjets import toy_jets, write_branches, write_jetclass
+
+from jetace.cli import main
+from jetace.errors import InputError, JetaceError
+from jetace.extract import feature_blocks, iter_features
+from jetace.io import JetFiles, read_jets
+from jetace.parallel import map_blocks
+
+SPEC = {"family": "bip", "order": 3, "degree": 5, "mirror": True, "max_particles": 32}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("parallel")
+    sets = [(toy_jets(23, seed=1, n_prongs=3), True), (toy_jets(0, seed=2), True),
+            (toy_jets(31, seed=3), False), (toy_jets(9, seed=4, n_prongs=2), False)]
+    return [str(write_jetclass(d / f"in{i}.root", jets, {"label_Tbqq": top, "label_QCD": not top}))
+            for i, (jets, top) in enumerate(sets)]
+
+
+def _features(files, **kw):
+    chunks = list(iter_features(files, SPEC, device="cpu", progress=False, **kw))
+    return [c for c, _ in chunks], torch.cat([f for _, f in chunks])
+
+
+def _two_columns(feats: torch.Tensor) -> np.ndarray:
+    return (feats[:, 0] * 2 + feats[:, -1]).numpy()  # elementwise: no reduction order
+
+
+@pytest.mark.parametrize("step_size,batch_size", [(10, 4), ("100 MB", 8), (5, 4096)])
+def test_workers_give_the_same_features_in_order(files, step_size, batch_size):
+    jets = read_jets(files)
+    one_chunks, one = _features(files, step_size=step_size, batch_size=batch_size)
+    two_chunks, two = _features(files, step_size=step_size, batch_size=batch_size, workers=2)
+    assert two.shape == (len(jets), 97) and torch.equal(one, two)
+    merged = ak.concatenate(two_chunks)
+    assert "constituents" not in ak.fields(merged)
+    np.testing.assert_array_equal(merged.jet.pt, jets.jet.pt)
+    np.testing.assert_array_equal(merged.label_Tbqq, jets.label_Tbqq)
+    # the transform runs in the workers: only its output comes back
+    got = [s for _, s in iter_features(files, SPEC, device="cpu", progress=False, workers=3,
+                                       step_size=step_size, batch_size=batch_size,
+                                       transform=_two_columns)]
+    assert all(isinstance(s, np.ndarray) for s in got)
+    np.testing.assert_array_equal(np.concatenate(got), _two_columns(one))
+
+
+def test_map_blocks_order_window_and_early_close(files):
+    jf = JetFiles(files, extras=False)
+    blocks = feature_blocks(jf, 4, step_size=4)
+    assert sum(b - a for _, a, b in blocks) == jf.num_jets and len(blocks) > 8
+    got = list(map_blocks(jf, blocks, len, workers=2))
+    assert [n for _, n in got] == [b - a for _, a, b in blocks]
+    gen = map_blocks(jf, blocks, len, workers=2)
+    next(gen)
+    gen.close()  # stops the workers; nothing left running
+    with pytest.raises(ValueError, match="at least one worker"):
+        next(map_blocks(jf, blocks, len, workers=0))
+
+
+def test_worker_error_names_file_and_jet(files, tmp_path):
+    values = np.array([1, 2, 3, np.nan, 5], np.float32)
+    bad = write_branches(tmp_path / "nan.root", {
+        b: ak.unflatten(values if b == "part_py" else np.full(5, 9, np.float32), (3, 2))
+        for b in ("part_px", "part_py", "part_pz", "part_energy")})
+    with pytest.raises(InputError, match=r"nan.root.*'part_py'.*jet entry 1"):
+        _features([*files, str(bad)], workers=2)
+    with pytest.raises(JetaceError, match="at least one worker"):
+        _features(files, workers=0)
+
+
+def test_cli_workers_same_outputs(files, tmp_path, capsys):
+    feats = {}
+    for w in ("1", "2"):
+        out = tmp_path / f"f{w}.parquet"
+        assert main(["features", *files, "-o", str(out), "--order", "3", "--degree", "5",
+                     "--mirror", "--max-particles", "32", "--device", "cpu", "--quiet",
+                     "--workers", w]) == 0
+        feats[w] = pq.read_table(out)
+    assert feats["1"].equals(feats["2"]) and len(feats["1"]) == 63
+    model = tmp_path / "m.jetace"
+    top, qcd = [files[0], files[3]], [files[2]]
+    assert main(["train", "--signal", *top, "--background", *qcd, "-o", str(model),
+                 "--order", "2", "--degree", "4", "--quiet", "--workers", "2"]) == 0
+    scores = {}
+    for w in ("1", "2"):
+        out = tmp_path / f"s{w}.parquet"
+        assert main(["predict", str(model), *files, "-o", str(out), "--quiet",
+                     "--workers", w]) == 0
+        scores[w] = pq.read_table(out)
+        assert main(["evaluate", str(model), "--signal", *top, "--background", *qcd,
+                     "--json", "--quiet", "--workers", w]) == 0
+        scores[f"eval{w}"] = json.loads(capsys.readouterr().out.splitlines()[-1])
+    # the features are the same; the tagger's matrix products may round differently
+    # with one torch thread per worker than with two in one process
+    for name in scores["1"].column_names:
+        a, b = scores["1"][name].to_numpy(), scores["2"][name].to_numpy()
+        np.testing.assert_allclose(a, b, rtol=0 if name != "score" else 1e-5)
+    assert scores["eval1"] == pytest.approx(scores["eval2"], rel=1e-6)
+    assert main(["features", *files, "-o", str(tmp_path / "x.parquet"), "--workers", "2",
+                 "--dask", "local:1"]) == 1
+    assert "cannot be combined" in capsys.readouterr().err
+
+
+def test_module_state_reaches_spawned_workers(files):
+    """Without fork, the module and the function are pickled to the workers."""
+    import jetace.parallel as parallel
+
+    jf = JetFiles(files, extras=False)
+    original = parallel.start_method
+    parallel.start_method = lambda: "spawn"
+    try:
+        got = list(map_blocks(jf, feature_blocks(jf, 64), functools.partial(len), workers=1))
+    finally:
+        parallel.start_method = original
+    assert sum(n for _, n in got) == jf.num_jets
