@@ -14,6 +14,9 @@ the writer's buffers. Measured peak RSS of ``jetace features`` at the defaults, 
 files, 1.3 GB with full 100 MB chunks (benchmarks/streaming_memory.py; ~0.3 GB of it is
 the imported libraries). A smaller ``step_size`` lowers the bound.
 
+With ``workers`` > 1 (CPU), :mod:`jetace.parallel` worker processes each hold one block
+and its features (about 0.9 GB per worker for BIP(4,7) at the defaults).
+
 On CUDA the padding of the next batch (in a helper thread, into pinned host memory)
 overlaps the GPU's work on the current batch, and copies are non-blocking; see
 :func:`chunk_features`.
