@@ -3,7 +3,6 @@ process, jet for jet, in input order; errors of a worker reach the caller."""
 
 from __future__ import annotations
 
-import functools
 import json
 
 import awkward as ak
@@ -115,15 +114,13 @@ def test_cli_workers_same_outputs(files, tmp_path, capsys):
     assert "cannot be combined" in capsys.readouterr().err
 
 
-def test_module_state_reaches_spawned_workers(files):
-    """Without fork, the module and the function are pickled to the workers."""
+def test_module_state_reaches_spawned_workers(files, monkeypatch):
+    """Without fork (macOS, Windows), the module and the transform are pickled to the
+    workers: the same features and transformed values come back."""
     import jetace.parallel as parallel
 
-    jf = JetFiles(files, extras=False)
-    original = parallel.start_method
-    parallel.start_method = lambda: "spawn"
-    try:
-        got = list(map_blocks(jf, feature_blocks(jf, 64), functools.partial(len), workers=1))
-    finally:
-        parallel.start_method = original
-    assert sum(n for _, n in got) == jf.num_jets
+    _, ref = _features(files)
+    monkeypatch.setattr(parallel, "start_method", lambda: "spawn")
+    got = [v for _, v in iter_features(files, SPEC, device="cpu", progress=False, workers=2,
+                                       transform=_two_columns)]
+    np.testing.assert_array_equal(np.concatenate(got), _two_columns(ref))
