@@ -390,9 +390,11 @@ def _readable(paths: list[str], args: argparse.Namespace, command: str) -> list[
 def _add_evaluate(sub) -> None:
     p = sub.add_parser(
         "evaluate", help="ROC AUC, accuracy and background rejection of a model",
-        description="Score signal and background jets with a model file and report accuracy, "
-                    "ROC AUC and background rejection 1/eps_B at signal efficiency 0.3 and "
-                    "0.5.")
+        description="Score signal and background jets with a model file and report accuracy "
+                    "(cut at probability 0.5; for anomaly, clustering and CWoLa models, whose "
+                    "scores only rank jets, at the score above which as many jets lie as "
+                    "there are signal jets: accuracy_threshold), ROC AUC and background "
+                    "rejection 1/eps_B at signal efficiency 0.3 and 0.5.")
     p.add_argument("model", help="model file written by 'jetace train'")
     p.add_argument("--signal", nargs="+", required=True, help="ROOT files of signal jets")
     p.add_argument("--background", nargs="+", required=True, help="ROOT files of background jets")

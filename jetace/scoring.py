@@ -20,7 +20,7 @@ import torch
 from jetace.errors import InputError
 from jetace.model_file import JetaceModel
 
-__all__ = ["evaluate_files", "predict_to_file"]
+__all__ = ["evaluate_files", "predict_to_file", "rate_matched_threshold"]
 
 
 def evaluate_files(model: JetaceModel, signal, background, *, signal_class: str | None = None,
@@ -29,7 +29,11 @@ def evaluate_files(model: JetaceModel, signal, background, *, signal_class: str 
     """Score signal and background files; returns (metrics, scores, labels).
 
     ``metrics`` is :func:`jetace.metrics.binary_metrics` (auc, accuracy,
-    rejection_at_0.3, rejection_at_0.5, n_signal, n_background); ``scores`` (n,) is the
+    rejection_at_0.3, rejection_at_0.5, n_signal, n_background) plus
+    ``accuracy_threshold``, the cut of the accuracy: 0 (probability 0.5) for supervised
+    models, whose scores are logits (``Tagger.logit_scores``); for anomaly, clustering
+    and CWoLa models, whose scores only rank jets, :func:`rate_matched_threshold`.
+    ``scores`` (n,) is the
     signal score (for a multi-class model that of ``signal_class``, default the first
     class); ``labels`` (n,) bool, True for signal jets. ``read_kw`` are the reading
     options of :meth:`JetaceModel.iter_scores` (tree, schema, step_size, max_jets, ...).
@@ -45,7 +49,19 @@ def evaluate_files(model: JetaceModel, signal, background, *, signal_class: str 
                      if scores else np.zeros(0))
     scores = np.concatenate(parts)
     labels = np.r_[np.ones(len(parts[0]), bool), np.zeros(len(parts[1]), bool)]
-    return binary_metrics(scores, labels), scores, labels
+    threshold = 0.0 if model.tagger.logit_scores else rate_matched_threshold(scores, labels)
+    metrics = binary_metrics(scores, labels, threshold)
+    metrics["accuracy_threshold"] = threshold
+    return metrics, scores, labels
+
+
+def rate_matched_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The cut above which as many jets lie as there are signal jets (the scores of
+    anomaly, clustering and CWoLa models rank jets but have no natural cut)."""
+    n_signal = int(np.sum(labels))
+    if n_signal == 0 or n_signal == len(scores):
+        return float(np.max(scores)) if n_signal == 0 else float(np.min(scores)) - 1.0
+    return float(np.sort(scores)[len(scores) - n_signal - 1])
 
 
 def predict_to_file(model: JetaceModel, paths, output, *, progress: bool = True,

@@ -71,6 +71,7 @@ def test_evaluate_json_and_plot(files, trained, capsys, tmp_path):
             "n_background"} <= m.keys()
     assert m["n_signal"] == 120 and m["n_background"] == 120
     assert m["auc"] > 0.9  # 3-prong vs 1-prong toy jets are clearly separable
+    assert 0.5 < m["accuracy"] <= 1 and m["accuracy_threshold"] == 0  # probability 0.5
     assert plot.stat().st_size > 1000
     code, out, _ = _run(capsys, "evaluate", trained, "--signal", files["sig_te"], "--background",
                         files["bkg_te"])
@@ -172,6 +173,9 @@ def test_unsupervised_train_evaluate_predict(files, capsys, tmp_path, method):
     assert "background score quantiles" in out
     m = _auc(capsys, model, files)
     assert m["n_signal"] == 120 and m["auc"] > 0.85
+    # anomaly scores have no cut at probability 0.5: the accuracy is taken where as
+    # many jets are called signal as there are signal jets
+    assert m["accuracy"] > 0.75 and m["accuracy_threshold"] != 0
     pred = tmp_path / "scores.parquet"
     assert _run(capsys, "predict", model, files["sig_te"], files["bkg_te"], "-o", pred)[0] == 0
     scores = np.asarray(pq.read_table(pred).to_pydict()["score"])
@@ -219,7 +223,8 @@ def test_cwola_from_mix_outputs(files, capsys, tmp_path, inner):
                         "--model", inner, "--quiet", *extra, *FEATURES)
     assert code == 0
     assert f"cwola-{inner}" in out and "mixture A vs B AUC" in out
-    assert _auc(capsys, model, files)["auc"] > 0.85
+    m = _auc(capsys, model, files)
+    assert m["auc"] > 0.85 and m["accuracy"] > 0.75
     # swapping the mixtures flips the tagger: A must be the signal-richer one
     swapped = tmp_path / "swapped.jetace"
     assert _run(capsys, "train", "--mixture-a", b, "--mixture-b", a, "-o", swapped, "--model",

@@ -9,7 +9,7 @@ from toyjets import toy_jets, write_jetclass
 
 from jetace.errors import InputError
 from jetace.metrics import binary_metrics
-from jetace.scoring import evaluate_files, predict_to_file
+from jetace.scoring import evaluate_files, predict_to_file, rate_matched_threshold
 from jetace.training import train_model
 
 
@@ -31,7 +31,7 @@ def test_evaluate_files_scores_every_jet_with_truth(files_and_model):
     metrics, scores, labels = evaluate_files(model, [str(sig)], [str(bkg)], progress=False)
     assert (metrics["n_signal"], metrics["n_background"]) == (120, 150)
     assert scores.shape == labels.shape == (270,) and labels[:120].all() and not labels[120:].any()
-    assert metrics == binary_metrics(scores, labels)
+    assert metrics == {**binary_metrics(scores, labels), "accuracy_threshold": 0.0}
     assert metrics["auc"] > 0.8
 
 
@@ -52,3 +52,16 @@ def test_predict_to_file_rejects_empty_input(files_and_model, tmp_path):
     with pytest.raises(InputError, match="no jets"):
         predict_to_file(model, [str(empty)], tmp_path / "out.parquet", progress=False)
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_rate_matched_threshold_calls_as_many_jets_signal_as_there_are():
+    rng = np.random.default_rng(3)
+    for n_signal in (1, 37, 199):
+        labels = np.zeros(200, bool)
+        labels[rng.choice(200, n_signal, replace=False)] = True
+        scores = rng.normal(size=200) + 2 * labels
+        t = rate_matched_threshold(scores, labels)
+        assert np.sum(scores > t) == n_signal
+    scores = rng.normal(size=10)
+    assert not np.any(scores > rate_matched_threshold(scores, np.zeros(10, bool)))
+    assert np.all(scores > rate_matched_threshold(scores, np.ones(10, bool)))

@@ -22,9 +22,15 @@ TAGGERS: dict[str, type[Tagger]] = {}
 
 
 class Tagger:
-    """Base class: subclasses set ``kind`` and implement fit/decision_function/get_state."""
+    """Base class: subclasses set ``kind`` and implement fit/decision_function/get_state.
+
+    ``logit_scores``: whether ``decision_function`` is the log odds of the signal class
+    (supervised taggers), so that a cut at 0 means probability 0.5; anomaly, clustering
+    and CWoLa scores only rank jets.
+    """
 
     kind: ClassVar[str] = ""
+    logit_scores: ClassVar[bool] = False
 
     def fit(self, X, y=None, **kwargs) -> Tagger:
         raise NotImplementedError

@@ -133,6 +133,7 @@ class SupervisedTagger(Tagger):
     function: (B,) logit of ``classes_[1]`` for two classes, (B, K) logits otherwise).
     """
 
+    logit_scores = True
     classes_: list
     n_features_in_: int
 
