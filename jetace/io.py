@@ -631,7 +631,10 @@ def to_padded(jets: ak.Array, max_particles: int | None = 128,
         else int(max_particles)
     # row of each constituent in the padded (B * P, 4) block; torch's index_copy_ is a
     # few times faster than numpy's boolean-mask assignment here
-    dest = packed_slots(counts) + torch.arange(len(counts)).repeat_interleave(counts) * size
+    # constituent k of jet i (packed at starts[i] + k) goes to row i * size + k
+    starts = torch.cumsum(counts, 0) - counts
+    dest = torch.arange(len(flat)) + (torch.arange(len(counts)) * size - starts
+                                      ).repeat_interleave(counts)
     p4_t = flat.new_zeros((len(counts) * size, 4))
     p4_t.index_copy_(0, dest, flat)
     p4_t = p4_t.view(len(counts), size, 4)
@@ -642,12 +645,6 @@ def to_padded(jets: ak.Array, max_particles: int | None = 128,
         p4_t, mask_t = p4_t.pin_memory(), mask_t.pin_memory()
     return (p4_t.to(device=device, dtype=dtype, non_blocking=True),
             mask_t.to(device=device, non_blocking=True))
-
-
-def packed_slots(counts: torch.Tensor) -> torch.Tensor:
-    """Position of every packed constituent inside its jet: 0..counts[i]-1 per jet, (N,)."""
-    starts = torch.cumsum(counts, 0) - counts
-    return torch.arange(int(counts.sum())) - starts.repeat_interleave(counts)
 
 
 def _float_dtype(dtype: torch.dtype) -> torch.dtype:
