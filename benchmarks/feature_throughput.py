@@ -11,9 +11,11 @@ and writes benchmarks/results/feature_throughput.json. Rates are jets per second
 * ``read_jets + to_padded``: jetace's reader and padding to 128 constituents;
 * ``BIP(o,d) compute``: features of already padded jets on the device, batch 1024;
 * ``BIP(o,d) end to end``: iter_features from the ROOT files (reading included);
-  ``+ linear``: also a linear head on the features (what scoring with a linear model does),
-  in one process and with ``W proc`` worker processes (``--workers``; the head runs in the
-  workers, as in ``jetace predict --workers W``). ``m`` marks mirror-symmetrised features.
+  ``+ linear``: also a linear head on the features, in one process and with ``W proc``
+  worker processes (``--workers``; the head runs in the workers, as in ``jetace predict
+  --workers W``); ``linear fused``: the same map folded into the features
+  (:class:`jetace.features.fused.FusedLinear`, what scoring with a linear model runs; the
+  feature matrix is never formed). ``m`` marks mirror-symmetrised features.
   ``--repeat-files K`` reads the file list K times (larger inputs amortise the start).
 The last column is each rate over uproot's.
 """
@@ -32,6 +34,7 @@ import uproot
 
 import jetace
 from jetace.extract import iter_features
+from jetace.features.fused import FusedLinear
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FILES = [ROOT.parent / "shared" / "data" / f for f in ("top_train.root", "qcd_train.root")]
@@ -122,13 +125,17 @@ def main(argv=None) -> dict:
         name = bip_name(order, degree, mirror)
         spec = {"family": "bip", "order": order, "degree": degree, "mirror": mirror,
                 "max_particles": 128}
-        head = functools.partial(linear_head, torch.randn(modules[name].num_features))
-        runs = [("end to end", None, 1)] + [(f"+ linear, {w} proc", head, w)
-                                            for w in map(int, args.workers.split(","))]
-        for what, h, w in runs:
-            def end_to_end(h=h, w=w, spec=spec):
-                for _ in iter_features(args.files, spec, device="cpu", progress=False,
-                                       workers=w, transform=h):
+        weight = torch.randn(1, modules[name].num_features)
+        head = functools.partial(linear_head, weight[0])
+        fused = FusedLinear(modules[name], weight, torch.zeros(1))
+        workers = list(map(int, args.workers.split(",")))
+        runs = [("end to end", spec, None, 1)]
+        runs += [(f"+ linear, {w} proc", spec, head, w) for w in workers]
+        runs += [(f"linear fused, {w} proc", fused, None, w) for w in workers]
+        for what, module, h, w in runs:
+            def end_to_end(module=module, h=h, w=w):
+                for _ in iter_features(args.files, module, device="cpu", progress=False,
+                                       workers=w, transform=h, max_particles=128):
                     pass
 
             rows.append({"what": f"{name} {what}", "device": "cpu", "dtype": "float32",

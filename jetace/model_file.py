@@ -138,9 +138,25 @@ class JetaceModel:
                              f"and {tuple(mask.shape)}")
         if _module_device(self.features) not in (None, p4.device):
             self.features = self.features.to(p4.device)
+        fused = self.fused()
         with torch.no_grad():
+            if fused is not None:
+                return _fused_scores(fused.to(p4.device)(p4, mask.to(torch.bool)))
             x = self.features(p4, mask.to(torch.bool))
         return torch.as_tensor(self.tagger.decision_function(x))
+
+    def fused(self) -> torch.nn.Module | None:
+        """The features and a linear tagger as one :class:`~jetace.features.fused.FusedLinear`
+        (scores without forming the feature matrix), or None where the tagger is not an
+        affine map of the raw features or the features are not BIP. Built on first use."""
+        if not hasattr(self, "_fused"):
+            from jetace.features.bip import BIPFeatures
+            from jetace.features.fused import FusedLinear
+
+            affine = self.tagger.raw_affine() if isinstance(self.features, BIPFeatures) \
+                else None
+            self._fused = None if affine is None else FusedLinear(self.features, *affine)
+        return self._fused
 
     def score_jets(self, jets, batch_size: int = 4096, device: str | torch.device = "cpu"):
         """Scores of raw jets (an awkward array from :func:`jetace.read_jets`) as numpy,
@@ -169,12 +185,15 @@ class JetaceModel:
         """
         from jetace.extract import iter_features
 
-        yield from iter_features(paths, self.features, tree=tree, schema=schema,
+        fused = self.fused()
+        module, finish = (self.features, functools.partial(_tagger_scores, self.tagger)) \
+            if fused is None else (fused, _numpy_fused_scores)
+        yield from iter_features(paths, module, tree=tree, schema=schema,
                                  step_size=step_size, max_jets=max_jets, device=device,
                                  batch_size=batch_size, dtype=self.feature_dtype,
                                  progress=progress, desc=desc or "scoring",
                                  max_particles=self.max_particles, workers=workers,
-                                 transform=functools.partial(_tagger_scores, self.tagger))
+                                 transform=finish)
 
     def signal_score(self, scores: np.ndarray, signal_class: str | None = None) -> np.ndarray:
         """One score per jet for a signal-vs-rest comparison.
@@ -309,6 +328,15 @@ class JetaceModel:
 
 def _tagger_scores(tagger: Tagger, feats: torch.Tensor) -> np.ndarray:
     return to_numpy(tagger.decision_function(feats))
+
+
+def _fused_scores(out: torch.Tensor) -> torch.Tensor:
+    """FusedLinear's (B, K) output as a decision function: (B,) for K = 1."""
+    return out[:, 0] if out.shape[1] == 1 else out
+
+
+def _numpy_fused_scores(out: torch.Tensor) -> np.ndarray:
+    return to_numpy(_fused_scores(out))
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> JetaceModel:

@@ -34,7 +34,7 @@ prefers a handedness about the jet axis). Duplicates go too: (4, 7) gives 694 co
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -49,6 +49,9 @@ R_OFFSET = 1e-4  #: GeV added to every r_t (part of the definition)
 U_SHIFT, U_SCALE = 4.7, 6.0  #: u = (ln x + U_SHIFT) / U_SCALE
 N_CHEB, L_MAX, N_MAX = 6, 3, 3
 CPU_CHUNK = 512  #: jets per internal sub-batch on CPU (see BIPFeatures.forward)
+
+#: last step of an evaluation: pooled A (Re, Im), each (n_elements, B) -> (B, width)
+Finish = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _element_table(degree: int) -> list[tuple[int, int, int]]:
@@ -224,19 +227,7 @@ class BIPFeatures(torch.nn.Module):
         return a_re, a_im * self._el_sign.to(p4.dtype)
 
     def forward(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if p4.ndim != 3 or p4.shape[-1] != 4 or mask.shape != p4.shape[:2]:
-            raise ValueError(f"expected p4 (B, P, 4) and mask (B, P), got {tuple(p4.shape)} "
-                             f"and {tuple(mask.shape)}")
-        mask = mask.to(torch.bool)
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            return self._products(*self.pooled_basis(p4, mask))
-        if not self._use_sub_batches(p4, len(p4)):
-            return self._cropped(p4, mask)
-
-        def take(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return p4[idx], mask[idx]
-
-        return self._sub_batches(mask.sum(dim=1), take, p4)
+        return self.evaluate(p4, mask, self._products, self.num_features)
 
     def forward_packed(self, flat: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """Features of packed constituents (:func:`jetace.io.to_packed`): ``flat`` (N, 4)
@@ -244,6 +235,30 @@ class BIPFeatures(torch.nn.Module):
         sum N. Equals ``forward`` on the padded form up to float rounding, without
         building it: each sub-batch of similar multiplicity is gathered at its own width.
         """
+        return self.evaluate_packed(flat, counts, self._products, self.num_features)
+
+    def evaluate(self, p4: torch.Tensor, mask: torch.Tensor, finish: Finish,
+                 width: int) -> torch.Tensor:
+        """``finish(a_re, a_im)`` of the pooled basis of padded jets, (B, width): the
+        sub-batching of ``forward`` with another last step (``_products`` gives the
+        features, :class:`jetace.features.fused.FusedLinear` an affine map of them)."""
+        if p4.ndim != 3 or p4.shape[-1] != 4 or mask.shape != p4.shape[:2]:
+            raise ValueError(f"expected p4 (B, P, 4) and mask (B, P), got {tuple(p4.shape)} "
+                             f"and {tuple(mask.shape)}")
+        mask = mask.to(torch.bool)
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return finish(*self.pooled_basis(p4, mask))
+        if not self._use_sub_batches(p4, len(p4)):
+            return self._cropped(p4, mask, finish, width)
+
+        def take(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return p4[idx], mask[idx]
+
+        return self._sub_batches(mask.sum(dim=1), take, p4, finish, width)
+
+    def evaluate_packed(self, flat: torch.Tensor, counts: torch.Tensor, finish: Finish,
+                        width: int) -> torch.Tensor:
+        """As :meth:`evaluate`, for packed constituents (see :meth:`forward_packed`)."""
         counts = counts.to(device=flat.device, dtype=torch.long)
         if flat.ndim != 2 or flat.shape[-1] != 4 or counts.ndim != 1 \
                 or int(counts.sum()) != len(flat) or bool((counts < 0).any()):
@@ -262,8 +277,9 @@ class BIPFeatures(torch.nn.Module):
             return rows.index_select(0, index.view(-1)).view(*index.shape, 4), mask
 
         if not self._use_sub_batches(flat, len(counts)):
-            return self._cropped(*take(torch.arange(len(counts), device=flat.device)))
-        return self._sub_batches(counts, take, flat)
+            return self._cropped(*take(torch.arange(len(counts), device=flat.device)),
+                                 finish, width)
+        return self._sub_batches(counts, take, flat, finish, width)
 
     @staticmethod
     def _use_sub_batches(p: torch.Tensor, n_jets: int) -> bool:
@@ -272,7 +288,7 @@ class BIPFeatures(torch.nn.Module):
 
     def _sub_batches(self, counts: torch.Tensor,
                      take: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-                     like: torch.Tensor) -> torch.Tensor:
+                     like: torch.Tensor, finish: Finish, width: int) -> torch.Tensor:
         """CPU features of a large batch from sub-batches that stay in cache, of jets of
         similar multiplicity (sorted by ``counts``), each cropped to its longest jet:
         about twice as fast as one batch of 4096. ``take(idx)`` gives the padded (p4,
@@ -283,11 +299,11 @@ class BIPFeatures(torch.nn.Module):
         The torch thread count is set to 1 meanwhile and restored before returning.
         """
         order = torch.argsort(counts)
-        out = like.new_empty(len(counts), self.num_features)
+        out = like.new_empty(len(counts), width)
         rows = out.numpy()  # numpy's row scatter is a few times faster than index_copy_
 
         def work(idx: torch.Tensor) -> None:
-            rows[idx.numpy()] = self._cropped(*take(idx)).contiguous().numpy()
+            rows[idx.numpy()] = self._cropped(*take(idx), finish, width).contiguous().numpy()
 
         chunks = order.split(CPU_CHUNK)
         threads = torch.get_num_threads()
@@ -304,13 +320,62 @@ class BIPFeatures(torch.nn.Module):
             torch.set_num_threads(threads)
         return out
 
-    def _cropped(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Features with trailing columns that are padding in every jet dropped."""
+    def _cropped(self, p4: torch.Tensor, mask: torch.Tensor, finish: Finish,
+                 width: int) -> torch.Tensor:
+        """``finish`` of the jets with trailing columns that are padding in every jet
+        dropped."""
         if len(p4) == 0:
-            return p4.new_zeros(0, self.num_features)
+            return p4.new_zeros(0, width)
         used = torch.nonzero(mask.any(dim=0))
-        width = int(used[-1]) + 1 if len(used) else 1
-        return self._products(*self.pooled_basis(p4[:, :width], mask[:, :width]))
+        size = int(used[-1]) + 1 if len(used) else 1
+        return finish(*self.pooled_basis(p4[:, :size], mask[:, :size]))
+
+    @property
+    def level_sizes(self) -> list[int]:
+        """Nodes per product level: the elements, then the products of 2, 3, ... factors."""
+        return [len(self._el_src)] + [len(getattr(self, f"_parent{t}"))
+                                      for t in range(self._n_levels)]
+
+    def levels(self, a_re: torch.Tensor, a_im: torch.Tensor
+               ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Real and imaginary parts (n_nodes, B) of every level's products, from pooled A
+        (n_elements, B): the elements, then the products of 2, 3, ... factors. The last
+        level's imaginary part is None unless an output uses it."""
+        yield a_re, a_im
+        z_re, z_im = a_re, a_im
+        for t in range(self._n_levels):
+            parent, factor = getattr(self, f"_parent{t}"), getattr(self, f"_factor{t}")
+            pr, fr = z_re.index_select(0, parent), a_re.index_select(0, factor)
+            pi, fi = z_im.index_select(0, parent), a_im.index_select(0, factor)
+            z_re = torch.addcmul(pr * fr, pi, fi, value=-1)
+            z_im = torch.addcmul(pr * fi, pi, fr) \
+                if t + 1 < self._n_levels or self._last_im else None
+            yield z_re, z_im
+
+    def level_weights(self, weight: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Fold weights on the features into weights on the product levels.
+
+        ``weight`` (K, num_features); returns {level: (K, n) tensor} such that
+        ``features @ weight.T`` equals the sum over levels of ``w[:, :s] @ Re + w[:, s:]
+        @ Im`` of that level's nodes (s nodes; n = s, or 2 s where imaginary parts are
+        outputs). Levels without outputs are left out.
+        """
+        if weight.ndim != 2 or weight.shape[1] != self.num_features:
+            raise ValueError(f"expected weights (K, {self.num_features}), got "
+                             f"{tuple(weight.shape)}")
+        if self.mirror:  # feature j = (z[a_j] + z[b_j]) / 2 over the assembled outputs z
+            wz = weight.new_zeros(weight.shape[0], int(self._mirror_rows.max()) + 1)
+            for rows in self._mirror_rows:
+                wz.index_add_(1, rows, weight * 0.5)
+        else:
+            wz = weight
+        sizes, out, start = self.level_sizes, {}, 0
+        for lvl, uses_im, take_all in self._out_rows:
+            rows = torch.arange(sizes[lvl]) if take_all else getattr(self, f"_out{lvl}")
+            w = wz.new_zeros(wz.shape[0], sizes[lvl] * (2 if uses_im else 1))
+            out[lvl] = w.index_add_(1, rows.to(w.device), wz[:, start:start + len(rows)])
+            start += len(rows)
+        return out
 
     def _products(self, a_re: torch.Tensor, a_im: torch.Tensor) -> torch.Tensor:
         """Evaluate the product plan from pooled A (n_elements, B); returns (B, F).
@@ -319,16 +384,7 @@ class BIPFeatures(torch.nn.Module):
         is the transpose of a contiguous (F, B) tensor. Purely functional (no writes into
         slices), so that it exports to ONNX as it runs.
         """
-        levels = [(a_re, a_im)]
-        z_re, z_im = a_re, a_im
-        for t in range(self._n_levels):
-            parent, factor = getattr(self, f"_parent{t}"), getattr(self, f"_factor{t}")
-            pr, fr = z_re.index_select(0, parent), a_re.index_select(0, factor)
-            pi, fi = z_im.index_select(0, parent), a_im.index_select(0, factor)
-            z_re = torch.addcmul(pr * fr, pi, fi, value=-1)
-            if t + 1 < self._n_levels or self._last_im:
-                z_im = torch.addcmul(pr * fi, pi, fr)
-            levels.append((z_re, z_im))
+        levels = list(self.levels(a_re, a_im))
         parts = []
         for lvl, uses_im, take_all in self._out_rows:
             re, im = levels[lvl]

@@ -16,6 +16,8 @@ from __future__ import annotations
 import inspect
 from typing import Any, ClassVar
 
+import torch
+
 __all__ = ["Tagger", "TAGGERS", "register", "tagger_from_state"]
 
 TAGGERS: dict[str, type[Tagger]] = {}
@@ -37,6 +39,13 @@ class Tagger:
 
     def decision_function(self, X):
         raise NotImplementedError
+
+    def raw_affine(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(weight (K, F), bias (K,))`` in float64 when ``decision_function(X)`` is the
+        affine map ``X @ weight.T + bias`` of the raw features (K = 1: the (n,) score),
+        else None. Lets scoring fold the tagger into the features
+        (:class:`jetace.features.fused.FusedLinear`)."""
+        return None
 
     def get_params(self) -> dict[str, Any]:
         """Constructor arguments (scikit-learn convention): every tagger stores each

@@ -252,6 +252,17 @@ class LinearTagger(SupervisedTagger):
         self._check_fitted()
         return LinearHead(self.scaler_, self.coef_, self.intercept_)
 
+    def raw_affine(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The logits as ``X @ weight.T + bias`` of raw features X (see
+        :meth:`Tagger.raw_affine`): the standard scaling folded into the coefficients,
+        weight = coef / std and bias = intercept - weight @ mean; None after "signed_log"."""
+        self._check_fitted()
+        if self.scaler_.transform != "standard":
+            return None
+        weight = self.coef_.cpu().double() / self.scaler_.std.cpu().double()
+        bias = self.intercept_.cpu().double() - weight @ self.scaler_.mean.cpu().double()
+        return weight, bias
+
     def get_state(self) -> dict[str, Any]:
         self._check_fitted()
         params = self.get_params()

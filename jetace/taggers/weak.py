@@ -262,6 +262,11 @@ class CWoLaTagger(Tagger):
         self._check_fitted()
         return self.classifier_.decision_function(X)
 
+    def raw_affine(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The inner tagger's (the decision function is its score)."""
+        self._check_fitted()
+        return self.classifier_.raw_affine()
+
     def predict_proba(self, X: Any):
         """Probability of (B, A) membership per jet, shape (n, 2), for equal-sized mixtures."""
         self._check_fitted()

@@ -1,0 +1,73 @@
+"""An affine map of BIP features evaluated without forming the features.
+
+A linear tagger on standardised features computes ``((x - mean) / std) @ coef.T +
+intercept``: an affine map of the raw features x, ``x @ W.T + b``. Every BIP feature is
+(the mean of) the real or imaginary part of one node of the product tree
+(:meth:`~jetace.features.bip.BIPFeatures.levels`), so ``x @ W.T`` is a sum over the tree's
+levels of one matrix product each, ``W_level @ [Re; Im]``, taken as each level is
+formed. The (B, F) feature matrix, its assembly, the mirror means and the transposes
+are never made: scoring with a linear model costs about the products alone.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from jetace.features.bip import BIPFeatures
+
+__all__ = ["FusedLinear"]
+
+
+class FusedLinear(torch.nn.Module):
+    """``features(p4, mask) @ weight.T + bias`` for BIP ``features``, in one pass.
+
+    Parameters
+    ----------
+    features : the :class:`~jetace.features.bip.BIPFeatures` module (shared, not copied).
+    weight : (K, F) weights on the raw features.
+    bias : (K,) offsets.
+
+    The folded weights are kept in float64 and cast to the input's dtype. ``forward(p4,
+    mask)`` and ``forward_packed(flat, counts)`` take what the feature module takes and
+    return (B, K) in the input's dtype. Equal to the unfused map up to rounding (the sum
+    runs in another order). ``num_features`` is K, ``spec`` that of ``features``.
+    """
+
+    def __init__(self, features: BIPFeatures, weight: torch.Tensor, bias: torch.Tensor):
+        super().__init__()
+        if not isinstance(features, BIPFeatures):
+            raise TypeError(f"FusedLinear needs BIPFeatures, got {type(features).__name__}")
+        weight = torch.as_tensor(weight, dtype=torch.float64).cpu()
+        bias = torch.as_tensor(bias, dtype=torch.float64).cpu().reshape(-1)
+        if weight.ndim != 2 or bias.shape != weight.shape[:1]:
+            raise ValueError(f"expected weight (K, F) and bias (K,), got "
+                             f"{tuple(weight.shape)} and {tuple(bias.shape)}")
+        self.features = features
+        self.num_features = int(weight.shape[0])
+        folded = features.level_weights(weight)
+        self._levels = sorted(folded)
+        for lvl, w in folded.items():
+            self.register_buffer(f"_w{lvl}", w, persistent=False)
+        self.register_buffer("_bias", bias[:, None], persistent=False)
+
+    @property
+    def spec(self) -> dict:
+        return self.features.spec
+
+    def forward(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.features.evaluate(p4, mask, self._contract, self.num_features)
+
+    def forward_packed(self, flat: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        return self.features.evaluate_packed(flat, counts, self._contract, self.num_features)
+
+    def _contract(self, a_re: torch.Tensor, a_im: torch.Tensor) -> torch.Tensor:
+        """(B, K) from pooled A (n_elements, B): each level's share as it is formed."""
+        out = self._bias.to(a_re.dtype).expand(-1, a_re.shape[1])
+        for lvl, (re, im) in enumerate(self.features.levels(a_re, a_im)):
+            if lvl not in self._levels:
+                continue
+            w = getattr(self, f"_w{lvl}").to(a_re.dtype)
+            out = torch.addmm(out, w[:, :len(re)], re)
+            if w.shape[1] > len(re):
+                out = torch.addmm(out, w[:, len(re):], im)
+        return out.T
