@@ -596,18 +596,19 @@ def to_packed(jets: ak.Array, max_particles: int | None = 128,
     columns = [_flat(cons["energy"]), px, py, _flat(cons["pz"])]
     if order is not None:
         columns = [c[order] for c in columns]
-    if max_particles is not None and counts.max(initial=0) > max_particles:
-        # drop [start + max_particles, end) of every longer jet: +1 and -1 marks, summed
-        over = counts > max_particles
-        marks = (np.bincount(starts[:-1][over] + max_particles, minlength=len(pt2) + 1)
-                 - np.bincount(starts[1:][over], minlength=len(pt2) + 1))
-        keep = np.cumsum(marks[:-1]) == 0
-        columns = [c[keep] for c in columns]
+    columns = [np.asarray(c, dtype=np_dtype) for c in columns]
+    # (torch warns about wrapping read-only memory, although it is only read here)
+    flat = torch.stack([torch.from_numpy(c if c.flags.writeable else c.copy())
+                        for c in columns], dim=1)
+    over = np.flatnonzero(counts > max_particles) if max_particles is not None else []
+    if len(over):
+        # drop rows [start + max_particles, end) of every longer jet: keep the pieces between
+        keep_to = np.r_[starts[over] + max_particles, len(flat)]
+        keep_from = np.r_[0, starts[over + 1]]
+        flat = torch.cat([flat[a:b] for a, b in zip(keep_from.tolist(), keep_to.tolist(),
+                                                    strict=True)])
         counts = np.minimum(counts, max_particles)
-    flat = np.empty((len(columns[0]), 4), dtype=np_dtype)
-    for k, values in enumerate(columns):
-        flat[:, k] = values
-    return torch.from_numpy(flat).to(dtype), torch.from_numpy(counts)
+    return flat.to(dtype), torch.from_numpy(counts)
 
 
 def to_padded(jets: ak.Array, max_particles: int | None = 128,
