@@ -14,8 +14,9 @@ def chebyshev(u: torch.Tensor, n: int, dim: int = -1) -> torch.Tensor:
     Uses the three-term recurrence T_{k+1} = 2 u T_k - T_{k-1}, valid for any real u.
     """
     out = [torch.ones_like(u), u]
+    u2 = 2 * u
     for _ in range(2, n):
-        out.append(2 * u * out[-1] - out[-2])
+        out.append(u2 * out[-1] - out[-2])
     return torch.stack(out[:n], dim=dim)
 
 
@@ -26,9 +27,9 @@ def fourier_powers(cos_a: torch.Tensor, sin_a: torch.Tensor, m_max: int,
 
     Powers of exp(i a) by repeated complex multiplication: no further trigonometric calls.
     """
-    cos_m, sin_m = [torch.ones_like(cos_a)], [torch.zeros_like(sin_a)]
-    for _ in range(m_max):
+    cos_m, sin_m = [torch.ones_like(cos_a), cos_a], [torch.zeros_like(sin_a), sin_a]
+    for _ in range(1, m_max):
         c, s = cos_m[-1], sin_m[-1]
-        cos_m.append(c * cos_a - s * sin_a)
-        sin_m.append(s * cos_a + c * sin_a)
-    return torch.stack(cos_m + sin_m, dim=dim)
+        cos_m.append(torch.addcmul(c * cos_a, s, sin_a, value=-1))
+        sin_m.append(torch.addcmul(s * cos_a, c, sin_a))
+    return torch.stack(cos_m[:m_max + 1] + sin_m[:m_max + 1], dim=dim)

@@ -78,14 +78,15 @@ def axis_frame_kinematics(p4: torch.Tensor, mask: torch.Tensor) -> AxisKinematic
     e, px, py, pz = p4.permute(2, 0, 1).contiguous().unbind(0)
     pabs = torch.sqrt(px * px + py * py + pz * pz)
     px, py, z = householder_to_z(px, py, pz, jet_axis(p4, mask))
-    rt = torch.sqrt(px * px + py * py)  # GeV-scale values: no overflow; exports to ONNX
+    rt2 = px * px + py * py
+    rt = torch.sqrt(rt2)  # GeV-scale values: no overflow; exports to ONNX
     has_rt = rt > 0
-    safe_rt = torch.where(has_rt, rt, 1.0)
-    cos_t = torch.where(has_rt, px / safe_rt, 1.0)
-    sin_t = torch.where(has_rt, py / safe_rt, 0.0)
+    inv_rt = 1.0 / torch.where(has_rt, rt, 1.0)
+    cos_t = torch.where(has_rt, px * inv_rt, 1.0)
+    sin_t = py * inv_rt  # |py| <= r_t (up to underflow): 0 where r_t = 0
     m2 = ((e - pabs) * (e + pabs)).clamp_min(0)
-    mt2 = rt * rt + m2
+    mt2 = rt2 + m2
     mt = torch.sqrt(mt2).clamp_min(MT_FLOOR)
     num = e + z.abs()
-    y = torch.sign(z) * (torch.log(torch.where(num > 0, num, mt)) - torch.log(mt))
+    y = torch.sign(z) * torch.log(torch.where(num > 0, num, mt) / mt)
     return AxisKinematics(rt, cos_t, sin_t, y, mt2)

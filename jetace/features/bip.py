@@ -200,12 +200,14 @@ class BIPFeatures(torch.nn.Module):
         """Real and imaginary parts of A for every one-particle element, each (n_elements, B)."""
         kin = axis_frame_kinematics(p4, mask)
         m = mask.to(p4.dtype)
-        r = (kin.rt + R_OFFSET) * m
-        x = r / r.sum(dim=1, keepdim=True).clamp_min(R_OFFSET)
-        u = torch.where(mask, (torch.log(torch.where(mask, x, 1.0)) + U_SHIFT) / U_SCALE, 0.0)
+        r = kin.rt + R_OFFSET  # > 0 at every position, padding included
+        # u = (ln(r / sum r) + shift) / scale, the sum over real constituents only; finite
+        # at padded positions too, where the radial weight below is zero
+        shift = torch.log((r * m).sum(dim=1, keepdim=True).clamp_min(R_OFFSET)) - U_SHIFT
+        u = (torch.log(r) - shift) * (1.0 / U_SCALE)
         # particle index last in the left factor, so broadcasts run over contiguous memory
         radial = chebyshev(u, N_CHEB, dim=1) * (torch.log1p(kin.mt2) * m)[:, None]  # (B, K, P)
-        y = torch.where(mask, kin.y, 0.0)
+        y = kin.y  # finite everywhere; padded positions have radial weight 0
         # [cos | sin](n y) and [cos | sin](l theta), (B, 2 (N + 1), P) and (B, 2 (L + 1), P)
         fy = fourier_powers(torch.cos(y), torch.sin(y), N_MAX, dim=1)
         ftheta = fourier_powers(kin.cos_theta, kin.sin_theta, L_MAX, dim=1)
