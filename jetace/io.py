@@ -72,6 +72,7 @@ __all__ = [
     "JETCLASS",
     "resolve_schema",
     "TEMPORAL_PRIORITY",
+    "set_read_threads",
 ]
 
 vector.register_awkward()
@@ -347,11 +348,28 @@ def _build(raw: ak.Array, src: _Source, entry_start: int) -> ak.Array:
     return ak.zip({"constituents": constituents, "jet": jet, **labels}, depth_limit=1)
 
 
+#: threads that decompress baskets (zlib, lzma, zstd release the GIL); 1: the reading
+#: thread itself (see :func:`set_read_threads`)
+_READ_THREADS = [min(4, os.cpu_count() or 1)]
+
+
+def set_read_threads(n: int) -> int:
+    """Decompress baskets in ``n`` threads while reading (default: up to 4, one per core);
+    1 decompresses in the reading thread. Worker processes (``--workers``), each one of N
+    processes on N cores, use 1: more threads would only share the same cores. Returns
+    the previous setting."""
+    if int(n) < 1:
+        raise ValueError(f"need at least one read thread, got {n}")
+    before, _READ_THREADS[0] = _READ_THREADS[0], int(n)
+    _decompression_pool.cache_clear()
+    return before
+
+
 @functools.lru_cache(maxsize=1)
-def _decompression_pool() -> ThreadPoolExecutor:
-    """Threads that decompress baskets in parallel (zlib, lzma, zstd release the GIL)."""
-    return ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
-                              thread_name_prefix="jetace-read")
+def _decompression_pool() -> ThreadPoolExecutor | uproot.source.futures.TrivialExecutor:
+    if _READ_THREADS[0] == 1:
+        return uproot.source.futures.TrivialExecutor()
+    return ThreadPoolExecutor(max_workers=_READ_THREADS[0], thread_name_prefix="jetace-read")
 
 
 # a forked child has the pool object but none of its threads: it makes its own

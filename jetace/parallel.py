@@ -3,10 +3,11 @@
 On CPU one Python process computes features at about one core's rate: torch's own
 threads and Python threads share the interpreter lock, which the many small operations
 of a feature batch hold often. ``N`` worker processes each read, pack and compute whole
-blocks of jets single-threaded, so reading, decompression and features run on ``N``
-cores at once. The blocks are those :func:`jetace.extract.iter_features` yields in one
-process (whole batches of a chunk), computed in the same batches, so the features are
-the same jet for jet, and results come back in input order.
+blocks of jets single-threaded (decompression included), so reading, decompression and
+features run on ``N`` cores at once. The blocks are those
+:func:`jetace.extract.iter_features` yields in one process (whole batches of a chunk),
+computed in the same batches, so the features are the same jet for jet, and results
+come back in input order.
 
 Workers are forked from the calling process where the platform allows it (Linux), so
 the feature module and the function applied to each block need not be picklable; else
@@ -27,7 +28,7 @@ from typing import Any
 import awkward as ak
 import torch
 
-from jetace.io import JetFiles
+from jetace.io import JetFiles, set_read_threads
 
 __all__ = ["map_blocks", "start_method"]
 
@@ -43,6 +44,7 @@ def start_method() -> str:
 def _init(files: JetFiles, fn: Callable[[ak.Array], Any]) -> None:
     global _STATE
     torch.set_num_threads(1)  # one core per worker; N workers use N cores
+    set_read_threads(1)
     _STATE = (files, fn)
 
 

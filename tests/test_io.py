@@ -515,3 +515,20 @@ def test_ranges_match_iterate_and_read_range(tmp_path, rntuple, step_size):
     assert len(files.read_range(1, 3, 3)) == 0
     with pytest.raises(InputError, match=r"part1.root: entry range \[5, 12\) outside"):
         files.read_range(1, 5, 12)
+
+
+def test_read_threads_give_the_same_jets(toy_file):
+    """Decompression in a pool of threads or in the reading thread: the same jets;
+    fewer than one thread is refused."""
+    from jetace.io import set_read_threads
+
+    before = set_read_threads(2)
+    try:
+        pooled = jetace.read_jets(toy_file)
+        assert set_read_threads(1) == 2
+        inline = jetace.read_jets(toy_file)
+        with pytest.raises(ValueError, match="read thread"):
+            set_read_threads(0)
+    finally:
+        set_read_threads(before)
+    assert ak.to_list(inline) == ak.to_list(pooled)
