@@ -354,6 +354,17 @@ class BIPFeatures(torch.nn.Module):
                 if t + 1 < self._n_levels or self._last_im else None
             yield z_re, z_im
 
+    def complex_levels(self, a: torch.Tensor) -> Iterator[torch.Tensor]:
+        """As :meth:`levels`, in complex arithmetic: A (n_elements, B) complex in, every
+        level's products (n_nodes, B) complex out (half the gathers and passes; not
+        exportable to ONNX, which has no complex tensors)."""
+        yield a
+        z = a
+        for t in range(self._n_levels):
+            z = (z.index_select(0, getattr(self, f"_parent{t}"))
+                 * a.index_select(0, getattr(self, f"_factor{t}")))
+            yield z
+
     def level_weights(self, weight: torch.Tensor) -> dict[int, torch.Tensor]:
         """Fold weights on the features into weights on the product levels.
 

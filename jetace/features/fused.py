@@ -4,9 +4,10 @@ A linear tagger on standardised features computes ``((x - mean) / std) @ coef.T 
 intercept``: an affine map of the raw features x, ``x @ W.T + b``. Every BIP feature is
 (the mean of) the real or imaginary part of one node of the product tree
 (:meth:`~jetace.features.bip.BIPFeatures.levels`), so ``x @ W.T`` is a sum over the tree's
-levels of one matrix product each, ``W_level @ [Re; Im]``, taken as each level is
-formed. The (B, F) feature matrix, its assembly, the mirror means and the transposes
-are never made: scoring with a linear model costs about the products alone.
+levels of one matrix product each, ``W_level @ [Re; Im]``, taken as each level is formed
+(in complex arithmetic: :meth:`~jetace.features.bip.BIPFeatures.complex_levels`). The
+(B, F) feature matrix, its assembly, the mirror means and the transposes are never
+made: scoring with a linear model costs about the products alone.
 """
 
 from __future__ import annotations
@@ -61,13 +62,20 @@ class FusedLinear(torch.nn.Module):
         return self.features.evaluate_packed(flat, counts, self._contract, self.num_features)
 
     def _contract(self, a_re: torch.Tensor, a_im: torch.Tensor) -> torch.Tensor:
-        """(B, K) from pooled A (n_elements, B): each level's share as it is formed."""
-        out = self._bias.to(a_re.dtype).expand(-1, a_re.shape[1])
-        for lvl, (re, im) in enumerate(self.features.levels(a_re, a_im)):
+        """(B, K) from pooled A (n_elements, B): each level's share as it is formed, one
+        matrix product over its [Re, Im] pairs (complex products: half the passes)."""
+        b = a_re.shape[1]
+        out = self._bias.to(a_re.dtype).expand(-1, b)
+        levels = self.features.complex_levels(torch.complex(a_re, a_im))
+        for lvl, z in enumerate(levels):
             if lvl not in self._levels:
                 continue
             w = getattr(self, f"_w{lvl}").to(a_re.dtype)
-            out = torch.addmm(out, w[:, :len(re)], re)
-            if w.shape[1] > len(re):
-                out = torch.addmm(out, w[:, len(re):], im)
+            n = len(z)
+            pairs = torch.view_as_real(z).view(n, 2 * b)  # Re and Im interleaved per jet
+            out = out + (w[:, :n] @ pairs).view(-1, b, 2)[..., 0]
+            if w.shape[1] > n:
+                out = out + (w[:, n:] @ pairs).view(-1, b, 2)[..., 1]
+            if lvl == self._levels[-1]:
+                break  # no level above has outputs
         return out.T
