@@ -107,3 +107,14 @@ def test_mlp_and_multiclass_models():
     expected = torch.as_tensor(lin.decision_function(X))
     torch.testing.assert_close(model.score(p4, mask), expected, rtol=0,
                                atol=1e-4 * float(expected.abs().max()))
+
+
+def test_fused_pickles_for_spawned_workers():
+    """Spawned worker processes get the module pickled: the copy scores the same."""
+    import pickle
+
+    p4, mask = pad(toy_jets(6, seed=8))
+    f = BIPFeatures(3, 5, mirror=True)
+    fused = FusedLinear(f, *_random_affine(f, 2, seed=3))
+    copy = pickle.loads(pickle.dumps(fused))
+    torch.testing.assert_close(copy(p4, mask), fused(p4, mask), rtol=0, atol=0)
