@@ -267,15 +267,16 @@ class BIPFeatures(torch.nn.Module):
             raise ValueError(f"expected flat (N, 4) and counts (B,) of sum N, got "
                              f"{tuple(flat.shape)} and {tuple(counts.shape)} of sum "
                              f"{int(counts.sum())}")
-        # a zero row after the constituents: padding slots gather it
-        rows = torch.cat([flat, flat.new_zeros(1, 4)])
+        # padding slots gather row 0, a real constituent: finite, and masked out like any
+        # padding (no padded copy of flat is made)
+        rows = flat if len(flat) else flat.new_zeros(1, 4)
         starts = torch.cumsum(counts, 0) - counts
 
         def take(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             n = counts[idx]
             slot = torch.arange(max(int(n.max()) if len(n) else 0, 1), device=flat.device)
             mask = slot < n[:, None]
-            index = torch.where(mask, starts[idx, None] + slot, len(flat))
+            index = torch.where(mask, starts[idx, None] + slot, 0)
             return rows.index_select(0, index.view(-1)).view(*index.shape, 4), mask
 
         if not self._use_sub_batches(flat, len(counts)):
