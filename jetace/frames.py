@@ -24,7 +24,16 @@ def jet_axis(p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
     A jet whose three-momenta sum to zero (or that has no constituents) gets e_z.
     """
-    p3 = (p4[..., 1:] * mask[..., None]).sum(dim=1)
+    px, py, pz = p4[..., 1:].permute(2, 0, 1).contiguous().unbind(0)
+    return _unit_sum(px, py, pz, mask)
+
+
+def _unit_sum(px: torch.Tensor, py: torch.Tensor, pz: torch.Tensor,
+              mask: torch.Tensor) -> torch.Tensor:
+    """:func:`jet_axis` from (B, P) component planes. The sum runs over a non-innermost
+    axis, in order, so trailing padding (masked) leaves it bit for bit unchanged: the
+    axis does not depend on how wide a batch is padded."""
+    p3 = (torch.stack([px, py, pz], dim=-1) * mask.to(px.dtype)[..., None]).sum(dim=1)
     norm = torch.linalg.vector_norm(p3, dim=-1, keepdim=True)
     ez = torch.zeros_like(p3)
     ez[:, 2] = 1.0
@@ -77,7 +86,7 @@ def axis_frame_kinematics(p4: torch.Tensor, mask: torch.Tensor) -> AxisKinematic
     # one contiguous (B, P) plane per component: elementwise work on unit strides
     e, px, py, pz = p4.permute(2, 0, 1).contiguous().unbind(0)
     pabs = torch.sqrt(px * px + py * py + pz * pz)
-    px, py, z = householder_to_z(px, py, pz, jet_axis(p4, mask))
+    px, py, z = householder_to_z(px, py, pz, _unit_sum(px, py, pz, mask))
     rt2 = px * px + py * py
     rt = torch.sqrt(rt2)  # GeV-scale values: no overflow; exports to ONNX
     has_rt = rt > 0

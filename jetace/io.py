@@ -582,7 +582,9 @@ def to_packed(jets: ak.Array, max_particles: int | None = 128,
 
     Returns ``flat`` of shape (N, 4) with (E, px, py, pz) in GeV, the kept constituents of
     jet 0, then of jet 1, ..., and ``counts`` of shape (B,), int64, constituents kept per
-    jet (at most ``max_particles``; None keeps all). On CPU; ``jets`` as in
+    jet (at most ``max_particles``; None keeps all). ``flat`` is column-major: the
+    transpose of four contiguous component planes (4, N), so ``flat.T`` is free (call
+    ``flat.contiguous()`` for rows). On CPU; ``jets`` as in
     :func:`to_padded`. :func:`to_padded` scatters exactly these rows into its (B, P, 4)
     block, so features computed from either form agree.
     """
@@ -614,19 +616,26 @@ def to_packed(jets: ak.Array, max_particles: int | None = 128,
     columns = [_flat(cons["energy"]), px, py, _flat(cons["pz"])]
     if order is not None:
         columns = [c[order] for c in columns]
-    columns = [np.asarray(c, dtype=np_dtype) for c in columns]
-    # (torch warns about wrapping read-only memory, although it is only read here)
-    flat = torch.stack([torch.from_numpy(c if c.flags.writeable else c.copy())
-                        for c in columns], dim=1)
-    over = np.flatnonzero(counts > max_particles) if max_particles is not None else []
+    over = np.flatnonzero(counts > max_particles) if max_particles is not None \
+        else np.zeros(0, dtype=np.int64)
+    # entries [start + max_particles, end) of every longer jet are dropped: the pieces
+    # between them are kept
+    keep_to = np.r_[starts[over] + max_particles, len(px)].tolist()
+    keep_from = np.r_[0, starts[over + 1]].tolist()
+    # one contiguous plane per component, (4, N): the feature code works on planes, and
+    # filling planes is a sequential copy (interleaving rows is not)
+    planes = np.empty((4, sum(b - a for a, b in zip(keep_from, keep_to, strict=True))),
+                      dtype=np_dtype)
+    for plane, column in zip(planes, columns, strict=True):
+        if len(over):
+            np.concatenate([column[a:b] for a, b in zip(keep_from, keep_to, strict=True)],
+                           out=plane, casting="same_kind")
+        else:
+            plane[...] = column
     if len(over):
-        # drop rows [start + max_particles, end) of every longer jet: keep the pieces between
-        keep_to = np.r_[starts[over] + max_particles, len(flat)]
-        keep_from = np.r_[0, starts[over + 1]]
-        flat = torch.cat([flat[a:b] for a, b in zip(keep_from.tolist(), keep_to.tolist(),
-                                                    strict=True)])
         counts = np.minimum(counts, max_particles)
-    return flat.to(dtype), torch.from_numpy(counts)
+    flat = torch.from_numpy(planes).to(dtype).T
+    return flat, torch.from_numpy(counts)
 
 
 def to_padded(jets: ak.Array, max_particles: int | None = 128,

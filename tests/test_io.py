@@ -226,6 +226,7 @@ def test_to_packed_holds_the_rows_of_to_padded(toy_file, max_particles):
     flat, counts = to_packed(jets, max_particles=max_particles, dtype=torch.float64)
     p4, mask = to_padded(jets, max_particles=max_particles, dtype=torch.float64)
     assert flat.dtype == torch.float64 and counts.dtype == torch.int64
+    assert flat.T.is_contiguous()  # column-major: four component planes
     assert counts.tolist() == mask.sum(1).tolist() and len(flat) == int(counts.sum())
     start = 0
     for i, n in enumerate(counts.tolist()):

@@ -267,9 +267,11 @@ class BIPFeatures(torch.nn.Module):
             raise ValueError(f"expected flat (N, 4) and counts (B,) of sum N, got "
                              f"{tuple(flat.shape)} and {tuple(counts.shape)} of sum "
                              f"{int(counts.sum())}")
-        # padding slots gather row 0, a real constituent: finite, and masked out like any
-        # padding (no padded copy of flat is made)
-        rows = flat if len(flat) else flat.new_zeros(1, 4)
+        # padding slots gather constituent 0, a real one: finite, and masked out like any
+        # padding (no padded copy of flat is made). Gathered per component plane
+        # ((4, N): a free transpose of to_packed's column-major flat), the (B, P, 4) result
+        # is a view of contiguous planes, the layout the kinematics work on.
+        planes = (flat if len(flat) else flat.new_zeros(1, 4)).T
         starts = torch.cumsum(counts, 0) - counts
 
         def take(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -277,7 +279,8 @@ class BIPFeatures(torch.nn.Module):
             slot = torch.arange(max(int(n.max()) if len(n) else 0, 1), device=flat.device)
             mask = slot < n[:, None]
             index = torch.where(mask, starts[idx, None] + slot, 0)
-            return rows.index_select(0, index.view(-1)).view(*index.shape, 4), mask
+            p4 = planes.index_select(1, index.view(-1)).view(4, *index.shape)
+            return p4.permute(1, 2, 0), mask
 
         if not self._use_sub_batches(flat, len(counts)):
             return self._cropped(*take(torch.arange(len(counts), device=flat.device)),
