@@ -37,8 +37,9 @@ def add_feature_arguments(p: argparse.ArgumentParser) -> None:
                    help="lorentz: number of radial (Chebyshev) functions (default: 6)")
     g.add_argument("--weight", default=None, choices=["log", "none"],
                    help="lorentz: one-particle weight ln(1 + E*/GeV) (log, default) or 1")
-    g.add_argument("--max-particles", type=int, default=128,
-                   help="constituents kept per jet, highest pT first (default: 128)")
+    g.add_argument("--max-particles", type=int, default=None,
+                   help="constituents kept per jet, highest pT first (default: 128; "
+                        "32 for train --unsupervised)")
 
 
 def add_input_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,7 +65,8 @@ def feature_spec_from_args(args: argparse.Namespace, mirror: bool = False) -> di
     ``mirror``: the bip default of ``--mirror`` when neither it nor ``--complete`` is given."""
     from jetace.errors import InputError
 
-    spec: dict = {"family": args.family, "max_particles": args.max_particles}
+    spec: dict = {"family": args.family,
+                  "max_particles": 128 if args.max_particles is None else args.max_particles}
     if args.order is not None:
         spec["order"] = args.order
     if args.degree is not None:
@@ -317,15 +319,18 @@ def _add_train(sub) -> None:
         return params
 
     def run(args):
-        from jetace.training import WEAK_SPEC, train_model
+        from jetace.training import default_spec, train_model
 
         val_fraction = args.val_fraction
         if val_fraction is None:
             val_fraction = 0.0 if args.unsupervised else 0.2
         spec = feature_spec_from_args(args, mirror=True)
         weak = bool(args.unsupervised or args.mixture_a or args.mixture_b)
-        if weak and args.family == "bip" and args.order is None and args.degree is None:
-            spec.update(order=WEAK_SPEC["order"], degree=WEAK_SPEC["degree"])
+        default = default_spec(args.unsupervised or ("cwola" if weak else "supervised"))
+        if args.family == "bip" and args.order is None and args.degree is None:
+            spec.update(order=default["order"], degree=default["degree"])
+        if args.max_particles is None:
+            spec["max_particles"] = default["max_particles"]
         common = dict(spec=spec, val_fraction=val_fraction,
                       seed=args.seed, progress=not args.quiet, skip_bad=args.skip_bad,
                       **_input_kwargs(args))

@@ -306,6 +306,11 @@ def test_unsupervised_training_defaults_to_fewer_features(files, capsys):
     spec = load_model(model).spec
     assert (spec["order"], spec["degree"], spec["mirror"]) == (
         WEAK_SPEC["order"], WEAK_SPEC["degree"], True)
+    # anomaly detectors see the 32 hardest constituents unless told otherwise
+    assert spec["max_particles"] == load_model(model).max_particles == 32
+    code, _, _ = _run(capsys, "train", "--unsupervised", "gaussian", "--background",
+                      files["bkg"], "-o", model, "--quiet", "--max-particles", "64")
+    assert code == 0 and load_model(model).max_particles == 64
 
 
 def test_quiet_silences_progress_bars_of_every_reading_command(files, trained, capsys, tmp_path):
