@@ -25,10 +25,10 @@ def jet_axis(p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     A jet whose three-momenta sum to zero (or that has no constituents) gets e_z.
     """
     px, py, pz = p4[..., 1:].permute(2, 0, 1).contiguous().unbind(0)
-    return _unit_sum(px, py, pz, mask)
+    return _axis_from_planes(px, py, pz, mask)
 
 
-def _unit_sum(px: torch.Tensor, py: torch.Tensor, pz: torch.Tensor,
+def _axis_from_planes(px: torch.Tensor, py: torch.Tensor, pz: torch.Tensor,
               mask: torch.Tensor) -> torch.Tensor:
     """:func:`jet_axis` from (B, P) component planes. The sum runs over a non-innermost
     axis, in order, so trailing padding (masked) leaves it bit for bit unchanged: the
@@ -86,7 +86,7 @@ def axis_frame_kinematics(p4: torch.Tensor, mask: torch.Tensor) -> AxisKinematic
     # one contiguous (B, P) plane per component: elementwise work on unit strides
     e, px, py, pz = p4.permute(2, 0, 1).contiguous().unbind(0)
     pabs = torch.sqrt(px * px + py * py + pz * pz)
-    px, py, z = householder_to_z(px, py, pz, _unit_sum(px, py, pz, mask))
+    px, py, z = householder_to_z(px, py, pz, _axis_from_planes(px, py, pz, mask))
     rt2 = px * px + py * py
     rt = torch.sqrt(rt2)  # GeV-scale values: no overflow; exports to ONNX
     has_rt = rt > 0

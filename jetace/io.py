@@ -627,11 +627,8 @@ def to_packed(jets: ak.Array, max_particles: int | None = 128,
     planes = np.empty((4, sum(b - a for a, b in zip(keep_from, keep_to, strict=True))),
                       dtype=np_dtype)
     for plane, column in zip(planes, columns, strict=True):
-        if len(over):
-            np.concatenate([column[a:b] for a, b in zip(keep_from, keep_to, strict=True)],
-                           out=plane, casting="same_kind")
-        else:
-            plane[...] = column
+        np.concatenate([column[a:b] for a, b in zip(keep_from, keep_to, strict=True)],
+                       out=plane, casting="same_kind")
     if len(over):
         counts = np.minimum(counts, max_particles)
     flat = torch.from_numpy(planes).to(dtype).T
