@@ -1,9 +1,10 @@
 """Jet frames and numerically stable constituent kinematics.
 
 All functions take padded constituents ``p4`` of shape (B, P, 4), ordered
-(E, px, py, pz) in GeV, and a boolean ``mask`` of shape (B, P) (True = real
-constituent). Values at padded positions are defined (finite) but meaningless;
-callers zero their contributions with the mask. Device and dtype follow ``p4``.
+(E, px, py, pz) in GeV, and a ``mask`` of shape (B, P): bool (True = real
+constituent) or 1/0 in p4's dtype. Values at padded positions are defined (finite)
+but meaningless; callers zero their contributions with the mask. Device and dtype
+follow ``p4``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def jet_axis(p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def _axis_from_planes(px: torch.Tensor, py: torch.Tensor, pz: torch.Tensor,
-              mask: torch.Tensor) -> torch.Tensor:
+                      mask: torch.Tensor) -> torch.Tensor:
     """:func:`jet_axis` from (B, P) component planes. The sum runs over a non-innermost
     axis, in order, so trailing padding (masked) leaves it bit for bit unchanged: the
     axis does not depend on how wide a batch is padded."""
@@ -80,22 +81,28 @@ def axis_frame_kinematics(p4: torch.Tensor, mask: torch.Tensor) -> AxisKinematic
 
     Rapidity is y = sign(z) ln((E + |z|) / m_T) with m_T^2 = r_t^2 + max(E^2 - |p|^2, 0),
     which is exact under boosts along the axis up to rounding (no additive epsilon);
-    only a massless constituent exactly on the axis (m_T = 0) uses :data:`MT_FLOOR`.
+    only a massless constituent exactly on the axis (m_T = 0) uses :data:`MT_FLOOR`, and
+    one with E + |z| below it (under 1e-8 GeV, or zero padding) gets y = 0.
     A constituent with r_t = 0 gets azimuth 0.
     """
     # one contiguous (B, P) plane per component: elementwise work on unit strides
     e, px, py, pz = p4.permute(2, 0, 1).contiguous().unbind(0)
     pabs = torch.sqrt(px * px + py * py + pz * pz)
     px, py, z = householder_to_z(px, py, pz, _axis_from_planes(px, py, pz, mask))
+    # branch-free: on CPU a comparison or torch.where costs several arithmetic ops, so
+    # the special cases are clamps
     rt2 = px * px + py * py
     rt = torch.sqrt(rt2)  # GeV-scale values: no overflow; exports to ONNX
-    has_rt = rt > 0
-    inv_rt = 1.0 / torch.where(has_rt, rt, 1.0)
-    cos_t = torch.where(has_rt, px * inv_rt, 1.0)
+    tiny = torch.finfo(rt.dtype).tiny
+    inv_rt = 1.0 / rt.clamp_min(tiny)
+    # r_t = 0 means px = py = 0: cos = tiny / tiny = 1, sin = 0; for r_t >= tiny the
+    # added term is 0 and cos = px / r_t exactly
+    cos_t = (px + (tiny - rt).clamp_min(0)) * inv_rt
     sin_t = py * inv_rt  # |py| <= r_t (up to underflow): 0 where r_t = 0
     m2 = ((e - pabs) * (e + pabs)).clamp_min(0)
     mt2 = rt2 + m2
     mt = torch.sqrt(mt2).clamp_min(MT_FLOOR)
-    num = e + z.abs()
-    y = torch.sign(z) * torch.log(torch.where(num > 0, num, mt) / mt)
+    # E + |z| >= m_T, so the clamp only acts where both are below MT_FLOOR (a constituent
+    # below 1e-8 GeV, or zero padding): y = 0 there
+    y = torch.sign(z) * torch.log((e + z.abs()).clamp_min(MT_FLOOR) / mt)
     return AxisKinematics(rt, cos_t, sin_t, y, mt2)

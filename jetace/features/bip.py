@@ -54,6 +54,13 @@ CPU_CHUNK = 512  #: jets per internal sub-batch on CPU (see BIPFeatures.forward)
 Finish = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def _cropped(p4: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded jets without the trailing columns that are padding in every jet."""
+    used = torch.nonzero(mask.any(dim=0))
+    size = int(used[-1]) + 1 if len(used) else 1
+    return p4[:, :size], mask[:, :size]
+
+
 def _element_table(degree: int) -> list[tuple[int, int, int]]:
     """One-particle indices (k, l, n) with k + |l| + |n| <= degree, lexicographic."""
     return [(k, l, n) for k in range(N_CHEB) for l in range(-L_MAX, L_MAX + 1)
@@ -147,17 +154,27 @@ class BIPFeatures(torch.nn.Module):
             [[row[a] for a, _ in pairs], [row[b] for _, b in pairs]], dtype=torch.long
         ).reshape(2, -1), persistent=False)
 
-        # element e = (k, l, n) is read from the pooled table of n >= 0 frequencies,
-        # index (l < 0, |l|, k, n) (see pooled_basis); n < 0 elements are conjugates of
-        # (k, -l, -n)
-        src, sign = [], []
+        # element e = (k, l, n) with n >= 0 combines four sums of the pooled table
+        # (see pooled_basis), rows (c|s l, |l|, k, c|s n, n) of the flattened table:
+        # Re A = cc -+ ss, Im A = sc +- cs (lower signs for l < 0); n < 0 elements are
+        # conjugates of (k, -l, -n). One gather takes [cc; ss; sc; cs] for all elements.
+        def row(cs_l: int, l: int, k: int, cs_n: int, n: int) -> int:
+            return (((cs_l * (L_MAX + 1) + l) * N_CHEB + k) * 2 + cs_n) * (N_MAX + 1) + n
+
+        rows: list[list[int]] = [[], [], [], []]
+        signs: list[list[float]] = [[], [], []]  # for ss in Re, sc in Im, cs in Im
         for k, l, n in elements:
-            conj = n < 0
-            l, n = (-l, -n) if conj else (l, n)
-            src.append((((l < 0) * (L_MAX + 1) + abs(l)) * N_CHEB + k) * (N_MAX + 1) + n)
-            sign.append(-1.0 if conj else 1.0)
-        self.register_buffer("_el_src", torch.tensor(src), persistent=False)
-        self.register_buffer("_el_sign", torch.tensor(sign, dtype=torch.float64)[:, None],
+            conj = -1.0 if n < 0 else 1.0
+            l, n = (-l, -n) if n < 0 else (l, n)
+            for part, (cs_l, cs_n) in zip(rows, ((0, 0), (1, 1), (0, 1), (1, 0)), strict=True):
+                part.append(row(cs_l, abs(l), k, cs_n, n))
+            mirror = 1.0 if l < 0 else -1.0
+            signs[0].append(mirror)
+            signs[1].append(conj)
+            signs[2].append(-mirror * conj)
+        self.n_elements = len(elements)
+        self.register_buffer("_el_rows", torch.tensor(rows).view(-1), persistent=False)
+        self.register_buffer("_el_signs", torch.tensor(signs, dtype=torch.float64)[..., None],
                              persistent=False)
 
         plan = build_plan(len(elements), outputs)
@@ -218,15 +235,12 @@ class BIPFeatures(torch.nn.Module):
         # (8, P) @ (P, 48) per jet, the fastest layout for the batched matmul
         pooled = torch.bmm(ftheta, ry.flatten(1, 2).transpose(1, 2))
         b = p4.shape[0]  # a tensor while exported to ONNX: the batch axis stays dynamic
-        pooled = pooled.view(b, 2, L_MAX + 1, N_CHEB, 2, N_MAX + 1)  # (b,c|s l,l,k,c|s n,n)
-        cc, sc = pooled[:, 0, :, :, 0], pooled[:, 0, :, :, 1]
-        cs, ss = pooled[:, 1, :, :, 0], pooled[:, 1, :, :, 1]
-        # Re and Im of A for (l >= 0, l < 0), each (b, 2, L + 1, K, N + 1)
-        a_re = torch.stack([cc - ss, cc + ss], dim=1).reshape(b, -1)
-        a_im = torch.stack([sc + cs, sc - cs], dim=1).reshape(b, -1)
-        a_re = a_re.index_select(1, self._el_src).T.contiguous()
-        a_im = a_im.index_select(1, self._el_src).T.contiguous()
-        return a_re, a_im * self._el_sign.to(p4.dtype)
+        # rows (c|s l, l, k, c|s n, n) of the table, each (b,): sums of {cos, sin}(l theta)
+        # x radial x {cos, sin}(n y); Re and Im of A combine four of them per element
+        table = pooled.view(b, -1).T.contiguous()
+        cc, ss, sc, cs = table.index_select(0, self._el_rows).view(4, self.n_elements, b)
+        signs = self._el_signs.to(p4.dtype)
+        return torch.addcmul(cc, ss, signs[0]), torch.addcmul(sc * signs[1], cs, signs[2])
 
     def forward(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.evaluate(p4, mask, self._products, self.num_features)
@@ -251,10 +265,10 @@ class BIPFeatures(torch.nn.Module):
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             return finish(*self.pooled_basis(p4, mask))
         if not self._use_sub_batches(p4, len(p4)):
-            return self._cropped(p4, mask, finish, width)
+            return self._finish(*_cropped(p4, mask), finish, width)
 
         def take(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return p4[idx], mask[idx]
+            return _cropped(p4[idx], mask[idx])
 
         return self._sub_batches(mask.sum(dim=1), take, p4, finish, width)
 
@@ -267,24 +281,27 @@ class BIPFeatures(torch.nn.Module):
             raise ValueError(f"expected flat (N, 4) and counts (B,) of sum N, got "
                              f"{tuple(flat.shape)} and {tuple(counts.shape)} of sum "
                              f"{int(counts.sum())}")
-        # padding slots gather constituent 0, a real one: finite, and masked out like any
-        # padding (no padded copy of flat is made). Gathered per component plane
-        # ((4, N): a free transpose of to_packed's column-major flat), the (B, P, 4) result
-        # is a view of contiguous planes, the layout the kinematics work on.
+        # padding slots gather the constituents that follow (or the last one): real ones,
+        # finite, and masked out like any padding (no padded copy of flat is made).
+        # Gathered per component plane ((4, N): a free transpose of to_packed's
+        # column-major flat), the (B, P, 4) result is a view of contiguous planes, the
+        # layout the kinematics work on. The index and the (1/0) mask come from clamps:
+        # comparisons and torch.where cost several times more on CPU.
         planes = (flat if len(flat) else flat.new_zeros(1, 4)).T
         starts = torch.cumsum(counts, 0) - counts
+        last = planes.shape[1] - 1
 
         def take(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             n = counts[idx]
             slot = torch.arange(max(int(n.max()) if len(n) else 0, 1), device=flat.device)
-            mask = slot < n[:, None]
-            index = torch.where(mask, starts[idx, None] + slot, 0)
+            index = (starts[idx, None] + slot).clamp_max(last)
+            mask = (n.to(flat.dtype)[:, None] - slot.to(flat.dtype)).clamp(0, 1)
             p4 = planes.index_select(1, index.view(-1)).view(4, *index.shape)
             return p4.permute(1, 2, 0), mask
 
         if not self._use_sub_batches(flat, len(counts)):
-            return self._cropped(*take(torch.arange(len(counts), device=flat.device)),
-                                 finish, width)
+            return self._finish(*take(torch.arange(len(counts), device=flat.device)),
+                                finish, width)
         return self._sub_batches(counts, take, flat, finish, width)
 
     @staticmethod
@@ -309,7 +326,7 @@ class BIPFeatures(torch.nn.Module):
         rows = out.numpy()  # numpy's row scatter is a few times faster than index_copy_
 
         def work(idx: torch.Tensor) -> None:
-            rows[idx.numpy()] = self._cropped(*take(idx), finish, width).contiguous().numpy()
+            rows[idx.numpy()] = self._finish(*take(idx), finish, width).contiguous().numpy()
 
         chunks = order.split(CPU_CHUNK)
         threads = torch.get_num_threads()
@@ -326,20 +343,17 @@ class BIPFeatures(torch.nn.Module):
             torch.set_num_threads(threads)
         return out
 
-    def _cropped(self, p4: torch.Tensor, mask: torch.Tensor, finish: Finish,
-                 width: int) -> torch.Tensor:
-        """``finish`` of the jets with trailing columns that are padding in every jet
-        dropped."""
+    def _finish(self, p4: torch.Tensor, mask: torch.Tensor, finish: Finish,
+                width: int) -> torch.Tensor:
+        """``finish`` of the pooled basis of padded jets, (B, width)."""
         if len(p4) == 0:
             return p4.new_zeros(0, width)
-        used = torch.nonzero(mask.any(dim=0))
-        size = int(used[-1]) + 1 if len(used) else 1
-        return finish(*self.pooled_basis(p4[:, :size], mask[:, :size]))
+        return finish(*self.pooled_basis(p4, mask))
 
     @property
     def level_sizes(self) -> list[int]:
         """Nodes per product level: the elements, then the products of 2, 3, ... factors."""
-        return [len(self._el_src)] + [len(getattr(self, f"_parent{t}"))
+        return [self.n_elements] + [len(getattr(self, f"_parent{t}"))
                                       for t in range(self._n_levels)]
 
     def levels(self, a_re: torch.Tensor, a_im: torch.Tensor
