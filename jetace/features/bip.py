@@ -154,24 +154,29 @@ class BIPFeatures(torch.nn.Module):
             [[row[a] for a, _ in pairs], [row[b] for _, b in pairs]], dtype=torch.long
         ).reshape(2, -1), persistent=False)
 
-        # element e = (k, l, n) with n >= 0 combines four sums of the pooled table
-        # (see pooled_basis), rows (c|s l, |l|, k, c|s n, n) of the flattened table:
-        # Re A = cc -+ ss, Im A = sc +- cs (lower signs for l < 0); n < 0 elements are
-        # conjugates of (k, -l, -n). One gather takes [cc; ss; sc; cs] for all elements.
-        def row(cs_l: int, l: int, k: int, cs_n: int, n: int) -> int:
-            return (((cs_l * (L_MAX + 1) + l) * N_CHEB + k) * 2 + cs_n) * (N_MAX + 1) + n
+        # element e = (k, l, n) with n >= 0 combines four sums of the pooled table (see
+        # pooled_basis), rows (theta row, k, y row) of the flattened table: Re A = cc -+ ss,
+        # Im A = sc +- cs (lower signs for l < 0); n < 0 elements are conjugates of
+        # (k, -l, -n). One gather takes [cc; ss; sc; cs] for all elements; a sine of
+        # frequency 0 has no row: row 0 is taken with sign 0.
+        def row(sin_l: bool, l: int, k: int, sin_n: bool, n: int) -> int | None:
+            if (sin_l and l == 0) or (sin_n and n == 0):
+                return None
+            return ((l + sin_l * L_MAX) * N_CHEB + k) * (2 * N_MAX + 1) + n + sin_n * N_MAX
 
         rows: list[list[int]] = [[], [], [], []]
-        signs: list[list[float]] = [[], [], []]  # for ss in Re, sc in Im, cs in Im
+        signs: list[list[float]] = [[], [], []]  # of ss in Re, sc in Im, cs in Im
         for k, l, n in elements:
             conj = -1.0 if n < 0 else 1.0
             l, n = (-l, -n) if n < 0 else (l, n)
-            for part, (cs_l, cs_n) in zip(rows, ((0, 0), (1, 1), (0, 1), (1, 0)), strict=True):
-                part.append(row(cs_l, abs(l), k, cs_n, n))
             mirror = 1.0 if l < 0 else -1.0
-            signs[0].append(mirror)
-            signs[1].append(conj)
-            signs[2].append(-mirror * conj)
+            found = [row(sin_l, abs(l), k, sin_n, n) for sin_l, sin_n in
+                     ((False, False), (True, True), (False, True), (True, False))]
+            for part, r in zip(rows, found, strict=True):
+                part.append(r or 0)
+            for part, r, sign in zip(signs, found[1:], (mirror, conj, -mirror * conj),
+                                     strict=True):
+                part.append(0.0 if r is None else sign)
         self.n_elements = len(elements)
         self.register_buffer("_el_rows", torch.tensor(rows).view(-1), persistent=False)
         self.register_buffer("_el_signs", torch.tensor(signs, dtype=torch.float64)[..., None],
@@ -223,20 +228,20 @@ class BIPFeatures(torch.nn.Module):
         shift = torch.log((r * m).sum(dim=1, keepdim=True).clamp_min(R_OFFSET)) - U_SHIFT
         u = (torch.log(r) - shift) * (1.0 / U_SCALE)
         # particle index last in the left factor, so broadcasts run over contiguous memory
-        radial = chebyshev(u, N_CHEB, dim=1) * (torch.log1p(kin.mt2) * m)[:, None]  # (B, K, P)
+        radial = chebyshev(u, N_CHEB, dim=1, weight=torch.log1p(kin.mt2) * m)  # (B, K, P)
         y = kin.y  # finite everywhere; padded positions have radial weight 0
-        # [cos | sin](n y) and [cos | sin](l theta), (B, 2 (N + 1), P) and (B, 2 (L + 1), P)
+        # cos(n y) for n = 0..N, sin(n y) for n = 1..N, (B, 2 N + 1, P); so for theta
         fy = fourier_powers(torch.cos(y), torch.sin(y), N_MAX, dim=1)
         ftheta = fourier_powers(kin.cos_theta, kin.sin_theta, L_MAX, dim=1)
-        # radial x exp(i n y) per particle, (B, K, [cos | sin], N + 1, P)
+        # radial x {cos, sin}(n y) per particle, (B, K, 2 N + 1, P)
         ry = radial[:, :, None] * fy[:, None]
         # sums of {cos, sin}(l theta) x radial x {cos, sin}(n y) for l >= 0 only: those of
         # l < 0 follow from cos(-l theta) = cos(l theta), sin(-l theta) = -sin(l theta).
-        # (8, P) @ (P, 48) per jet, the fastest layout for the batched matmul
+        # (7, P) @ (P, 42) per jet, the fastest layout for the batched matmul
         pooled = torch.bmm(ftheta, ry.flatten(1, 2).transpose(1, 2))
         b = p4.shape[0]  # a tensor while exported to ONNX: the batch axis stays dynamic
-        # rows (c|s l, l, k, c|s n, n) of the table, each (b,): sums of {cos, sin}(l theta)
-        # x radial x {cos, sin}(n y); Re and Im of A combine four of them per element
+        # rows (theta row, k, y row) of the table, each (b,); Re and Im of A combine four
+        # of them per element
         table = pooled.view(b, -1).T.contiguous()
         cc, ss, sc, cs = table.index_select(0, self._el_rows).view(4, self.n_elements, b)
         signs = self._el_signs.to(p4.dtype)
