@@ -25,20 +25,21 @@ def jet_axis(p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
     A jet whose three-momenta sum to zero (or that has no constituents) gets e_z.
     """
-    px, py, pz = p4[..., 1:].permute(2, 0, 1).contiguous().unbind(0)
-    return _axis_from_planes(px, py, pz, mask)
+    return _axis_from_planes(p4[..., 1:].permute(2, 0, 1), mask)
 
 
-def _axis_from_planes(px: torch.Tensor, py: torch.Tensor, pz: torch.Tensor,
-                      mask: torch.Tensor) -> torch.Tensor:
-    """:func:`jet_axis` from (B, P) component planes. The sum runs over a non-innermost
-    axis, in order, so trailing padding (masked) leaves it bit for bit unchanged: the
-    axis does not depend on how wide a batch is padded."""
-    p3 = (torch.stack([px, py, pz], dim=-1) * mask.to(px.dtype)[..., None]).sum(dim=1)
-    norm = torch.linalg.vector_norm(p3, dim=-1, keepdim=True)
-    ez = torch.zeros_like(p3)
+def _axis_from_planes(p3: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """:func:`jet_axis` from (3, B, P) component planes (px, py, pz). Each sum is a running
+    sum along the jet, in order, so trailing padding (masked) leaves it bit for bit
+    unchanged: the axis does not depend on how wide a batch is padded."""
+    if p3.shape[-1] == 0:
+        total = p3.new_zeros(p3.shape[1], 3)
+    else:
+        total = (p3 * mask.to(p3.dtype)).cumsum(dim=-1)[..., -1].T  # (B, 3)
+    norm = torch.linalg.vector_norm(total, dim=-1, keepdim=True)
+    ez = torch.zeros_like(total)
     ez[:, 2] = 1.0
-    return torch.where(norm > 0, p3 / torch.where(norm > 0, norm, 1.0), ez)
+    return torch.where(norm > 0, total / torch.where(norm > 0, norm, 1.0), ez)
 
 
 def householder_to_z(px: torch.Tensor, py: torch.Tensor, pz: torch.Tensor,
@@ -49,7 +50,9 @@ def householder_to_z(px: torch.Tensor, py: torch.Tensor, pz: torch.Tensor,
     ``px``, ``py``, ``pz``: (B, P) components, ``n``: (B, 3); returns the reflected
     components, each (B, P). The z-component of v is formed without cancellation
     (n_z - 1 = -(n_x^2 + n_y^2) / (1 + n_z) for n_z > 0), so jets almost along e_z are
-    reflected accurately.
+    reflected accurately. Plain products and sums, no fused multiply-add: torch fuses
+    them only in the vectorised part of a loop, so a constituent's rounding would depend
+    on its position in the batch (and r_t, formed by cancellation here, is sensitive).
     """
     nx, ny, nz = n.unbind(-1)
     t2 = nx * nx + ny * ny
@@ -86,9 +89,10 @@ def axis_frame_kinematics(p4: torch.Tensor, mask: torch.Tensor) -> AxisKinematic
     A constituent with r_t = 0 gets azimuth 0.
     """
     # one contiguous (B, P) plane per component: elementwise work on unit strides
-    e, px, py, pz = p4.permute(2, 0, 1).contiguous().unbind(0)
+    planes = p4.permute(2, 0, 1).contiguous()
+    e, px, py, pz = planes.unbind(0)
     pabs = torch.sqrt(px * px + py * py + pz * pz)
-    px, py, z = householder_to_z(px, py, pz, _axis_from_planes(px, py, pz, mask))
+    px, py, z = householder_to_z(px, py, pz, _axis_from_planes(planes[1:], mask))
     # branch-free: on CPU a comparison or torch.where costs several arithmetic ops, so
     # the special cases are clamps
     rt2 = px * px + py * py
