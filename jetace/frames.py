@@ -31,11 +31,11 @@ def jet_axis(p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def _axis_from_planes(p3: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """:func:`jet_axis` from (3, B, P) component planes (px, py, pz). Each sum is a running
     sum along the jet, in order, so trailing padding (masked) leaves it bit for bit
-    unchanged: the axis does not depend on how wide a batch is padded."""
-    if p3.shape[-1] == 0:
-        total = p3.new_zeros(p3.shape[1], 3)
-    else:
-        total = (p3 * mask.to(p3.dtype)).cumsum(dim=-1)[..., -1].T  # (B, 3)
+    unchanged: the axis does not depend on how wide a batch is padded. A leading zero
+    column makes the last running sum exist for P = 0 too."""
+    masked = p3 * mask.to(p3.dtype)
+    masked = torch.cat([masked.new_zeros((*masked.shape[:-1], 1)), masked], dim=-1)
+    total = masked.cumsum(dim=-1)[..., -1].T  # (B, 3)
     norm = torch.linalg.vector_norm(total, dim=-1, keepdim=True)
     ez = torch.zeros_like(total)
     ez[:, 2] = 1.0

@@ -243,7 +243,8 @@ class BIPFeatures(torch.nn.Module):
         # rows (theta row, k, y row) of the table, each (b,); Re and Im of A combine four
         # of them per element
         table = pooled.view(b, -1).T.contiguous()
-        cc, ss, sc, cs = table.index_select(0, self._el_rows).view(4, self.n_elements, b)
+        cc, ss, sc, cs = table.index_select(0, self._el_rows).view(4, self.n_elements,
+                                                                    b).unbind(0)
         signs = self._el_signs.to(p4.dtype)
         return torch.addcmul(cc, ss, signs[0]), torch.addcmul(sc * signs[1], cs, signs[2])
 
