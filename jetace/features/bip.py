@@ -360,7 +360,7 @@ class BIPFeatures(torch.nn.Module):
     def level_sizes(self) -> list[int]:
         """Nodes per product level: the elements, then the products of 2, 3, ... factors."""
         return [self.n_elements] + [len(getattr(self, f"_parent{t}"))
-                                      for t in range(self._n_levels)]
+                                    for t in range(self._n_levels)]
 
     def levels(self, a_re: torch.Tensor, a_im: torch.Tensor
                ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
