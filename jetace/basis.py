@@ -16,8 +16,11 @@ def chebyshev(u: torch.Tensor, n: int, dim: int = -1,
     Uses the three-term recurrence T_{k+1} = 2 u T_k - T_{k-1}, valid for any real u;
     being linear, it carries the weight along (w T_0 = w, w T_1 = u w).
     """
-    first = torch.ones_like(u) if weight is None else torch.broadcast_to(weight, u.shape)
-    out = [first, u * first if weight is not None else u]
+    if weight is None:
+        out = [torch.ones_like(u), u]
+    else:
+        w = torch.broadcast_to(weight, u.shape)
+        out = [w, u * w]
     u2 = 2 * u
     for _ in range(2, n):
         out.append(u2 * out[-1] - out[-2])

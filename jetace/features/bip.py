@@ -220,8 +220,8 @@ class BIPFeatures(torch.nn.Module):
     def pooled_basis(self, p4: torch.Tensor,
                      mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Real and imaginary parts of A for every one-particle element, each (n_elements, B)."""
-        kin = axis_frame_kinematics(p4, mask)
         m = mask.to(p4.dtype)
+        kin = axis_frame_kinematics(p4, m)
         r = kin.rt + R_OFFSET  # > 0 at every position, padding included
         # u = (ln(r / sum r) + shift) / scale, the sum over real constituents only; finite
         # at padded positions too, where the radial weight below is zero
