@@ -69,7 +69,7 @@ class AxisKinematics(NamedTuple):
 
     ``rt``: transverse momentum to the axis (GeV, without offset); ``cos_theta``,
     ``sin_theta``: azimuth about the axis; ``y``: rapidity along the axis; ``mt2``:
-    squared transverse mass E^2 - z^2 (GeV^2).
+    squared transverse mass E^2 - z^2 (GeV^2), at least MT_FLOOR^2.
     """
 
     rt: torch.Tensor
@@ -82,10 +82,13 @@ class AxisKinematics(NamedTuple):
 def axis_frame_kinematics(p4: torch.Tensor, mask: torch.Tensor) -> AxisKinematics:
     """Rotate constituents into the jet-axis frame and compute stable kinematics.
 
-    Rapidity is y = sign(z) ln((E + |z|) / m_T) with m_T^2 = r_t^2 + max(E^2 - |p|^2, 0),
-    which is exact under boosts along the axis up to rounding (no additive epsilon);
-    only a massless constituent exactly on the axis (m_T = 0) uses :data:`MT_FLOOR`, and
-    one with E + |z| below it (under 1e-8 GeV, or zero padding) gets y = 0.
+    Rapidity is y = sign(z) ln((E + |z|) / m_T) with m_T^2 = r_t^2 + m^2, m^2 = (E - |p|)
+    (E + |p|) taken with its sign (slightly spacelike constituents, as float32 storage
+    makes of massless ones, stay covariant: m_T^2 = E^2 - z^2), which is exact under
+    boosts along the axis up to rounding (no additive epsilon); m_T^2 is floored at
+    :data:`MT_FLOOR` squared (a massless constituent exactly on the axis, or one with
+    E <= |z|), and a constituent with E + |z| below MT_FLOOR (under 1e-8 GeV, or zero
+    padding) gets y = 0. ``mt2`` is the floored value.
     A constituent with r_t = 0 gets azimuth 0.
     """
     # one contiguous (B, P) plane per component: elementwise work on unit strides
@@ -103,9 +106,12 @@ def axis_frame_kinematics(p4: torch.Tensor, mask: torch.Tensor) -> AxisKinematic
     # added term is 0 and cos = px / r_t exactly
     cos_t = (px + (tiny - rt).clamp_min(0)) * inv_rt
     sin_t = py * inv_rt  # |py| <= r_t (up to underflow): 0 where r_t = 0
-    m2 = ((e - pabs) * (e + pabs)).clamp_min(0)
-    mt2 = rt2 + m2
-    mt = torch.sqrt(mt2).clamp_min(MT_FLOOR)
+    # m^2 keeps its sign (definition 2): float32-stored massless constituents come out
+    # slightly spacelike, and r_t^2 + m^2 = E^2 - z^2 is what is invariant under boosts
+    # along the axis; only E^2 - z^2 below MT_FLOOR^2 (on the axis, or E <= |z|) is floored
+    m2 = (e - pabs) * (e + pabs)
+    mt2 = (rt2 + m2).clamp_min(MT_FLOOR * MT_FLOOR)
+    mt = torch.sqrt(mt2)
     # E + |z| >= m_T, so the clamp only acts where both are below MT_FLOOR (a constituent
     # below 1e-8 GeV, or zero padding): y = 0 there
     y = torch.sign(z) * torch.log((e + z.abs()).clamp_min(MT_FLOOR) / mt)

@@ -6,10 +6,16 @@ rebuilt from its spec (:func:`jetace.features.features_from_spec`) and the tagge
 its registered kind and state (:func:`jetace.taggers.tagger_from_state`), so any
 registered tagger, supervised or not, can be stored.
 
+``feature_definition`` is the :data:`jetace.features.FEATURE_DEFINITION` the model was
+trained with (absent in files written before it was recorded: definition 1). Loading
+checks it with :func:`jetace.features.definition_change`: a model of definition 1 is
+used as it is, with a warning, unless its features changed (then it is refused).
+
 Layout (format version 1)::
 
     {"format": "jetace-model", "format_version": 1,
-     "features": {spec...}, "num_features": F, "feature_dtype": "float32",
+     "features": {spec...}, "feature_definition": 2, "num_features": F,
+     "feature_dtype": "float32",
      "tagger_kind": "linear", "tagger_state": {...},
      "classes": ["background", "signal"], "metadata": {...}}
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +33,7 @@ import numpy as np
 import torch
 
 from jetace.errors import InputError, ModelFileError
+from jetace.features import FEATURE_DEFINITION, definition_change, features_from_spec
 from jetace.taggers.base import Tagger, tagger_from_state
 from jetace.taggers.preprocess import to_numpy
 
@@ -218,6 +226,7 @@ class JetaceModel:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "features": _encode(self.spec, "features"),
+            "feature_definition": FEATURE_DEFINITION,
             "num_features": self.num_features,
             "feature_dtype": str(self.feature_dtype).removeprefix("torch."),
             "tagger_kind": self.tagger.kind,
@@ -259,10 +268,25 @@ class JetaceModel:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "model") -> JetaceModel:
-        from jetace.features import features_from_spec
 
         try:
             spec = _decode(data["features"])
+            definition = int(data.get("feature_definition", 1))
+        except Exception as exc:
+            raise ModelFileError(f"{source} is damaged: unreadable feature spec "
+                                 f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+        reason = definition_change(spec, definition)
+        if reason is not None:
+            raise ModelFileError(f"{source} was trained on feature definition {definition}, "
+                                 f"but this jetace computes definition {FEATURE_DEFINITION}: "
+                                 f"{reason}; retrain it, or score it with the jetace "
+                                 "version that wrote it")
+        if definition != FEATURE_DEFINITION:
+            warnings.warn(f"{source} was trained on feature definition {definition}; jetace "
+                          f"computes definition {FEATURE_DEFINITION}, whose features differ "
+                          "only on spacelike constituents (docs/definition.md): the model "
+                          "is used as it is", stacklevel=3)
+        try:
             features = features_from_spec(spec)
             tagger = tagger_from_state(data["tagger_kind"], _decode(data["tagger_state"]))
             dtype = _DTYPES[data["feature_dtype"]]

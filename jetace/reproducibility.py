@@ -18,9 +18,12 @@ identity is promised only where it holds by construction:
 Everything else is **equal to rounding**: the features of a jet computed in one process
 or with ``--workers N`` or ``--dask``, at any batch size, padding width, sub-batching,
 thread count or CPU instruction set, agree with each other within
-``FEATURE_RTOL[dtype]`` on the scale measured by :func:`deviation`; so do packed and
-padded inputs. Scores of a model follow from its features; they agree within
-``SCORE_ATOL[dtype]`` (absolute, on the logit scale).
+``FEATURE_RTOL[dtype]`` on the scale of :func:`deviation` (float64: each entry relative
+to itself, or to ``SCALE_FLOOR[float64]`` of its column's largest magnitude where it is
+smaller; float32: relative to the column's largest magnitude, since float32 features
+are sums and products with cancellations that leave small entries with few correct
+digits); so do packed and padded inputs. Scores of a model follow from its features;
+they agree within ``SCORE_ATOL[dtype]`` (absolute, on the logit scale).
 
 A jet's features never depend on the other jets of its batch beyond that rounding,
 whatever those jets hold.
@@ -34,25 +37,29 @@ __all__ = ["FEATURE_RTOL", "SCORE_ATOL", "SCALE_FLOOR", "deviation"]
 
 #: largest :func:`deviation` between two computations of the same features that differ
 #: only in batching, padding, process layout, threads or CPU instruction set
-FEATURE_RTOL: dict[torch.dtype, float] = {torch.float64: 1e-10, torch.float32: 1e-4}
+FEATURE_RTOL: dict[torch.dtype, float] = {torch.float64: 1e-10, torch.float32: 1e-3}
 
 #: largest absolute difference of the logit-scale scores of the same model in the same
 #: two situations
 SCORE_ATOL: dict[torch.dtype, float] = {torch.float64: 1e-8, torch.float32: 1e-3}
 
-#: entries are compared relative to max(|x|, SCALE_FLOOR x the column's largest |x|): a
-#: feature that vanishes for one jet (by symmetry) is judged on its column's scale
-SCALE_FLOOR = 1e-3
+#: entries are compared relative to max(|x|, floor x the column's largest |x|), with
+#: the floor of x's dtype: a feature that vanishes for one jet (by symmetry) is judged on
+#: its column's scale
+SCALE_FLOOR: dict[torch.dtype, float] = {torch.float64: 1e-3, torch.float32: 1.0}
 
 
-def deviation(a: torch.Tensor, b: torch.Tensor, floor: float = SCALE_FLOOR) -> float:
+def deviation(a: torch.Tensor, b: torch.Tensor, floor: float | None = None) -> float:
     """Largest scaled difference between feature matrices ``a`` and ``b`` (N, F).
 
     Each entry's difference is divided by max(|a|, floor x the largest |a| of its column)
-    (and never by less than the smallest positive normal number). Equal matrices give 0;
-    a non-finite entry in either (where the other differs) gives inf.
+    (and never by less than the smallest positive normal number); ``floor`` defaults to
+    ``SCALE_FLOOR`` of a's dtype (float64's for other dtypes). Equal matrices give 0; a
+    non-finite entry in either (where the other differs) gives inf.
     """
     a, b = torch.as_tensor(a), torch.as_tensor(b)
+    if floor is None:
+        floor = SCALE_FLOOR.get(a.dtype, SCALE_FLOOR[torch.float64])
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {tuple(a.shape)} and {tuple(b.shape)}")
     if a.numel() == 0:

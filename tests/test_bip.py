@@ -16,6 +16,7 @@ from symmetry import (
     random_rotation,
     rotate,
 )
+from tolerances import EXACT, assert_reproduced
 from toyjets import toy_jet, toy_jets
 
 from jetace import BIPFeatures
@@ -212,20 +213,20 @@ def test_invariance_float32_stated_tolerance(bip47):
                      "boost f32", floor=1)
 
 
+@pytest.mark.reproducibility
 def test_padding_and_batch_composition_do_not_change_features(bip47):
     jets = well_conditioned_jets(8, 4)
     p4, mask = pad(jets)
     x = bip47(p4, mask)
     p4w, maskw = pad(jets, width=p4.shape[1] + 17)
-    torch.testing.assert_close(bip47(p4w, maskw), x, rtol=1e-13, atol=0)
+    assert_reproduced(bip47(p4w, maskw), x, "wider padding")
     # one jet alone gives the same as inside a batch (trailing padding is cropped per batch)
     for i in (0, 5):
-        torch.testing.assert_close(bip47(p4[i:i + 1], mask[i:i + 1]), x[i:i + 1], rtol=1e-13,
-                                   atol=0)
-    # garbage in padded slots is ignored
+        assert_reproduced(bip47(p4[i:i + 1], mask[i:i + 1]), x[i:i + 1], f"jet {i} alone")
+    # finite garbage in padded slots is ignored (the same operations on the same values)
     p4g = p4.clone()
     p4g[~mask] = 123.0
-    torch.testing.assert_close(bip47(p4g, mask), x, rtol=0, atol=0)
+    torch.testing.assert_close(bip47(p4g, mask), x, **EXACT)
 
 
 def test_float32_agrees_with_float64():
@@ -267,6 +268,7 @@ def test_degenerate_jets_give_finite_features(name, dtype):
     assert torch.isfinite(x).all(), name
 
 
+@pytest.mark.reproducibility
 def test_jet_without_constituents_gives_zeros():
     p4, mask = pad(well_conditioned_jets(3, 6), width=20)
     mask[1] = False
@@ -274,7 +276,7 @@ def test_jet_without_constituents_gives_zeros():
     f = BIPFeatures(3, 6)
     x = f(p4, mask)
     assert torch.equal(x[1], torch.zeros_like(x[1]))
-    torch.testing.assert_close(x[[0, 2]], f(p4[[0, 2]], mask[[0, 2]]), rtol=1e-13, atol=0)
+    assert_reproduced(x[[0, 2]], f(p4[[0, 2]], mask[[0, 2]]), "without the empty jet")
     assert f(torch.zeros(0, 5, 4), torch.zeros(0, 5, dtype=torch.bool)).shape == (0, 311)
 
 
@@ -304,6 +306,7 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(xc.cpu(), x, rtol=1e-10, atol=1e-10 * float(x.abs().max()))
 
 
+@pytest.mark.reproducibility
 @pytest.mark.parametrize("dtype,threads", [(torch.float64, 1), (torch.float64, 2),
                                            (torch.float32, 2)])
 def test_cpu_sub_batches_give_the_same_features(monkeypatch, dtype, threads):
@@ -325,13 +328,13 @@ def test_cpu_sub_batches_give_the_same_features(monkeypatch, dtype, threads):
     finally:
         torch.set_num_threads(before)
     assert split.dtype == dtype and split.shape == whole.shape
-    torch.testing.assert_close(split, whole, rtol=1e-13 if dtype == torch.float64 else 1e-6,
-                               atol=0)
-    graph = f(p4.clone().requires_grad_(), mask)
+    assert_reproduced(split, whole, f"{threads} threads, sub-batches of 3")
+    graph = f(p4.clone().requires_grad_(), mask)  # computed whole, as ``whole`` was
     assert graph.grad_fn is not None
-    torch.testing.assert_close(graph.detach(), whole, rtol=0, atol=0)
+    torch.testing.assert_close(graph.detach(), whole, **EXACT)
 
 
+@pytest.mark.reproducibility
 @pytest.mark.parametrize("dtype,threads,chunk", [(torch.float64, 1, 3), (torch.float64, 2, 3),
                                                  (torch.float32, 2, 4), (torch.float64, 1, 512)])
 def test_packed_input_gives_the_padded_features(monkeypatch, dtype, threads, chunk):
@@ -356,11 +359,9 @@ def test_packed_input_gives_the_padded_features(monkeypatch, dtype, threads, chu
     finally:
         torch.set_num_threads(before)
     assert got.dtype == dtype and got.shape == whole.shape
-    assert torch.equal(got, padded) and torch.all(got[4] == 0)
-    # sub-batches change the summation order: against the whole batch, on each
-    # feature's scale (mirror averages can cancel to almost zero)
-    tol = 1e-12 if dtype == torch.float64 else 1e-3
-    assert torch.all((got - whole).abs() <= tol * whole.abs().amax(dim=0))
+    assert torch.all(got[4] == 0)
+    assert_reproduced(got, padded, "packed against padded, same sub-batch size")
+    assert_reproduced(got, whole, "packed sub-batches against the whole padded batch")
     assert f.forward_packed(flat[:0], counts[:0]).shape == (0, f.num_features)
     with pytest.raises(ValueError, match="sum"):
         f.forward_packed(flat[1:], counts)

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import uproot
+from tolerances import assert_columns_reproduced
 from toyjets import toy_jets, write_branches, write_jetclass
 
 from jetace.cli import main
@@ -46,6 +47,7 @@ def _table(path):
     return pq.read_table(path)
 
 
+@pytest.mark.reproducibility
 @pytest.mark.parametrize("step_size,batch_size,max_jets", [(20, 8, None), ("2 kB", 16, 100),
                                                            ("100 MB", 4096, None)])
 def test_dask_output_equals_single_process(cluster, inputs, tmp_path, step_size, batch_size,
@@ -59,9 +61,7 @@ def test_dask_output_equals_single_process(cluster, inputs, tmp_path, step_size,
     single, dask = _table(tmp_path / "single.parquet"), _table(tmp_path / "dask.parquet")
     assert single.column_names == dask.column_names
     assert single.schema.metadata == dask.schema.metadata
-    for name in single.column_names:  # bit for bit, jet for jet
-        np.testing.assert_array_equal(dask[name].to_numpy(), single[name].to_numpy(),
-                                      err_msg=name)
+    assert_columns_reproduced(dask, single, "dask against one process")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dask.parquet", "single.parquet"]
 
 
@@ -97,9 +97,7 @@ def test_dask_root_output_and_cli(cluster, inputs, tmp_path, capsys):
                    progress=False)
     with uproot.open(out) as f, uproot.open(tmp_path / "ref.root") as g:
         got, ref = f["features"].arrays(library="np"), g["features"].arrays(library="np")
-    assert list(got) == list(ref)
-    for name in ref:
-        np.testing.assert_array_equal(got[name], ref[name], err_msg=name)
+    assert_columns_reproduced(got, ref, "--dask ROOT output")
 
 
 def test_dask_bad_files(cluster, inputs, tmp_path):

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import uproot
+from tolerances import assert_reproduced
 from toyjets import toy_jets, write_branches, write_jetclass
 
 import jetace.features
@@ -78,6 +79,7 @@ def test_resolve_device():
             resolve_device("cuda")
 
 
+@pytest.mark.reproducibility
 @pytest.mark.parametrize("step_size,batch_size,max_bytes",
                          [(7, 3, None), (100, 4096, None), ("100 MB", 10, None),
                           ("100 MB", 4, 6 * 4 * 8), ("100 MB", 4, 1)])
@@ -94,7 +96,7 @@ def test_iter_features_every_jet_in_order(files, monkeypatch, step_size, batch_s
             assert len(chunk) <= max(max_bytes // 24, batch_size)
         got_jets.append(chunk)
         got.append(feats)
-    assert torch.equal(torch.cat(got), ref)
+    assert_reproduced(torch.cat(got), ref, f"step {step_size}, batch {batch_size}")
     np.testing.assert_array_equal(ak.concatenate(got_jets).jet.pt, jets.jet.pt)
 
 
@@ -171,7 +173,7 @@ def test_write_features_round_trip(files, tmp_path, suffix):
     assert list(data)[: len(names)] == names
     assert spec["family"] == "toy" and spec["max_particles"] == 16
     got = np.stack([data[k] for k in names], axis=1)
-    np.testing.assert_array_equal(got, ref.numpy())
+    assert_reproduced(got, ref.numpy(), suffix)
     np.testing.assert_array_equal(data["jet_pt"], np.asarray(jets.jet.pt))
     np.testing.assert_array_equal(data["label_Tbqq"], np.asarray(jets.label_Tbqq))
     assert data["label_Tbqq"].dtype == bool and data["label_Tbqq"].sum() == 30
@@ -253,7 +255,7 @@ def test_cli_features_end_to_end(files, tmp_path, monkeypatch, capsys):
     table = pq.read_table(out)
     _, ref = _reference(sorted(tmp_path.glob("in*.root")))
     got = np.stack([table[k].to_numpy() for k in feature_columns(StandIn())], axis=1)
-    np.testing.assert_array_equal(got, ref.numpy())
+    assert_reproduced(got, ref.numpy(), "jetace features")
     # a bad input: exit status 1, the message names the file, no output
     rc = main(["features", str(tmp_path / "missing.root"), "-o", str(tmp_path / "x.root"),
                "--device", "cpu"])
@@ -301,7 +303,7 @@ def test_chunk_features_batches_and_empty(files):
         out = extract.chunk_features(module, jets, max_particles=16, device=torch.device("cpu"),
                                      batch_size=7)
     assert module.calls == -(-len(jets) // 7)
-    torch.testing.assert_close(out, _reference(files)[1], rtol=0, atol=0)
+    assert_reproduced(out, _reference(files)[1], "batches of 7")
     empty = extract.chunk_features(StandIn(), jets[:0], max_particles=16,
                                    device=torch.device("cpu"))
     assert empty.shape == (0, 6)
@@ -326,7 +328,7 @@ def test_cuda_pipeline_matches_cpu(files, batch_size):
     cpu = torch.cat([f for _, f in iter_features(files, spec, device="cpu", **kw)])
     got = [f for _, f in iter_features(files, spec, device="cuda", **kw)]
     assert all(f.device.type == "cuda" for f in got)
-    torch.testing.assert_close(torch.cat(got).cpu(), cpu, rtol=1e-10, atol=1e-12)
+    assert_reproduced(torch.cat(got).cpu(), cpu, "CUDA pipeline")
     assert resolve_device("auto").type == "cuda"
     module = features_from_spec(spec).cuda()
     jets = read_jets(files)
@@ -334,7 +336,7 @@ def test_cuda_pipeline_matches_cpu(files, batch_size):
         out = extract.chunk_features(module, jets, max_particles=32,
                                      device=torch.device("cuda"), dtype=torch.float64,
                                      batch_size=batch_size)
-    torch.testing.assert_close(out.cpu(), cpu, rtol=1e-10, atol=1e-12)
+    assert_reproduced(out.cpu(), cpu, "CUDA chunk_features")
 
 
 def test_iter_features_leaves_grad_mode_alone(files):

@@ -2,6 +2,17 @@
 
 Every family module exposes ``spec`` (a JSON-serialisable dict, ``family`` included)
 so that model files can rebuild the exact same features with :func:`features_from_spec`.
+
+:data:`FEATURE_DEFINITION` numbers the definition of every family (docs/definition.md):
+a change that moves any feature value beyond rounding takes a new number, and model
+files record the number they were trained with.
+
+* 1: jetace 0.1.0: each constituent's m^2 = E^2 - |p|^2 clamped at 0; the IRC-safe
+  Lorentz family kept its l = 1 factors (66 columns at the defaults).
+* 2: m^2 with its sign (float32-stored massless constituents are slightly spacelike:
+  the features stay covariant for them); the IRC-safe family drops the l = 1 factors,
+  which vanish by momentum balance (32 columns). Features of timelike and lightlike
+  constituents are unchanged.
 """
 
 from __future__ import annotations
@@ -10,9 +21,26 @@ from typing import Any
 
 import torch
 
-__all__ = ["features_from_spec", "FAMILIES"]
+__all__ = ["features_from_spec", "FAMILIES", "FEATURE_DEFINITION", "definition_change"]
 
 FAMILIES = ("bip", "lorentz")
+FEATURE_DEFINITION = 2  #: the feature definition this jetace computes (module docstring)
+
+
+def definition_change(spec: dict[str, Any], definition: int) -> str | None:
+    """Why features of ``spec`` computed under ``definition`` cannot stand in for the
+    current ones (a sentence), or None where they can: definition 1's features are the
+    current ones except on spacelike constituents, where they differ at rounding level
+    for float32-stored jets, so such models are migrated as they are, except the
+    IRC-safe Lorentz family, whose columns changed."""
+    if definition == FEATURE_DEFINITION:
+        return None
+    if definition == 1 and FEATURE_DEFINITION == 2:
+        if spec.get("family") == "lorentz" and spec.get("irc_safe"):
+            return ("definition 2 dropped the IRC-safe family's l = 1 columns, which "
+                    "vanish by momentum balance")
+        return None
+    return f"definition {definition} is not known to this jetace"
 
 
 def features_from_spec(spec: dict[str, Any]) -> torch.nn.Module:

@@ -287,20 +287,31 @@ class BIPFeatures(torch.nn.Module):
             raise ValueError(f"expected flat (N, 4) and counts (B,) of sum N, got "
                              f"{tuple(flat.shape)} and {tuple(counts.shape)} of sum "
                              f"{int(counts.sum())}")
-        # padding slots gather the constituents that follow (or the last one): real ones,
-        # finite, and masked out like any padding (no padded copy of flat is made).
-        # Gathered per component plane ((4, N): a free transpose of to_packed's
-        # column-major flat), the (B, P, 4) result is a view of contiguous planes, the
-        # layout the kinematics work on. The index and the (1/0) mask come from clamps:
-        # comparisons and torch.where cost several times more on CPU.
+        empty = counts == 0
+        if bool(empty.any()):
+            # a jet without constituents reads nothing: its row is ``finish`` of an
+            # all-zero pooled table, and the others are computed without it (flat holds
+            # no rows of its own, so the remaining counts still add up to len(flat))
+            out = flat.new_empty(len(counts), width)
+            zero = flat.new_zeros(self.n_elements, 1)
+            out[empty] = finish(zero, zero).to(out.dtype)
+            out[~empty] = self.evaluate_packed(flat, counts[~empty], finish, width)
+            return out
+        # padding slots repeat the jet's own last constituent, masked out like any
+        # padding: no jet reads another's values (a non-finite neighbour cannot leak in)
+        # and no padded copy of flat is made. Gathered per component plane ((4, N): a
+        # free transpose of to_packed's column-major flat), the (B, P, 4) result is a
+        # view of contiguous planes, the layout the kinematics work on. The index and
+        # the (1/0) mask come from clamps: comparisons and torch.where cost several
+        # times more on CPU.
         planes = (flat if len(flat) else flat.new_zeros(1, 4)).T
         starts = torch.cumsum(counts, 0) - counts
-        last = planes.shape[1] - 1
 
         def take(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             n = counts[idx]
             slot = torch.arange(max(int(n.max()) if len(n) else 0, 1), device=flat.device)
-            index = (starts[idx, None] + slot).clamp_max(last)
+            beyond = (slot - (n - 1)[:, None]).clamp_min(0)  # slots past the jet's last
+            index = starts[idx, None] + slot - beyond
             mask = (n.to(flat.dtype)[:, None] - slot.to(flat.dtype)).clamp(0, 1)
             p4 = planes.index_select(1, index.view(-1)).view(4, *index.shape)
             return p4.permute(1, 2, 0), mask

@@ -12,8 +12,10 @@ Construction, per jet with constituents p_j = (E_j, vec p_j) (DESIGN.md section 
    R_k = T_k(u_j), Chebyshev polynomials k = 0..n_radial-1 of the log rest-frame energy
    u_j = clip((ln(E*_j / GeV) - U_SHIFT) / U_SCALE, -1, 1); E*_j is Lorentz invariant
    and carries the jet mass (sum_j E*_j = M), which a dimensionless x_j alone would not.
-   ``irc_safe=True``: w_j = x_j, a single radial function R = 1 and l >= 1 only
-   (A_00 = sum_j x_j = 1 is constant and dropped).
+   ``irc_safe=True``: w_j = x_j, a single radial function R = 1 and l >= 2 only
+   (A_00 = sum_j x_j = 1 is constant, and A_1m = sum_j x_j n_j = 0 by momentum balance in
+   the rest frame: both are dropped, and with them every product that would be zero up
+   to rounding).
 3. A_{k,l,m} = sum_j phi_{k,l,m}(j) (pooled over real constituents).
 4. Features: products of nu = 1..order pooled vectors A_{a_t} (labels a_t = (k_t, l_t),
    sorted multisets with sum_t (k_t + l_t) <= degree, l_t <= lmax, sum_t l_t even)
@@ -43,8 +45,8 @@ Feature counts (checked by the tests; keyword arguments not given take their def
     order=4, degree=10, lmax=4, n_radial=6: 1198  (the default)
     order=4, degree=8:                       486
     order=3, degree=8:                       205
-    irc_safe=True (degree=12, lmax=8):        66
-    irc_safe=True, degree=8:                  20
+    irc_safe=True (degree=12, lmax=8):        32
+    irc_safe=True, degree=8:                   7
 
 Cost model, per jet with P constituents: kinematics and harmonics O(P (lmax+1)^2);
 pooling O(P n_radial (lmax+1)^2) (one batched matmul); pair couplings O(T_2) and the
@@ -118,7 +120,11 @@ def rest_frame(p4: torch.Tensor, mask: torch.Tensor) -> RestFrame:
     qx, qy, qz = px - p_par * ax, py - p_par * ay, pz - p_par * az  # p_perp
     perp2 = qx * qx + qy * qy + qz * qz
     pj2 = px * px + py * py + pz * pz
-    m2j = ((e - torch.sqrt(pj2)) * (e + torch.sqrt(pj2))).clamp_min(0)
+    # m_j^2 with its sign (definition 2): float32-stored massless constituents are often
+    # slightly spacelike, and m_j^2 + p_perp^2 = E^2 - p_par^2 holds for either sign, so
+    # t = p_j.(1, -axis) stays exact; it may then be slightly negative (a spacelike
+    # constituent within ~|m_j| of the axis), which the sums below take as it is
+    m2j = (e - torch.sqrt(pj2)) * (e + torch.sqrt(pj2))
     fwd = p_par > 0
     t = torch.where(fwd, (m2j + perp2) / torch.where(fwd, e + p_par, 1.0), e - p_par) * m
     mass2 = (e_jet + p_abs) * t.sum(1, keepdim=True)  # (B, 1)
@@ -135,7 +141,7 @@ def rest_frame(p4: torch.Tensor, mask: torch.Tensor) -> RestFrame:
     dx, dy, dz = mp_par * ax + mass * qx, mp_par * ay + mass * qy, mp_par * az + mass * qz
     norm = torch.sqrt(dx * dx + dy * dy + dz * dz)
     # at rest within the rounding of its terms (e.g. the constituent of a one-particle jet)
-    noise = 64 * eps * (e * (safe_m2 / ep) + e_jet * t + mass * torch.sqrt(perp2))
+    noise = 64 * eps * (e * (safe_m2 / ep) + e_jet * t.abs() + mass * torch.sqrt(perp2))
     ok = (norm > noise) & resolved & mask
     scale = torch.where(ok, 1.0 / torch.where(ok, norm, 1.0), 0.0)
     direction = torch.stack([dx * scale, dy * scale, dz * scale], dim=-1)
@@ -149,7 +155,9 @@ def rest_frame(p4: torch.Tensor, mask: torch.Tensor) -> RestFrame:
 def _label_table(degree: int, lmax: int, n_radial: int, irc_safe: bool) -> list[tuple[int, int]]:
     """One-particle labels (k, l), ordered by k + l, then l, then k."""
     if irc_safe:
-        labels = [(0, l) for l in range(1, min(lmax, degree) + 1)]
+        # l = 0: A = sum_j x_j = 1; l = 1: A_1m = sum_j x_j n_j = 0 (rest-frame momentum
+        # balance): both constant, and an l = 1 factor would make a product rounding noise
+        labels = [(0, l) for l in range(2, min(lmax, degree) + 1)]
     else:
         labels = [(k, l) for k in range(n_radial) for l in range(lmax + 1) if k + l <= degree]
     return sorted(labels, key=lambda a: (a[0] + a[1], a[1], a[0]))
