@@ -13,6 +13,7 @@ from numpy.polynomial import chebyshev as npcheb
 from numpy.polynomial import legendre as nplegendre
 from scipy.special import sph_harm_y
 from sympy.physics.wigner import clebsch_gordan
+from tolerances import STORED_INVARIANCE
 from toyjets import toy_jets
 
 import jetace
@@ -93,6 +94,29 @@ def test_lorentz_invariance(jets, kw):
     rng = np.random.default_rng(11)
     for _ in range(4):
         assert_invariant(f, p4, mask, random_lorentz(rng))
+
+
+@pytest.mark.parametrize("kw", [{}, {"irc_safe": True}])
+def test_lorentz_invariance_on_stored_jets(kw):
+    """Jets as stored (the shipped demo sample: float32 momenta, massless constituents
+    read back slightly spacelike), float64: random Lorentz transformations (gamma up to
+    10) change no feature by more than STORED_INVARIANCE of its column's scale, as on
+    physical jets (definition 2 keeps each constituent's m^2 with its sign)."""
+    from jetace.generate import demo_files
+    from jetace.reproducibility import deviation
+
+    rng = np.random.default_rng(12)
+    jets = jetace.read_jets(list(demo_files()))
+    pick = np.r_[rng.choice(4000, 32, replace=False), 4000 + rng.choice(4000, 32, replace=False)]
+    p4, mask = jetace.to_padded(jets[pick], max_particles=128, dtype=torch.float64)
+    m2 = p4[..., 0] ** 2 - (p4[..., 1:] ** 2).sum(-1)
+    assert bool((m2[mask] < 0).any()), "the sample should hold spacelike constituents"
+    f = LorentzACEFeatures(**kw)
+    x = f(p4, mask)
+    for _ in range(3):
+        lam = torch.as_tensor(random_lorentz(rng), dtype=p4.dtype)
+        err = deviation(x, f((p4 @ lam.T) * mask[..., None], mask), floor=1.0)
+        assert err <= STORED_INVARIANCE["lorentz"], f"{kw}: {err:.3g}"
 
 
 def test_not_trivially_invariant(jets):

@@ -31,7 +31,7 @@ def test_feature_counts_notebook_executes():
     ep = nbconvert.ExecutePreprocessor(timeout=300, kernel_name="python3")
     ep.preprocess(nb, {"metadata": {"path": str(NOTEBOOKS)}})  # raises on any failing cell
     text = _outputs_text(nb)
-    # the notebook reports the reference feature counts of the bip family (DESIGN.md)
+    # the notebook reports the reference feature counts of the bip family (docs/definition.md)
     import jetace
 
     for order, degree in [(3, 6), (4, 7)]:

@@ -11,8 +11,8 @@ files record the number they were trained with.
   Lorentz family kept its l = 1 factors (66 columns at the defaults).
 * 2: m^2 with its sign (float32-stored massless constituents are slightly spacelike:
   the features stay covariant for them); the IRC-safe family drops the l = 1 factors,
-  which vanish by momentum balance (32 columns). Features of timelike and lightlike
-  constituents are unchanged.
+  which vanish by momentum balance for massless constituents (32 columns). Features of
+  timelike and lightlike constituents are unchanged.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def definition_change(spec: dict[str, Any], definition: int) -> str | None:
     if definition == 1 and FEATURE_DEFINITION == 2:
         if spec.get("family") == "lorentz" and spec.get("irc_safe"):
             return ("definition 2 dropped the IRC-safe family's l = 1 columns, which "
-                    "vanish by momentum balance")
+                    "vanish by momentum balance for massless constituents")
         return None
     return f"definition {definition} is not known to this jetace"
 

@@ -1,6 +1,7 @@
 """Boost-invariant polynomials (BIPs): the ``bip`` feature family of arXiv:2207.08272.
 
-Construction (DESIGN.md section 2), per jet with constituents p_j = (E, px, py, pz):
+Construction (docs/definition.md, section 2), per jet with constituents
+p_j = (E, px, py, pz):
 
 1. reflect every constituent with the Householder matrix that maps the jet axis to e_z;
 2. per constituent: r = r_t + 1e-4 (r_t the transverse momentum to the axis, GeV),

@@ -1,6 +1,7 @@
 """Exactly Lorentz-invariant ACE features: the ``lorentz`` feature family.
 
-Construction, per jet with constituents p_j = (E_j, vec p_j) (DESIGN.md section 3):
+Construction, per jet with constituents p_j = (E_j, vec p_j) (docs/definition.md,
+section 3):
 
 1. P = sum_j p_j, M^2 = P.P. Every constituent is boosted to the jet rest frame. Its
    energy fraction there, x_j = E*_j / M = p_j.P / M^2 (sum_j x_j = 1), is a Lorentz
@@ -13,9 +14,10 @@ Construction, per jet with constituents p_j = (E_j, vec p_j) (DESIGN.md section 
    u_j = clip((ln(E*_j / GeV) - U_SHIFT) / U_SCALE, -1, 1); E*_j is Lorentz invariant
    and carries the jet mass (sum_j E*_j = M), which a dimensionless x_j alone would not.
    ``irc_safe=True``: w_j = x_j, a single radial function R = 1 and l >= 2 only
-   (A_00 = sum_j x_j = 1 is constant, and A_1m = sum_j x_j n_j = 0 by momentum balance in
-   the rest frame: both are dropped, and with them every product that would be zero up
-   to rounding).
+   (A_00 = sum_j x_j = 1 is constant; A_1m = sum_j x_j n_j is the rest-frame momentum
+   balance sum_j p*_j / M = 0 for massless constituents, and of order m_j^2 / (E*_j M)
+   for massive ones: near zero by construction, rounding noise in float32. Both are
+   dropped, and with them every product they would enter).
 3. A_{k,l,m} = sum_j phi_{k,l,m}(j) (pooled over real constituents).
 4. Features: products of nu = 1..order pooled vectors A_{a_t} (labels a_t = (k_t, l_t),
    sorted multisets with sum_t (k_t + l_t) <= degree, l_t <= lmax, sum_t l_t even)
@@ -155,8 +157,8 @@ def rest_frame(p4: torch.Tensor, mask: torch.Tensor) -> RestFrame:
 def _label_table(degree: int, lmax: int, n_radial: int, irc_safe: bool) -> list[tuple[int, int]]:
     """One-particle labels (k, l), ordered by k + l, then l, then k."""
     if irc_safe:
-        # l = 0: A = sum_j x_j = 1; l = 1: A_1m = sum_j x_j n_j = 0 (rest-frame momentum
-        # balance): both constant, and an l = 1 factor would make a product rounding noise
+        # l = 0: A = sum_j x_j = 1; l = 1: A_1m = sum_j x_j n_j, zero for massless
+        # constituents (rest-frame momentum balance), so mostly rounding noise in float32
         labels = [(0, l) for l in range(2, min(lmax, degree) + 1)]
     else:
         labels = [(k, l) for k in range(n_radial) for l in range(lmax + 1) if k + l <= degree]
