@@ -114,6 +114,7 @@ np.savez(sys.argv[1], **out)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(bool(os.environ.get(SECOND_PASS)), reason="runs in the first pass only")
 def test_features_agree_across_instruction_sets(tmp_path):
     other = _other_capability()
