@@ -76,6 +76,7 @@ constituents gives all-zero features. Padded entries (mask False) contribute not
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from typing import NamedTuple
 
@@ -84,12 +85,14 @@ import torch
 
 from jetace.basis import chebyshev
 from jetace.features.angular import real_coupling, real_spherical_harmonics
+from jetace.features.plan import enumerate_multisets, parse_selection
 
-__all__ = ["LorentzACEFeatures", "RestFrame", "rest_frame", "U_SHIFT", "U_SCALE",
-           "RESOLVED_EPS"]
+__all__ = ["LorentzACEFeatures", "RestFrame", "rest_frame", "column_meta", "U_SHIFT",
+           "U_SCALE", "RESOLVED_EPS", "COLUMN_PROPERTIES"]
 
 U_SHIFT, U_SCALE = 0.0, 5.0  #: u = (ln(E* / GeV) - U_SHIFT) / U_SCALE, clipped to [-1, 1]
 RESOLVED_EPS = 16.0  #: jets with M^2 <= RESOLVED_EPS * eps * E^2 use the fallback
+COLUMN_PROPERTIES = ("nu", "d", "k", "l", "L")  #: what a selection may compare
 _RANK_TOL = 1e-9
 
 
@@ -219,24 +222,28 @@ def _independent_couplings(ls: tuple[int, ...], pattern: tuple[int, ...]) -> tup
 
 def _enumerate(labels: list[tuple[int, int]], order: int, degree: int
                ) -> list[tuple[tuple[int, ...], int]]:
-    """(sorted label-index multiset, intermediate L) for every feature, by body order."""
-    by_size: list[list[tuple[tuple[int, ...], int]]] = [[] for _ in range(order + 1)]
+    """(sorted label-index multiset, intermediate L) for every feature, by body order:
+    the multisets of :func:`jetace.features.plan.enumerate_multisets` (degree k + l per
+    label) that have an independent coupling, each with its couplings in order."""
 
-    def extend(start: int, prefix: tuple[int, ...], deg: int) -> None:
-        if prefix:
-            ls = tuple(labels[i][1] for i in prefix)
-            pattern = tuple(prefix.index(i) for i in prefix)
-            for big_l in _independent_couplings(ls, pattern):
-                by_size[len(prefix)].append((prefix, big_l))
-        if len(prefix) == order:
-            return
-        for i in range(start, len(labels)):
-            d = deg + sum(labels[i])
-            if d <= degree:
-                extend(i, (*prefix, i), d)
+    def couplings(ms: tuple[int, ...]) -> tuple[int, ...]:
+        ls = tuple(labels[i][1] for i in ms)
+        return _independent_couplings(ls, tuple(ms.index(i) for i in ms))
 
-    extend(0, (), 0)
-    return [f for size in by_size for f in size]
+    multisets = enumerate_multisets([k + l for k, l in labels], order, degree,
+                                    keep=lambda ms: bool(couplings(ms)))
+    return [(ms, big_l) for ms in multisets for big_l in couplings(ms)]
+
+
+def column_meta(labels: list[tuple[int, int]], term: tuple[tuple[int, ...], int]
+                ) -> dict[str, int]:
+    """Metadata of a feature (label multiset, L) for selection: ``nu`` body order, ``d``
+    degree sum(k + l), ``k`` and ``l`` the sums of the radial and angular degrees, ``L``
+    the intermediate degree of a 4-body coupling (0 otherwise)."""
+    ms, big_l = term
+    ks, ls = [labels[i][0] for i in ms], [labels[i][1] for i in ms]
+    return {"nu": len(ms), "d": sum(ks) + sum(ls), "k": sum(ks), "l": sum(ls),
+            "L": big_l if len(ms) == 4 else 0}
 
 
 class LorentzACEFeatures(torch.nn.Module):
@@ -259,6 +266,9 @@ class LorentzACEFeatures(torch.nn.Module):
         Energy-weighted, infrared and collinear safe variant: w_j = x_j, angular
         functions only; its body-order-2 features sum_ij x_i x_j P_l(cos theta*_ij) are
         the rest-frame Fox-Wolfram moments H_l (energy-weighted).
+    select : str or list of str, optional
+        Keep only the features whose metadata (:func:`column_meta`: ``nu``, ``d``,
+        ``k``, ``l``, ``L``) pass every clause, e.g. ``"nu<=3"``; as for BIPFeatures.
 
     ``forward(p4, mask)``: ``p4`` (B, P, 4) constituents (E, px, py, pz) in GeV, ``mask``
     (B, P) bool (padded entries False); returns (B, num_features) on p4's device and in
@@ -266,7 +276,8 @@ class LorentzACEFeatures(torch.nn.Module):
     """
 
     def __init__(self, order: int = 4, degree: int | None = None, lmax: int | None = None,
-                 n_radial: int = 6, irc_safe: bool = False, weight: str = "log") -> None:
+                 n_radial: int = 6, irc_safe: bool = False, weight: str = "log",
+                 select: str | Sequence[str] | None = None) -> None:
         super().__init__()
         if weight not in ("none", "log"):
             raise ValueError(f"weight must be 'none' or 'log', got {weight!r}")
@@ -282,8 +293,13 @@ class LorentzACEFeatures(torch.nn.Module):
         self.order, self.degree, self.lmax = int(order), int(degree), int(lmax)
         self.n_radial = 1 if self.irc_safe else int(n_radial)
         self._n_radial_arg = int(n_radial)
+        selection = parse_selection(select, COLUMN_PROPERTIES)
+        self.select = selection.texts()
         labels = _label_table(self.degree, self.lmax, self.n_radial, self.irc_safe)
-        feats = _enumerate(labels, self.order, self.degree)
+        feats = [f for f in _enumerate(labels, self.order, self.degree)
+                 if selection(column_meta(labels, f))]
+        if not feats:
+            raise ValueError(f"the selection {' and '.join(self.select)} keeps no column")
         used = sorted({i for ms, _ in feats for i in ms})  # drop labels no feature uses
         remap = {i: n for n, i in enumerate(used)}
         labels = [labels[i] for i in used]
@@ -291,6 +307,7 @@ class LorentzACEFeatures(torch.nn.Module):
         self._sh_lmax = max((l for _, l in labels), default=0)
         self.labels = labels
         self.terms = [(tuple(labels[i] for i in ms), big_l) for ms, big_l in feats]
+        self.column_meta = [column_meta(labels, f) for f in feats]
         self.feature_names = [self._name(t) for t in self.terms]
         self.num_features = len(feats)
         self._build_tables(labels, feats)
@@ -304,9 +321,12 @@ class LorentzACEFeatures(torch.nn.Module):
     @property
     def spec(self) -> dict:
         """JSON-serialisable description; ``features_from_spec(spec)`` rebuilds this module."""
-        return {"family": "lorentz", "order": self.order, "degree": self.degree,
+        spec = {"family": "lorentz", "order": self.order, "degree": self.degree,
                 "lmax": self.lmax, "n_radial": self._n_radial_arg, "irc_safe": self.irc_safe,
                 "weight": self.weight}
+        if self.select:
+            spec["select"] = list(self.select)
+        return spec
 
     def extra_repr(self) -> str:
         return (f"order={self.order}, degree={self.degree}, lmax={self.lmax}, "
