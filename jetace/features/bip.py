@@ -44,8 +44,9 @@ from jetace.basis import chebyshev, fourier_powers
 from jetace.features.bip_plan import COLUMN_PROPERTIES, L_MAX, N_CHEB, N_MAX, bip_plan
 from jetace.features.plan import parse_selection
 from jetace.frames import axis_frame_kinematics
+from jetace.species import check_species
 
-__all__ = ["BIPFeatures", "R_OFFSET", "U_SHIFT", "U_SCALE"]
+__all__ = ["BIPFeatures", "channel_mixing", "R_OFFSET", "U_SHIFT", "U_SCALE"]
 
 R_OFFSET = 1e-4  #: GeV added to every r_t (part of the definition)
 U_SHIFT, U_SCALE = 4.7, 6.0  #: u = (ln x + U_SHIFT) / U_SCALE
@@ -60,6 +61,18 @@ def _cropped(p4: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.
     used = torch.nonzero(mask.any(dim=0))
     size = int(used[-1]) + 1 if len(used) else 1
     return p4[:, :size], mask[:, :size]
+
+
+def channel_mixing(shape: tuple[int, int], rank: int, seed: int) -> torch.Tensor:
+    """The fixed mixing of species channels into product channels, (order x rank, C),
+    float64: per body order, the first mixture is channel 0 ("all", so the kinematic
+    features are among the outputs) and the others are seeded Gaussian rows / sqrt(C)."""
+    n_out, n_in = shape
+    gen = torch.Generator().manual_seed(int(seed))
+    mix = torch.randn(n_out, n_in, generator=gen, dtype=torch.float64) / n_in ** 0.5
+    mix[::rank] = 0.0
+    mix[::rank, 0] = 1.0
+    return mix
 
 
 class BIPFeatures(torch.nn.Module):
@@ -95,15 +108,23 @@ class BIPFeatures(torch.nn.Module):
     """
 
     def __init__(self, order: int = 4, degree: int = 7, complete: bool = False,
-                 mirror: bool = False, select: str | Sequence[str] | None = None) -> None:
+                 mirror: bool = False, select: str | Sequence[str] | None = None,
+                 species: str | Sequence[str] | None = None, channel_mode: str = "reduced",
+                 rank: int = 2, mixing_seed: int = 0) -> None:
         super().__init__()
         self.order, self.degree = int(order), int(degree)
         self.complete, self.mirror = bool(complete), bool(mirror)
         selection = parse_selection(select, COLUMN_PROPERTIES)
         self.select = selection.texts()
+        self.species = check_species(species)
+        self.channel_mode, self.rank = str(channel_mode), int(rank)
+        self.mixing_seed = int(mixing_seed)
+        self.n_inputs = 4 + len(self.species)  #: columns of p4: momenta, channel weights
         self.plan = plan = bip_plan(self.order, self.degree, self.complete, self.mirror,
-                                    selection)
-        elements = [e[1:] for e in plan.elements]  # (k, l, n): one channel
+                                    selection, 1 + len(self.species), self.channel_mode,
+                                    self.rank)
+        # (k, l, n) of one channel, (c, k, l, n) with species channels
+        elements = [e if self.species else e[1:] for e in plan.elements]
         self.terms = [tuple(elements[i] for i in col.terms[0]) for col in plan.columns]
         self.feature_names = plan.feature_names
         self.num_features = plan.num_features
@@ -125,6 +146,11 @@ class BIPFeatures(torch.nn.Module):
         for lvl, uses_im, take_all, rows in plan.out_rows:
             self._out_rows.append((lvl, uses_im, take_all))
             buffer(f"_out{lvl}", rows)
+        shape = plan.mixing_shape
+        self._mixed = shape is not None
+        if self._mixed:
+            self.register_buffer("_mixing", channel_mixing(shape, self.rank, self.mixing_seed),
+                                 persistent=False)
 
     @property
     def spec(self) -> dict:
@@ -133,6 +159,9 @@ class BIPFeatures(torch.nn.Module):
                 "complete": self.complete, "mirror": self.mirror}
         if self.select:
             spec["select"] = list(self.select)
+        if self.species:
+            spec.update(species=list(self.species), channel_mode=self.channel_mode,
+                        rank=self.rank, mixing_seed=self.mixing_seed)
         return spec
 
     def extra_repr(self) -> str:
@@ -144,14 +173,20 @@ class BIPFeatures(torch.nn.Module):
                      mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Real and imaginary parts of A for every one-particle element, each (n_elements, B)."""
         m = mask.to(p4.dtype)
-        kin = axis_frame_kinematics(p4, m)
+        kin = axis_frame_kinematics(p4[..., :4], m)
         r = kin.rt + R_OFFSET  # > 0 at every position, padding included
         # u = (ln(r / sum r) + shift) / scale, the sum over real constituents only; finite
         # at padded positions too, where the radial weight below is zero
         shift = torch.log((r * m).sum(dim=1, keepdim=True).clamp_min(R_OFFSET)) - U_SHIFT
         u = (torch.log(r) - shift) * (1.0 / U_SCALE)
         # particle index last in the left factor, so broadcasts run over contiguous memory
-        radial = chebyshev(u, N_CHEB, dim=1, weight=torch.log1p(kin.mt2) * m)  # (B, K, P)
+        weight = torch.log1p(kin.mt2) * m
+        if self.species:  # per channel: "all" (1), then the species weights, (B, C, P)
+            channels = torch.cat([torch.ones_like(m)[:, None], p4[..., 4:].transpose(1, 2)], 1)
+            radial = chebyshev(u[:, None].expand_as(channels), N_CHEB, dim=2,
+                               weight=weight[:, None] * channels).flatten(1, 2)  # (B, C K, P)
+        else:
+            radial = chebyshev(u, N_CHEB, dim=1, weight=weight)  # (B, K, P)
         y = kin.y  # finite everywhere; padded positions have radial weight 0
         # cos(n y) for n = 0..N, sin(n y) for n = 1..N, (B, 2 N + 1, P); so for theta
         fy = fourier_powers(torch.cos(y), torch.sin(y), N_MAX, dim=1)
@@ -166,10 +201,15 @@ class BIPFeatures(torch.nn.Module):
         # rows (theta row, k, y row) of the table, each (b,); Re and Im of A combine four
         # of them per element
         table = pooled.view(b, -1).T.contiguous()
-        cc, ss, sc, cs = table.index_select(0, self._el_rows).view(4, self.n_elements,
-                                                                    b).unbind(0)
+        cc, ss, sc, cs = table.index_select(0, self._el_rows).view(4, -1, b).unbind(0)
         signs = self._el_signs.to(p4.dtype)
-        return torch.addcmul(cc, ss, signs[0]), torch.addcmul(sc * signs[1], cs, signs[2])
+        a_re, a_im = torch.addcmul(cc, ss, signs[0]), torch.addcmul(sc * signs[1], cs, signs[2])
+        if self._mixed:  # product channels: mixtures of the species channels
+            mix = self._mixing.to(p4.dtype)
+            n = len(self.plan.kinematic)
+            a_re = (mix @ a_re.view(mix.shape[1], n * b)).view(-1, b)
+            a_im = (mix @ a_im.view(mix.shape[1], n * b)).view(-1, b)
+        return a_re, a_im
 
     def forward(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.evaluate(p4, mask, self._products, self.num_features)
@@ -187,9 +227,9 @@ class BIPFeatures(torch.nn.Module):
         """``finish(a_re, a_im)`` of the pooled basis of padded jets, (B, width): the
         sub-batching of ``forward`` with another last step (``_products`` gives the
         features, :class:`jetace.features.fused.FusedLinear` an affine map of them)."""
-        if p4.ndim != 3 or p4.shape[-1] != 4 or mask.shape != p4.shape[:2]:
-            raise ValueError(f"expected p4 (B, P, 4) and mask (B, P), got {tuple(p4.shape)} "
-                             f"and {tuple(mask.shape)}")
+        if p4.ndim != 3 or p4.shape[-1] != self.n_inputs or mask.shape != p4.shape[:2]:
+            raise ValueError(f"expected p4 (B, P, {self.n_inputs}) and mask (B, P), got "
+                             f"{tuple(p4.shape)} and {tuple(mask.shape)}{self._input_hint()}")
         mask = mask.to(torch.bool)
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             return finish(*self.pooled_basis(p4, mask))
@@ -205,11 +245,11 @@ class BIPFeatures(torch.nn.Module):
                         width: int) -> torch.Tensor:
         """As :meth:`evaluate`, for packed constituents (see :meth:`forward_packed`)."""
         counts = counts.to(device=flat.device, dtype=torch.long)
-        if flat.ndim != 2 or flat.shape[-1] != 4 or counts.ndim != 1 \
+        if flat.ndim != 2 or flat.shape[-1] != self.n_inputs or counts.ndim != 1 \
                 or int(counts.sum()) != len(flat) or bool((counts < 0).any()):
-            raise ValueError(f"expected flat (N, 4) and counts (B,) of sum N, got "
-                             f"{tuple(flat.shape)} and {tuple(counts.shape)} of sum "
-                             f"{int(counts.sum())}")
+            raise ValueError(f"expected flat (N, {self.n_inputs}) and counts (B,) of sum N, "
+                             f"got {tuple(flat.shape)} and {tuple(counts.shape)} of sum "
+                             f"{int(counts.sum())}{self._input_hint()}")
         empty = counts == 0
         if bool(empty.any()):
             # a jet without constituents reads nothing: its row is ``finish`` of an
@@ -227,7 +267,7 @@ class BIPFeatures(torch.nn.Module):
         # view of contiguous planes, the layout the kinematics work on. The index and
         # the (1/0) mask come from clamps: comparisons and torch.where cost several
         # times more on CPU.
-        planes = (flat if len(flat) else flat.new_zeros(1, 4)).T
+        planes = (flat if len(flat) else flat.new_zeros(1, self.n_inputs)).T
         starts = torch.cumsum(counts, 0) - counts
 
         def take(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,13 +276,19 @@ class BIPFeatures(torch.nn.Module):
             beyond = (slot - (n - 1)[:, None]).clamp_min(0)  # slots past the jet's last
             index = starts[idx, None] + slot - beyond
             mask = (n.to(flat.dtype)[:, None] - slot.to(flat.dtype)).clamp(0, 1)
-            p4 = planes.index_select(1, index.view(-1)).view(4, *index.shape)
+            p4 = planes.index_select(1, index.view(-1)).view(len(planes), *index.shape)
             return p4.permute(1, 2, 0), mask
 
         if not self._use_sub_batches(flat, len(counts)):
             return self._finish(*take(torch.arange(len(counts), device=flat.device)),
                                 finish, width)
         return self._sub_batches(counts, take, flat, finish, width)
+
+    def _input_hint(self) -> str:
+        if not self.species:
+            return ""
+        return (f" (momenta, then the weights of the species channels {list(self.species)}: "
+                "jetace.to_padded(jets, species=module.species) gives them)")
 
     @staticmethod
     def _use_sub_batches(p: torch.Tensor, n_jets: int) -> bool:
