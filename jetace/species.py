@@ -31,10 +31,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 import awkward as ak
 import numpy as np
+import torch
 
 from jetace.errors import InputError
 
-__all__ = ["SPECIES", "DEFAULT_SPECIES", "FLAG_FIELDS", "check_species", "species_columns"]
+__all__ = ["SPECIES", "DEFAULT_SPECIES", "FLAG_FIELDS", "check_species", "species_columns",
+           "channel_mixing"]
 
 FLAG_FIELDS = ("is_charged_hadron", "is_neutral_hadron", "is_photon", "is_electron",
                "is_muon")
@@ -113,3 +115,15 @@ def species_columns(constituents: ak.Array, species: Sequence[str],
             raise InputError(f"{where}: non-finite particle identity for species {name!r}")
         out.append(w)
     return out
+
+
+def channel_mixing(shape: tuple[int, int], rank: int, seed: int) -> torch.Tensor:
+    """The fixed mixing of species channels into product channels, (order x rank, C),
+    float64: per body order, the first mixture is channel 0 ("all", so the kinematic
+    features are among the outputs) and the others are seeded Gaussian rows / sqrt(C)."""
+    n_out, n_in = shape
+    gen = torch.Generator().manual_seed(int(seed))
+    mix = torch.randn(n_out, n_in, generator=gen, dtype=torch.float64) / n_in ** 0.5
+    mix[::rank] = 0.0
+    mix[::rank, 0] = 1.0
+    return mix

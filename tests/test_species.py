@@ -9,7 +9,7 @@ import pytest
 import torch
 from symmetry import assert_invariant, boost_along_axis, random_axis_rapidity, random_rotation
 from symmetry import rotate as rotate3
-from tolerances import assert_reproduced
+from tolerances import FEATURE_RTOL, assert_reproduced
 from toyjets import toy_jets
 
 import jetace
@@ -151,3 +151,46 @@ def test_species_spec_round_trip_and_shape_error(species_jets):
     torch.testing.assert_close(g(p4, mask), f(p4, mask), rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"p4 \(B, P, 6\).*species=module.species"):
         f(p4[..., :4], mask)
+
+
+# ------------------------------------------------------------------ the lorentz family
+
+def _lorentz_matrix(rng: np.random.Generator, gamma_max: float = 5.0) -> torch.Tensor:
+    gamma = rng.uniform(1.0, gamma_max)
+    n = rng.normal(size=3)
+    n /= np.linalg.norm(n)
+    lam = np.eye(4)
+    lam[0, 0] = gamma
+    lam[0, 1:] = lam[1:, 0] = np.sqrt(gamma**2 - 1) * n
+    lam[1:, 1:] += (gamma - 1) * np.outer(n, n)
+    rot = np.eye(4)
+    rot[1:, 1:] = random_rotation(rng)
+    return torch.as_tensor(rot @ lam)
+
+
+@pytest.mark.parametrize("kw", [{"channel_mode": "reduced", "rank": 2},
+                                {"channel_mode": "full", "irc_safe": True}])
+def test_lorentz_species_features_are_invariant(species_jets, kw):
+    from jetace.reproducibility import deviation
+
+    p4, mask = species_jets
+    f = jetace.LorentzACEFeatures(order=3, degree=6, species=DEFAULT_SPECIES, **kw)
+    x = f(p4, mask)
+    lam = _lorentz_matrix(np.random.default_rng(3))
+    moved = torch.cat([(p4[..., :4] @ lam.T) * mask[..., None], p4[..., 4:]], -1)
+    assert deviation(x, f(moved, mask), floor=1.0) < 1e-8
+    # a permutation reorders the sums; charge-weighted sums cancel, so this is judged on
+    # each column's scale (the contract covers batchings, which keep the order)
+    perm = torch.randperm(p4.shape[1], generator=torch.Generator().manual_seed(2))
+    assert deviation(f(p4[:, perm], mask[:, perm]), x, floor=1.0) <= FEATURE_RTOL[p4.dtype]
+
+
+def test_lorentz_reduced_channels_contain_the_kinematic_features(species_jets):
+    p4, mask = species_jets
+    kin = jetace.LorentzACEFeatures(order=3, degree=6)
+    f = jetace.LorentzACEFeatures(order=3, degree=6, species=DEFAULT_SPECIES, rank=2)
+    first = [i for i, (labels, _) in enumerate(f.terms) if labels[0][0] % 2 == 0]
+    assert len(first) == kin.num_features and f.num_features == 2 * kin.num_features
+    assert_reproduced(f(p4, mask)[:, first], kin(p4[..., :4], mask), "the 'all' mixtures")
+    g = jetace.features.features_from_spec(f.spec)
+    assert g.feature_names == f.feature_names and g.species == f.species

@@ -44,9 +44,9 @@ from jetace.basis import chebyshev, fourier_powers
 from jetace.features.bip_plan import COLUMN_PROPERTIES, L_MAX, N_CHEB, N_MAX, bip_plan
 from jetace.features.plan import parse_selection
 from jetace.frames import axis_frame_kinematics
-from jetace.species import check_species
+from jetace.species import channel_mixing, check_species
 
-__all__ = ["BIPFeatures", "channel_mixing", "R_OFFSET", "U_SHIFT", "U_SCALE"]
+__all__ = ["BIPFeatures", "R_OFFSET", "U_SHIFT", "U_SCALE"]
 
 R_OFFSET = 1e-4  #: GeV added to every r_t (part of the definition)
 U_SHIFT, U_SCALE = 4.7, 6.0  #: u = (ln x + U_SHIFT) / U_SCALE
@@ -61,18 +61,6 @@ def _cropped(p4: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.
     used = torch.nonzero(mask.any(dim=0))
     size = int(used[-1]) + 1 if len(used) else 1
     return p4[:, :size], mask[:, :size]
-
-
-def channel_mixing(shape: tuple[int, int], rank: int, seed: int) -> torch.Tensor:
-    """The fixed mixing of species channels into product channels, (order x rank, C),
-    float64: per body order, the first mixture is channel 0 ("all", so the kinematic
-    features are among the outputs) and the others are seeded Gaussian rows / sqrt(C)."""
-    n_out, n_in = shape
-    gen = torch.Generator().manual_seed(int(seed))
-    mix = torch.randn(n_out, n_in, generator=gen, dtype=torch.float64) / n_in ** 0.5
-    mix[::rank] = 0.0
-    mix[::rank, 0] = 1.0
-    return mix
 
 
 class BIPFeatures(torch.nn.Module):
