@@ -5,6 +5,9 @@ The first group is the library's reproducibility contract (jetace.reproducibilit
 imported rather than restated, so a test checks exactly what the README promises. The
 rest are properties of the tests themselves: how close a slow reference, a float32 run
 or a transformed jet comes to the fast float64 computation.
+
+tests/test_tolerances.py fails on any other test file that assigns a literal number to a
+tolerance keyword (rtol, atol, rel, abs): name the tolerance here and import it.
 """
 
 from __future__ import annotations
