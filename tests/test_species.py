@@ -9,7 +9,14 @@ import pytest
 import torch
 from symmetry import assert_invariant, boost_along_axis, random_axis_rapidity, random_rotation
 from symmetry import rotate as rotate3
-from tolerances import FEATURE_RTOL, assert_reproduced
+from tolerances import (
+    BIP_INVARIANCE,
+    COLUMN_SCALE,
+    EXACT,
+    FEATURE_RTOL,
+    LORENTZ_INVARIANCE,
+    assert_reproduced,
+)
 from toyjets import toy_jets
 
 import jetace
@@ -65,7 +72,7 @@ def test_pid_and_flag_sources_agree_and_follow_the_momenta():
                          species=DEFAULT_SPECIES)
     b = jetace.to_padded(_jets(flags=True), max_particles=8, dtype=torch.float64,
                          species=DEFAULT_SPECIES)
-    torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)
+    torch.testing.assert_close(a[0], b[0], **EXACT)
     p4, mask = a
     assert p4.shape[-1] == 4 + len(DEFAULT_SPECIES)
     plain, _ = jetace.to_padded(_jets(), max_particles=8, dtype=torch.float64)
@@ -100,8 +107,8 @@ def test_species_features_are_symmetric(species_jets, kw):
 
     # toy jets hold constituents down to 1e-6 GeV almost on the axis (ill-conditioned
     # in the input itself), as in test_bip's toy-jet invariance
-    assert_invariant(f, p4, mask, rotate, 1e-6, "rotation")
-    assert_invariant(f, p4, mask, boost, 1e-6, "boost")
+    assert_invariant(f, p4, mask, rotate, BIP_INVARIANCE["toy_jets"], "rotation")
+    assert_invariant(f, p4, mask, boost, BIP_INVARIANCE["toy_jets"], "boost")
     perm = torch.randperm(p4.shape[1], generator=torch.Generator().manual_seed(1))
     assert_reproduced(f(p4[:, perm], mask[:, perm]), f(p4, mask), "permutation")
     flat, counts = p4[mask], mask.sum(1)
@@ -148,7 +155,7 @@ def test_species_spec_round_trip_and_shape_error(species_jets):
     assert g.spec == f.spec and g.species == ("photon", "charge")
     p4, mask = jetace.to_padded(_jets(5), max_particles=None, dtype=torch.float64,
                                 species=g.species)
-    torch.testing.assert_close(g(p4, mask), f(p4, mask), rtol=0, atol=0)
+    torch.testing.assert_close(g(p4, mask), f(p4, mask), **EXACT)
     with pytest.raises(ValueError, match=r"p4 \(B, P, 6\).*species=module.species"):
         f(p4[..., :4], mask)
 
@@ -178,11 +185,11 @@ def test_lorentz_species_features_are_invariant(species_jets, kw):
     x = f(p4, mask)
     lam = _lorentz_matrix(np.random.default_rng(3))
     moved = torch.cat([(p4[..., :4] @ lam.T) * mask[..., None], p4[..., 4:]], -1)
-    assert deviation(x, f(moved, mask), floor=1.0) < 1e-8
+    assert deviation(x, f(moved, mask), floor=COLUMN_SCALE) < LORENTZ_INVARIANCE
     # a permutation reorders the sums; charge-weighted sums cancel, so this is judged on
     # each column's scale (the contract covers batchings, which keep the order)
     perm = torch.randperm(p4.shape[1], generator=torch.Generator().manual_seed(2))
-    assert deviation(f(p4[:, perm], mask[:, perm]), x, floor=1.0) <= FEATURE_RTOL[p4.dtype]
+    assert deviation(f(p4[:, perm], mask[:, perm]), x, floor=COLUMN_SCALE) <= FEATURE_RTOL[p4.dtype]
 
 
 def test_lorentz_reduced_channels_contain_the_kinematic_features(species_jets):
