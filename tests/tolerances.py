@@ -160,7 +160,8 @@ BIP_INVARIANCE = {"well_conditioned": 1e-9, "large_boosts": 1e-7, "toy_jets": 1e
                   "float32": 1e-3}
 
 #: float64 Lorentz features under Lorentz transformations (gamma up to 10, and ~100 along
-#: the jet), relative to the size of the terms summed in each feature
+#: the jet), relative to the size of the terms summed in each feature (test_lorentz), or
+#: on COLUMN_SCALE (the species channels, test_species)
 LORENTZ_INVARIANCE = 1e-8
 
 #: IRC-safe Lorentz features of jets with a constituent split collinearly or a 1e-6 GeV
