@@ -186,7 +186,7 @@ def _fit_model(sets, classes: list[str], tagger: Tagger, *, spec: dict[str, Any]
                               "n_jets_per_class": counts,
                               "device": str(X.device), "model": model_name}
     if len(va):
-        scores = to_numpy(tagger.decision_function(X[torch.as_tensor(va, device=X.device)]))
+        scores = to_numpy(tagger.signal_score(X[torch.as_tensor(va, device=X.device)]))
         validation = validate(scores, y[va])
         if validation:
             report["validation"] = validation
