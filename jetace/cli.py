@@ -275,7 +275,7 @@ def _add_train(sub) -> None:
                 raise InputError(f"--n-components takes an integer, a fraction in (0, 1) or "
                                  f"'all', got {v!r}") from None
         if args.transform:
-            params["transform"] = args.transform
+            params["scaling"] = args.transform
         for opt, key in (("n_mix", "n_mix"), ("n_clusters", "n_clusters"), ("rule", "rule"),
                          ("cluster_method", "method"), ("latent", "latent"),
                          ("max_epochs", "max_epochs")):
@@ -309,7 +309,7 @@ def _add_train(sub) -> None:
     def supervised_params(args) -> dict:
         params: dict = {"seed": args.seed}
         if args.transform:
-            params["transform"] = args.transform
+            params["scaling"] = args.transform
         if args.model == "linear":
             params["method"] = args.method
             if args.C is not None:

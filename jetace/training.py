@@ -107,7 +107,9 @@ def make_tagger(model: str, **params) -> Tagger:
                 break
     if model not in TAGGERS:
         raise InputError(f"unknown model {model!r}; choose one of {', '.join(sorted(TAGGERS))}")
-    return TAGGERS[model](**params)
+    from jetace.taggers.base import renamed_params
+
+    return TAGGERS[model](**renamed_params(params))
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -71,7 +71,7 @@ def test_lda_and_shrinkage():
     assert multi.predict_proba(X).shape == (len(X), 3)
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"method": "lda"}, {"transform": "signed_log"}])
+@pytest.mark.parametrize("kwargs", [{}, {"method": "lda"}, {"scaling": "signed_log"}])
 def test_state_round_trip(kwargs):
     X, y = _data(5, classes=3 if kwargs.get("method") == "lda" else 2)
     t = LinearTagger(**kwargs).fit(X, y)

@@ -45,7 +45,7 @@ import torch
 from sklearn.base import OutlierMixin
 
 from jetace.errors import InputError
-from jetace.taggers.base import Tagger, register
+from jetace.taggers.base import Tagger, register, renamed_params
 from jetace.taggers.linear import ledoit_wolf_shrinkage
 from jetace.taggers.preprocess import (
     FeatureScaler,
@@ -207,7 +207,8 @@ class _ModuleTagger(Tagger):
     def _score(self, x: torch.Tensor) -> torch.Tensor:
         mod = self.module_.to(x.device).eval()
         with torch.no_grad():
-            return torch.cat([mod(x[i:i + 16384]) for i in range(0, x.shape[0], 16384)])
+            out = torch.cat([mod(x[i:i + 16384]) for i in range(0, x.shape[0], 16384)])
+        return out.to(x.dtype)  # float64 (the autoencoder's float32 error included)
 
     def signal_score(self, X: Any):
         """The module's score per jet, shape (n,): larger = more signal-like (for an
@@ -244,6 +245,7 @@ class _ScoreTagger(OutlierMixin, _ModuleTagger):
 
     def decision_function(self, X: Any):
         """``score_samples(X) - offset_``, shape (n,): negative for outliers."""
+        self._check_fitted()
         offset = getattr(self, "offset_", None)
         if offset is None:
             raise InputError(f"this {type(self).__name__} was saved before jetace stored its "
@@ -275,22 +277,24 @@ def _kmeans_pp(z: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
     return z[idx].clone()
 
 
-def kmeans(z: torch.Tensor, k: int, seed: int = 0, n_init: int = 1, max_iter: int = 100
-           ) -> tuple[torch.Tensor, torch.Tensor, float]:
+def kmeans(z: torch.Tensor, k: int, seed: int = 0, n_init: int = 1, max_iter: int = 100,
+           return_n_iter: bool = False) -> tuple:
     """Lloyd's k-means from k-means++ seeds, best of ``n_init`` seeded restarts.
 
     ``z``: (n, d). Returns (centres (k, d), labels (n,), inertia = mean squared distance
-    of a jet to its centre).
+    of a jet to its centre), and with ``return_n_iter`` the Lloyd iterations of the
+    best restart as a fourth entry.
     """
     if z.shape[0] < k:
         raise InputError(f"{k} clusters need at least {k} jets, got {z.shape[0]}")
     gen = torch.Generator().manual_seed(seed)
-    best: tuple[torch.Tensor, torch.Tensor, float] | None = None
+    best: tuple[torch.Tensor, torch.Tensor, float, int] | None = None
     for _ in range(n_init):
         centres = _kmeans_pp(z, k, gen)
         labels = None
         sq = (z * z).sum(dim=1, keepdim=True)
-        for _ in range(max_iter):
+        n_iter = 0
+        for n_iter in range(1, max_iter + 1):  # noqa: B007 (the count is the result)
             new = (sq - 2 * z @ centres.T + (centres * centres).sum(dim=1)).argmin(dim=1)
             if labels is not None and bool((new == labels).all()):
                 break
@@ -302,9 +306,9 @@ def kmeans(z: torch.Tensor, k: int, seed: int = 0, n_init: int = 1, max_iter: in
                                   centres)
         inertia = float(((z - centres[labels]) ** 2).sum(dim=1).mean())
         if best is None or inertia < best[2]:
-            best = (centres, labels, inertia)
+            best = (centres, labels, inertia, n_iter)
     assert best is not None
-    return best
+    return best if return_n_iter else best[:3]
 
 
 def mixture_log_prob(z: torch.Tensor, log_weights: torch.Tensor, means: torch.Tensor,
@@ -417,7 +421,7 @@ class GaussianAnomaly(_ScoreTagger):
     ----------
     n_components : principal components kept (int, or float fraction of the variance),
         None = all standardised features.
-    transform : ``"standard"`` or ``"signed_log"`` (see :class:`FeatureTransform`).
+    scaling : ``"standard"`` or ``"signed_log"`` (see :class:`FeatureTransform`).
     shrinkage : ``"ledoit-wolf"`` (default) or a float ``a`` in [0, 1]: the covariance is
         ``(1 - a) C + a (tr C / d) I``, so that tiny-variance directions, poorly measured
         on the training sample, do not dominate the distance.
@@ -431,17 +435,17 @@ class GaussianAnomaly(_ScoreTagger):
     distance), ``shrinkage_``, ``offset_``, ``n_features_in_``.
     """
 
-    def __init__(self, n_components: int | float | None = 50, transform: str = "standard",
+    def __init__(self, n_components: int | float | None = 50, scaling: str = "standard",
                  shrinkage: str | float = "ledoit-wolf", seed: int = 0,
                  contamination: float = 0.1):
         self.n_components = n_components
-        self.transform = transform
+        self.scaling = scaling
         self.shrinkage = shrinkage
         self.seed = seed
         self.contamination = contamination
 
     def _fit(self, x: torch.Tensor) -> None:
-        tr = FeatureTransform.fit(x, self.transform, self.n_components)
+        tr = FeatureTransform.fit(x, self.scaling, self.n_components)
         z = tr(x)
         mean = z.mean(dim=0)
         zc = z - mean
@@ -469,7 +473,7 @@ class GaussianAnomaly(_ScoreTagger):
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> GaussianAnomaly:
-        self = cls(**state["params"])
+        self = cls(**renamed_params(state["params"]))
         self.module_ = _GaussianScore(FeatureTransform.from_state(state["transform"]),
                                       torch.as_tensor(state["mean"]).double(),
                                       torch.as_tensor(state["prec_chol"]).double())
@@ -482,7 +486,7 @@ class GaussianAnomaly(_ScoreTagger):
 class GMMAnomaly(_ScoreTagger):
     """Negative log likelihood under a Gaussian mixture fitted to background features.
 
-    The features are standardised (``transform``), projected on ``n_components``
+    The features are standardised (``scaling``), projected on ``n_components``
     principal components and whitened; a mixture of ``n_mix`` full-covariance
     Gaussians is fitted by EM (k-means++ seeds, ``n_init`` restarts, ``reg_covar`` added
     to the diagonals). Background jets come in several populations (quark- and
@@ -497,12 +501,12 @@ class GMMAnomaly(_ScoreTagger):
     """
 
     def __init__(self, n_mix: int = 4, n_components: int | float | None = 20,
-                 transform: str = "standard", reg_covar: float = 1e-3, n_init: int = 2,
+                 scaling: str = "standard", reg_covar: float = 1e-3, n_init: int = 2,
                  max_iter: int = 200, tol: float = 1e-3, seed: int = 0,
                  contamination: float = 0.1):
         self.n_mix = n_mix
         self.n_components = n_components
-        self.transform = transform
+        self.scaling = scaling
         self.reg_covar = reg_covar
         self.n_init = n_init
         self.max_iter = max_iter
@@ -511,7 +515,7 @@ class GMMAnomaly(_ScoreTagger):
         self.contamination = contamination
 
     def _fit(self, x: torch.Tensor) -> None:
-        tr = FeatureTransform.fit(x, self.transform, self.n_components, whiten=True)
+        tr = FeatureTransform.fit(x, self.scaling, self.n_components, whiten=True)
         gm = fit_gaussian_mixture(tr(x), self.n_mix, seed=self.seed, n_init=self.n_init,
                                   max_iter=self.max_iter, tol=self.tol, reg_covar=self.reg_covar)
         self.module_ = _MixtureScore(tr, gm["log_weights"], gm["means"], gm["prec_chol"])
@@ -533,7 +537,7 @@ class GMMAnomaly(_ScoreTagger):
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> GMMAnomaly:
-        self = cls(**state["params"])
+        self = cls(**renamed_params(state["params"]))
         self.module_ = _MixtureScore(FeatureTransform.from_state(state["transform"]),
                                      *(torch.as_tensor(state[k]).double()
                                        for k in ("log_weights", "means", "prec_chol")))
@@ -572,7 +576,7 @@ class _ReconstructionScore(torch.nn.Module):
 class AutoencoderAnomaly(_ScoreTagger):
     """Reconstruction error of a small torch autoencoder trained on background features.
 
-    Features are standardised (``transform``, optionally PCA-reduced to
+    Features are standardised (``scaling``, optionally PCA-reduced to
     ``n_components``); the network is ``d -> hidden... -> latent -> ...hidden -> d``
     with ``activation`` between layers. Training: Adam (``lr``, ``weight_decay``),
     mini-batches of ``batch_size``, mean squared error, a random ``val_fraction`` of the
@@ -588,7 +592,7 @@ class AutoencoderAnomaly(_ScoreTagger):
     """
 
     def __init__(self, hidden: tuple[int, ...] = (128,), latent: int = 8,
-                 n_components: int | float | None = None, transform: str = "standard",
+                 n_components: int | float | None = None, scaling: str = "standard",
                  activation: str = "gelu", lr: float = 1e-3, weight_decay: float = 0.0,
                  batch_size: int = 256, max_epochs: int = 200, patience: int = 10,
                  val_fraction: float = 0.2, seed: int = 0, progress: bool = False,
@@ -596,7 +600,7 @@ class AutoencoderAnomaly(_ScoreTagger):
         self.hidden = hidden
         self.latent = latent
         self.n_components = n_components
-        self.transform = transform
+        self.scaling = scaling
         self.activation = activation
         self.lr = lr
         self.weight_decay = weight_decay
@@ -631,7 +635,7 @@ class AutoencoderAnomaly(_ScoreTagger):
         gen = torch.Generator().manual_seed(self.seed)
         perm = torch.randperm(n, generator=gen).to(x.device)
         val_idx, tr_idx = perm[:n_val], perm[n_val:]
-        tr = FeatureTransform.fit(x[tr_idx], self.transform, self.n_components)
+        tr = FeatureTransform.fit(x[tr_idx], self.scaling, self.n_components)
         mod = _ReconstructionScore(tr, self._hidden, self.latent, self.activation)
         with torch.no_grad():  # seeded initialisation (torch's default scheme)
             for m in mod.net:
@@ -686,7 +690,7 @@ class AutoencoderAnomaly(_ScoreTagger):
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> AutoencoderAnomaly:
-        self = cls(**state["params"])
+        self = cls(**renamed_params(state["params"]))
         mod = _ReconstructionScore(FeatureTransform.from_state(state["transform"]),
                                    self._hidden, self.latent, self.activation)
         mod.net.load_state_dict({k: torch.as_tensor(v) for k, v in state["network"].items()})
@@ -821,7 +825,7 @@ class EnsembleAnomaly(_ScoreTagger):
             raise InputError(f"n_knots must be at least 3, got {self.n_knots}")
 
     def _member(self, kind: str, params: dict) -> _ScoreTagger:
-        params = {**params, "seed": int(self.seed) + int(params.get("seed", 0))}
+        params = {**renamed_params(params), "seed": int(self.seed) + int(params.get("seed", 0))}
         if "hidden" in params:
             params["hidden"] = tuple(params["hidden"])
         return _MEMBER_KINDS[kind](**params)
@@ -849,7 +853,7 @@ class EnsembleAnomaly(_ScoreTagger):
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> EnsembleAnomaly:
-        self = cls(**state["params"])
+        self = cls(**renamed_params(state["params"]))
         self.members_ = [_MEMBER_KINDS[m["kind"]].from_state(m["state"])
                          for m in state["members"]]
         cals = [_TailCalibration(torch.as_tensor(k).double(), float(t))

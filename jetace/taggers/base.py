@@ -30,7 +30,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from jetace.errors import InputError
 
-__all__ = ["Tagger", "TAGGERS", "NotFittedError", "register", "tagger_from_state"]
+__all__ = ["Tagger", "TAGGERS", "NotFittedError", "register", "tagger_from_state",
+           "renamed_params", "RENAMED_PARAMS"]
 
 TAGGERS: dict[str, type[Tagger]] = {}
 
@@ -90,6 +91,18 @@ class Tagger(BaseEstimator):
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Tagger:
         raise NotImplementedError
+
+
+#: constructor arguments renamed since model files were first written: old -> new
+#: (``transform`` clashed with scikit-learn's transformer protocol, which takes any
+#: estimator with a ``transform`` attribute for a transformer)
+RENAMED_PARAMS = {"transform": "scaling"}
+
+
+def renamed_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A copy of stored constructor arguments with old names (:data:`RENAMED_PARAMS`)
+    replaced by the current ones, so that model files written before a rename load."""
+    return {RENAMED_PARAMS.get(k, k): v for k, v in params.items()}
 
 
 def register(kind: str):

@@ -37,7 +37,7 @@ from jetace.taggers.anomaly import (
     kmeans,
     mixture_log_prob,
 )
-from jetace.taggers.base import register
+from jetace.taggers.base import register, renamed_params
 from jetace.taggers.preprocess import check_choice
 
 __all__ = ["ClusterTagger", "cluster_report"]
@@ -83,26 +83,27 @@ class ClusterTagger(ClusterMixin, _ModuleTagger):
     method : ``"gmm"`` (full-covariance Gaussian mixture, EM) or ``"kmeans"``.
     rule : ``"smallest"`` or ``"farthest"``: which cluster is signal-like (module doc).
     n_components : principal components kept (int or variance fraction).
-    transform : ``"standard"`` or ``"signed_log"`` input scaling.
+    scaling : ``"standard"`` or ``"signed_log"`` input scaling.
     reg_covar, n_init, max_iter, tol : mixture/k-means fitting controls.
     seed : seeds the k-means++ initialisations.
 
     Fitted attributes: ``module_``, ``weights_`` (n_clusters,) fraction of the training
     sample in each cluster, ``signal_cluster_`` (index), ``distances_`` (n_clusters,)
     distance of every centre from the sample mean, ``labels_`` (n,) the cluster of every
-    training jet (scikit-learn's ``fit_predict``), ``n_features_in_``.
+    training jet (scikit-learn's ``fit_predict``), ``n_iter_`` (EM or Lloyd iterations),
+    ``n_features_in_``.
     ``signal_score(X)`` = ``decision_function(X)``, the log-odds above.
     """
 
     def __init__(self, n_clusters: int = 2, method: str = "gmm", rule: str = "smallest",
-                 n_components: int | float | None = 10, transform: str = "standard",
+                 n_components: int | float | None = 10, scaling: str = "standard",
                  reg_covar: float = 1e-3, n_init: int = 2, max_iter: int = 200,
                  tol: float = 1e-3, seed: int = 0):
         self.n_clusters = n_clusters
         self.method = method
         self.rule = rule
         self.n_components = n_components
-        self.transform = transform
+        self.scaling = scaling
         self.reg_covar = reg_covar
         self.n_init = n_init
         self.max_iter = max_iter
@@ -124,7 +125,7 @@ class ClusterTagger(ClusterMixin, _ModuleTagger):
     def _fit(self, x: torch.Tensor) -> None:
         # k-means sees the standardised PCA scores unwhitened: whitening would give the
         # bulk's minor directions the same weight as the separating one
-        tr = FeatureTransform.fit(x, self.transform, self.n_components,
+        tr = FeatureTransform.fit(x, self.scaling, self.n_components,
                                   whiten=self.method == "gmm")
         z = tr(x)
         k, d = int(self.n_clusters), z.shape[1]
@@ -134,9 +135,11 @@ class ClusterTagger(ClusterMixin, _ModuleTagger):
                                       reg_covar=self.reg_covar)
             log_w, means, prec = gm["log_weights"], gm["means"], gm["prec_chol"]
             weights = log_w.exp()
+            self.n_iter_ = int(gm["n_iter"])
         else:
-            means, labels, inertia = kmeans(z, k, seed=self.seed, n_init=self.n_init,
-                                            max_iter=self.max_iter)
+            means, labels, inertia, self.n_iter_ = kmeans(
+                z, k, seed=self.seed, n_init=self.n_init, max_iter=self.max_iter,
+                return_n_iter=True)
             weights = torch.bincount(labels, minlength=k).to(z.dtype) / len(labels)
             sigma2 = max(inertia / d, 1e-12)
             log_w = torch.full((k,), -float(np.log(k)), dtype=z.dtype, device=z.device)
@@ -179,7 +182,7 @@ class ClusterTagger(ClusterMixin, _ModuleTagger):
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ClusterTagger:
-        self = cls(**state["params"])
+        self = cls(**renamed_params(state["params"]))
         self.signal_cluster_ = int(state["signal_cluster"])
         self.module_ = _ClusterScore(FeatureTransform.from_state(state["transform"]),
                                      *(torch.as_tensor(state[k]).double()

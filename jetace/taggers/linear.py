@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from jetace.errors import InputError
-from jetace.taggers.base import register
+from jetace.taggers.base import register, renamed_params
 from jetace.taggers.preprocess import TRANSFORMS, FeatureScaler, SupervisedTagger, check_choice
 
 __all__ = ["LinearTagger", "LinearHead", "ledoit_wolf_shrinkage", "weighted_log_loss"]
@@ -88,7 +88,7 @@ class LinearTagger(SupervisedTagger):
         momenta (on the plain features 1 to 10 lie within 0.0002),
         or "auto" to choose it from ``C_grid`` by the log-loss on a validation split of
         ``val_fraction`` of the jets, then refit on all of them.
-    transform : input scaling, "standard" or "signed_log".
+    scaling : input scaling (before jetace 0.2 named ``transform``), "standard" or "signed_log".
     shrinkage : LDA only: "auto" (Ledoit-Wolf) or a number in [0, 1].
     max_iter, tol : L-BFGS iterations and gradient tolerance (in the preconditioned
         coordinates; 1e-4 leaves the AUC of a BIP(4,7) top tagger unchanged to 1e-5
@@ -98,22 +98,22 @@ class LinearTagger(SupervisedTagger):
     Learned attributes: ``classes_``, ``n_features_in_``, ``coef_`` (K, F) and
     ``intercept_`` (K,) on the scaled features (K = 1 for two classes), ``scaler_``,
     ``C_`` (the strength used), ``scan_`` (C -> validation log-loss, for "auto"),
-    ``shrinkage_`` (LDA), ``n_iter_``.
+    ``shrinkage_`` (LDA), ``n_iter_`` (L-BFGS iterations; 1 for the closed-form LDA).
     """
 
     fitted_attribute = "coef_"
 
     def __init__(self, method: str = "logistic", C: float | str = 10.0,
-                 transform: str = "standard", shrinkage: float | str = "auto",
+                 scaling: str = "standard", shrinkage: float | str = "auto",
                  max_iter: int = 500, tol: float = 1e-4, val_fraction: float = 0.2,
                  C_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0), seed: int = 0):
-        self.method, self.C, self.transform, self.shrinkage = method, C, transform, shrinkage
+        self.method, self.C, self.scaling, self.shrinkage = method, C, scaling, shrinkage
         self.max_iter, self.tol, self.val_fraction = max_iter, tol, val_fraction
         self.C_grid, self.seed = C_grid, seed
 
     def _check_params(self) -> None:
         check_choice("method", self.method, METHODS)
-        check_choice("transform", self.transform, TRANSFORMS)
+        check_choice("scaling", self.scaling, TRANSFORMS)
         C = self.C
         if not (C == "auto" or (isinstance(C, int | float) and not isinstance(C, bool)
                                 and C > 0)):
@@ -126,7 +126,7 @@ class LinearTagger(SupervisedTagger):
              ) -> None:
         dtype = X.dtype if X.dtype == torch.float64 else torch.float32
         sw = sample_weight
-        self.scaler_ = FeatureScaler(X.shape[1], self.transform, dtype=dtype).to(X.device).fit(
+        self.scaler_ = FeatureScaler(X.shape[1], self.scaling, dtype=dtype).to(X.device).fit(
             X, sample_weight=sw)
         Z = self.scaler_(X)
         k = len(self.classes_)
@@ -274,14 +274,17 @@ class LinearTagger(SupervisedTagger):
         n = float(w.sum() / w.mean())
         cov = Zc.T @ Zc / n
         mu = torch.trace(cov) / f
-        cov = (1 - a) * cov + a * mu * torch.eye(f, dtype=cov.dtype, device=cov.device)
+        eye = torch.eye(f, dtype=cov.dtype, device=cov.device)
+        # a relative 1e-10 ridge keeps an unshrunk covariance of collinear or constant
+        # features solvable; it moves the weights of a regular one at rounding level
+        cov = (1 - a) * cov + (a + 1e-10) * (mu if mu > 0 else 1.0) * eye
         w = torch.linalg.solve(cov, means.T).T  # (K, F)
         b = -0.5 * (w * means).sum(1) + torch.log(counts / counts.sum())
         if k == 2:
             w, b = (w[1] - w[0])[None], (b[1] - b[0])[None]
         self.shrinkage_ = a
         self.C_ = math.inf
-        self.n_iter_ = 0
+        self.n_iter_ = 1  # one closed-form step
         self.coef_ = w.to(Z.dtype)
         self.intercept_ = b.to(Z.dtype)
 
@@ -319,7 +322,7 @@ class LinearTagger(SupervisedTagger):
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> LinearTagger:
-        params = dict(state["params"])
+        params = renamed_params(state["params"])
         params["C_grid"] = tuple(params["C_grid"])
         out = cls(**params)
         out.classes_ = np.asarray(state["classes"])
@@ -329,5 +332,5 @@ class LinearTagger(SupervisedTagger):
         out.intercept_ = torch.as_tensor(state["intercept"])
         out.C_ = math.inf if state["C_used"] is None else float(state["C_used"])
         out.scan_ = {float(c): float(v) for c, v in state["scan"]}
-        out._module = None
+        out._module = {}
         return out

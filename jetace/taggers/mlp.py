@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from jetace.errors import InputError
-from jetace.taggers.base import register
+from jetace.taggers.base import register, renamed_params
 from jetace.taggers.linear import LinearTagger, weighted_log_loss
 from jetace.taggers.preprocess import TRANSFORMS, FeatureScaler, SupervisedTagger, check_choice
 
@@ -110,7 +110,7 @@ class MLPTagger(SupervisedTagger):
         ``linear_C``, as :class:`~jetace.taggers.linear.LinearTagger`) is fitted on all
         jets on the same scaled inputs. 0 disables it.
     linear_C : the inverse L2 strength C of that logistic model.
-    transform : input scaling, "standard" or "signed_log" (fitted on all jets, shared
+    scaling : input scaling, "standard" or "signed_log" (fitted on all jets, shared
         by the networks).
     lr, batch_size, max_epochs : optimisation.
     schedule : "cosine": one-cycle learning rate (10% warm-up to ``lr``, then cosine
@@ -136,7 +136,7 @@ class MLPTagger(SupervisedTagger):
     def __init__(self, hidden: tuple[int, ...] = (128, 64), dropout: float = 0.3,
                  weight_decay: float = 1e-2, skip: bool = False,
                  linear_start: float | None = None, linear_blend: float = 0.25,
-                 linear_C: float = 10.0, transform: str = "standard",
+                 linear_C: float = 10.0, scaling: str = "standard",
                  lr: float = 1e-3, batch_size: int = 512, max_epochs: int = 60,
                  schedule: str = "cosine", patience: int = 20, val_fraction: float = 0.2,
                  n_models: int = 3, seed: int = 0, verbose: bool = False):
@@ -144,7 +144,7 @@ class MLPTagger(SupervisedTagger):
         self.linear_start = linear_start
         self.linear_blend, self.linear_C = linear_blend, linear_C
         self.weight_decay = weight_decay
-        self.transform, self.lr, self.batch_size = transform, lr, batch_size
+        self.scaling, self.lr, self.batch_size = scaling, lr, batch_size
         self.max_epochs, self.schedule = max_epochs, schedule
         self.patience, self.val_fraction = patience, val_fraction
         self.n_models, self.seed, self.verbose = n_models, seed, verbose
@@ -153,7 +153,7 @@ class MLPTagger(SupervisedTagger):
         hidden = tuple(int(h) for h in self.hidden)
         if not 1 <= len(hidden) <= 3 or min(hidden) < 1:
             raise InputError(f"hidden must list 1 to 3 positive layer widths, got {hidden}")
-        check_choice("transform", self.transform, TRANSFORMS)
+        check_choice("scaling", self.scaling, TRANSFORMS)
         check_choice("schedule", self.schedule, SCHEDULES)
         if not 0.0 < self.val_fraction < 1.0:
             raise InputError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
@@ -180,7 +180,7 @@ class MLPTagger(SupervisedTagger):
         if X.shape[0] - n_val < 1:
             raise InputError(f"too few jets ({X.shape[0]}) for a validation split: "
                              f"n_samples = {X.shape[0]}")
-        scaler = FeatureScaler(X.shape[1], self.transform, dtype=dtype).to(device).fit(
+        scaler = FeatureScaler(X.shape[1], self.scaling, dtype=dtype).to(device).fit(
             X, sample_weight=sw)
         k = len(self.classes_)
         hidden = self._hidden
@@ -335,7 +335,7 @@ class MLPTagger(SupervisedTagger):
         legacy = not any(k.startswith("members.") for k in state["weights"])
         # files written before the linear blend have none
         params = {"n_models": 1, "schedule": "plateau", "linear_blend": 0.0,
-                  **state["params"]}
+                  **renamed_params(state["params"])}
         out = cls(**params)
         out.classes_ = np.asarray(state["classes"])
         out.n_features_in_ = int(state["n_features_in"])
@@ -354,5 +354,5 @@ class MLPTagger(SupervisedTagger):
             {"n_epochs": out.n_epochs_, "best_epoch": out.best_epoch_,
              "best_val_loss": out.best_val_loss_}]
         out.history_ = []
-        out._module = None
+        out._module = {}
         return out

@@ -276,7 +276,7 @@ class SupervisedTagger(ClassifierMixin, Tagger):
         yi = self._encode(yn).to(Xt.device)
         w = check_sample_weight(sample_weight, Xt.shape[0], Xt.device)
         self._fit(Xt, yi, w)
-        self._module = None
+        self._module = {}  # fitted modules per (device, dtype), filled by the first use
         return self
 
     def _fit(self, X: torch.Tensor, y: torch.Tensor, sample_weight: torch.Tensor | None
@@ -293,7 +293,7 @@ class SupervisedTagger(ClassifierMixin, Tagger):
         # the fitted module, copied once per (device, dtype) it is asked to run in:
         # float64 features are scored in float64 throughout
         cache = getattr(self, "_module", None)
-        if not isinstance(cache, dict):
+        if not isinstance(cache, dict):  # taggers built before the cache was a dict
             cache = self._module = {}
         key = (Xt.device, Xt.dtype if Xt.dtype == torch.float64 else None)
         mod = cache.get(key)

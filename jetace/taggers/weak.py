@@ -39,7 +39,7 @@ from sklearn.base import ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 
 from jetace.errors import InputError
-from jetace.taggers.base import TAGGERS, Tagger, register, tagger_from_state
+from jetace.taggers.base import TAGGERS, Tagger, register, renamed_params, tagger_from_state
 from jetace.taggers.preprocess import (
     SupervisedTagger,
     as_features,
@@ -195,7 +195,7 @@ class CWoLaTagger(ClassifierMixin, Tagger):
         defaults: dict[str, Any] = {"seed": self.seed}
         if self.classifier == "linear":
             defaults["C"] = "auto"
-        return cls(**{**defaults, **dict(self.classifier_params or {})})
+        return cls(**{**defaults, **renamed_params(self.classifier_params or {})})
 
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> CWoLaTagger:
         """Train on jets X (n, F) with mixture membership y (n,): 1 = A, 0 = B (any two
@@ -211,7 +211,8 @@ class CWoLaTagger(ClassifierMixin, Tagger):
         check_classification_targets(yy)
         classes, index = np.unique(yy, return_inverse=True)
         if len(classes) > 2:
-            raise InputError(f"y must hold mixture labels 1 (A) and 0 (B), got "
+            raise InputError(f"Only binary classification is supported: y must hold mixture "
+                             f"labels 1 (A) and 0 (B), got "
                              f"{len(classes)} classes: {classes[:5].tolist()}")
         yy = index.reshape(-1).astype(bool)
         a, b = np.flatnonzero(yy), np.flatnonzero(~yy)
@@ -270,7 +271,7 @@ class CWoLaTagger(ClassifierMixin, Tagger):
                                                  sample_weight=sw)
         inner.coef_ = w[None, :-1].to(inner.coef_.device).clone()
         inner.intercept_ = w[-1:].to(inner.coef_.device).clone()
-        inner._module = None
+        inner._module = {}
 
     def fit_mixtures(self, X_a: Any, X_b: Any) -> CWoLaTagger:
         """Train on the two mixtures: X_a (n_a, F) signal-richer, X_b (n_b, F)."""
@@ -283,16 +284,33 @@ class CWoLaTagger(ClassifierMixin, Tagger):
         out = getattr(self.classifier_, method)(check_predict_input(self, X))
         return out if isinstance(X, torch.Tensor) else to_numpy(out)
 
-    def decision_function(self, X: Any):
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False  # two mixtures, A and B
+        return tags
+
+    def signal_score(self, X: Any):
         """Signal-likeness per jet, shape (n,): the inner tagger's score (the logit of
         "from mixture A" for the logistic link, the signal score ``u`` for the mixture
-        link)."""
+        link); what evaluation and model files use."""
         return self._inner_out("decision_function", X)
+
+    def decision_function(self, X: Any):
+        """Log-odds of "from mixture A" per jet, shape (n,), for equal-sized mixtures
+        (scikit-learn's convention: > 0 where :meth:`predict` says A). The logistic
+        link: equal to :meth:`signal_score`; the mixture link: a monotone, saturating
+        function of it (same ranking)."""
+        u = self.signal_score(X)
+        if self.link_ != "mixture":
+            return u
+        ut = u if isinstance(u, torch.Tensor) else torch.as_tensor(u)
+        out = _mixture_logit(ut, float(np.log(self.ratio)))
+        return out if isinstance(u, torch.Tensor) else out.numpy()
 
     def predict(self, X: Any) -> np.ndarray:
         """The more probable mixture per jet (``classes_[1]`` = A), numpy (n,)."""
-        p = to_numpy(self.predict_proba(X))
-        return np.asarray(self.classes_)[(p[:, 1] > 0.5).astype(np.int64)]
+        d = to_numpy(self.decision_function(X))
+        return np.asarray(self.classes_)[(d > 0).astype(np.int64)]
 
     def raw_affine(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The inner tagger's (the decision function is its score)."""
@@ -301,13 +319,13 @@ class CWoLaTagger(ClassifierMixin, Tagger):
 
     def predict_proba(self, X: Any):
         """Probability of (B, A) membership per jet, shape (n, 2), for equal-sized mixtures."""
+        self._check_fitted()
         if self.link_ != "mixture":
             return self._inner_out("predict_proba", X)
-        u = self.decision_function(X)
-        ut = u if isinstance(u, torch.Tensor) else torch.as_tensor(u)
-        pa = torch.sigmoid(_mixture_logit(ut, float(np.log(self.ratio))))
+        d = self.decision_function(X)
+        pa = torch.sigmoid(d if isinstance(d, torch.Tensor) else torch.as_tensor(d))
         out = torch.stack([1 - pa, pa], dim=1)
-        return out if isinstance(u, torch.Tensor) else out.numpy()
+        return out if isinstance(d, torch.Tensor) else out.numpy()
 
     def as_module(self) -> torch.nn.Module:
         """The inner tagger's module: raw features (B, F) -> decision function (B,)."""
