@@ -252,6 +252,7 @@ def _add_train(sub) -> None:
     p.add_argument("--transform", default=None, choices=["standard", "signed_log"],
                    help="input scaling of the features (default: the tagger's)")
     p.add_argument("--seed", type=int, default=0, help="seed of splits and initialisation")
+    _add_weight_branch(p, "the fit, its validation metrics and the refit are weighted")
     p.add_argument("--val-fraction", type=float, default=None,
                    help="fraction of jets held out for the reported validation metrics; the "
                         "saved model is then refitted on all jets (default: 0.2; 0 for "
@@ -333,7 +334,7 @@ def _add_train(sub) -> None:
             spec["max_particles"] = default["max_particles"]
         common = dict(spec=spec, val_fraction=val_fraction,
                       seed=args.seed, progress=not args.quiet, skip_bad=args.skip_bad,
-                      **_input_kwargs(args))
+                      weight_branch=args.weight_branch, **_input_kwargs(args))
         if weak:
             model, report = run_weak(args, common)
         else:
@@ -366,6 +367,12 @@ def _add_train(sub) -> None:
         print(f"wrote {args.output}")
 
     p.set_defaults(func=run)
+
+
+def _add_weight_branch(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--weight-branch", default=None, metavar="NAME",
+                   help=f"flat per-jet weight branch (generator weight, pT reweighting; "
+                        f"also the schema's 'weight'): {what}")
 
 
 def _add_skip_bad(p: argparse.ArgumentParser) -> None:
@@ -407,6 +414,7 @@ def _add_evaluate(sub) -> None:
                    help="multi-class model: the class that is signal (default: the first)")
     p.add_argument("--json", action="store_true", help="print one JSON object line")
     p.add_argument("--plot", default=None, help="write the ROC curve to this image (e.g. roc.png)")
+    _add_weight_branch(p, "weighted AUC, accuracy and rejection (negative weights accepted)")
     _add_skip_bad(p)
     add_input_arguments(p)
 
@@ -421,7 +429,8 @@ def _add_evaluate(sub) -> None:
         metrics, scores, labels = evaluate_files(
             model, _readable(args.signal, args, "evaluate"),
             _readable(args.background, args, "evaluate"), signal_class=args.signal_class,
-            progress=not (args.json or args.quiet), **_input_kwargs(args))
+            progress=not (args.json or args.quiet), weight_branch=args.weight_branch,
+            **_input_kwargs(args))
         if args.plot:
             plot_roc({model.metadata.get("model", "model"): (scores, labels)}, args.plot)
         if args.json:

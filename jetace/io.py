@@ -144,10 +144,12 @@ class _Plan:
     extras: dict[str, str]
     jet: dict[str, str]
     labels: tuple[str, ...]
+    weight: str | None = None
 
     @property
     def branches(self) -> list[str]:
-        return [*self.momenta.values(), *self.extras.values(), *self.jet.values(), *self.labels]
+        return [*self.momenta.values(), *self.extras.values(), *self.jet.values(), *self.labels,
+                *([self.weight] if self.weight else [])]
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,10 @@ def _resolve_plan(schema: Schema, available: Sequence[str], path: str, tree: str
             raise InputError(f"{where} has no label branch {missing[0]!r} (schema "
                              f"{schema.name!r}); available branches: {_list_available(available)}")
         labels = tuple(schema.labels)
-    return _Plan(dict(schema.momenta), extra, jet, labels)
+    if schema.weight is not None and schema.weight not in have:
+        raise InputError(f"{where} has no weight branch {schema.weight!r} (schema "
+                         f"{schema.name!r}); available branches: {_list_available(available)}")
+    return _Plan(dict(schema.momenta), extra, jet, labels, schema.weight)
 
 
 def _unwrap(t):
@@ -262,7 +267,8 @@ def _check_types(obj, plan: _Plan, path: str, tree: str) -> None:
     """Check from the metadata that every planned branch is numeric and of the right shape."""
     expected = ([(b, "jagged", False) for b in plan.momenta.values()]
                 + [(b, "jagged", True) for b in plan.extras.values()]
-                + [(b, "flat", True) for b in [*plan.jet.values(), *plan.labels]])
+                + [(b, "flat", True) for b in [*plan.jet.values(), *plan.labels]]
+                + [(b, "flat", False) for b in [plan.weight] if b])
     for branch, shape, allow_bool in expected:
         try:
             kind, prim = _kind(_branch_type(obj, branch))
@@ -345,6 +351,13 @@ def _build(raw: ak.Array, src: _Source, entry_start: int) -> ak.Array:
     for b in plan.labels:
         values = raw[b]
         labels[b] = values if values.type.content == ak.types.NumpyType("bool") else values != 0
+    if plan.weight:
+        weight = np.asarray(ak.to_numpy(raw[plan.weight]), dtype=np.float64)
+        if not np.isfinite(weight).all():
+            i = int(np.argmax(~np.isfinite(weight)))
+            raise InputError(f"{where}: weight branch {plan.weight!r} has a NaN or infinite "
+                             f"value at jet entry {entry_start + i}")
+        labels["weight"] = weight
     return ak.zip({"constituents": constituents, "jet": jet, **labels}, depth_limit=1)
 
 

@@ -24,7 +24,7 @@ __all__ = ["evaluate_files", "predict_to_file", "rate_matched_threshold"]
 
 
 def evaluate_files(model: JetaceModel, signal, background, *, signal_class: str | None = None,
-                   progress: bool = True, **read_kw: Any,
+                   progress: bool = True, weight_branch: str | None = None, **read_kw: Any,
                    ) -> tuple[dict[str, float | int], np.ndarray, np.ndarray]:
     """Score signal and background files; returns (metrics, scores, labels).
 
@@ -37,20 +37,31 @@ def evaluate_files(model: JetaceModel, signal, background, *, signal_class: str 
     signal score (for a multi-class model that of ``signal_class``, default the first
     class); ``labels`` (n,) bool, True for signal jets. ``read_kw`` are the reading
     options of :meth:`JetaceModel.iter_scores` (tree, schema, step_size, max_jets, ...).
+    ``weight_branch`` (or the schema's ``weight``): a flat per-jet weight branch; the
+    metrics are then weighted (:mod:`jetace.metrics`: negative weights are accepted) and
+    carry ``sum_weight_signal`` / ``sum_weight_background``.
     """
     from jetace.metrics import binary_metrics
+    from jetace.schema import with_weight
 
+    schema = with_weight(read_kw.pop("schema", "jetclass"), weight_branch)
     signal_class = signal_class or model.classes[0]
-    parts = []
+    parts, weights = [], []
     for name, paths in (("signal", signal), ("background", background)):
-        scores = [s for _, s in model.iter_scores(paths, progress=progress,
-                                                  desc=f"scoring ({name})", **read_kw)]
+        scores, w = [], []
+        for chunk, s in model.iter_scores(paths, progress=progress, desc=f"scoring ({name})",
+                                          schema=schema, **read_kw):
+            scores.append(s)
+            if schema.weight is not None:
+                w.append(np.asarray(chunk["weight"], dtype=np.float64))
         parts.append(model.signal_score(np.concatenate(scores), signal_class)
                      if scores else np.zeros(0))
+        weights.append(np.concatenate(w) if w else np.zeros(0))
     scores = np.concatenate(parts)
     labels = np.r_[np.ones(len(parts[0]), bool), np.zeros(len(parts[1]), bool)]
+    sample_weight = np.concatenate(weights) if schema.weight is not None else None
     threshold = 0.0 if model.tagger.logit_scores else rate_matched_threshold(scores, labels)
-    metrics = binary_metrics(scores, labels, threshold)
+    metrics = binary_metrics(scores, labels, threshold, sample_weight=sample_weight)
     metrics["accuracy_threshold"] = threshold
     return metrics, scores, labels
 

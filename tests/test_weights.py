@@ -115,3 +115,66 @@ def test_mlp_weights_enter_loss_and_early_stopping():
         MLPTagger().fit(X, y, sample_weight=-w)
     with pytest.raises(InputError, match="zero"):
         LinearTagger().fit(X, y, sample_weight=np.zeros(len(y)))
+
+
+def _weighted_file(path, n_prongs, seed, signal):
+    """A JetClass-style file with per-jet weight branches ``gen_weight`` (10% negative,
+    as from an NLO generator) and ``pt_weight`` (non-negative, for fits)."""
+    import awkward as ak
+    from toyjets import toy_jets, write_branches
+
+    jets = toy_jets(120, seed=seed, n_prongs=n_prongs)
+    counts = [len(j) for j in jets]
+    flat = np.concatenate(jets).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    pt_w = rng.exponential(size=len(jets))
+    w = pt_w * np.where(rng.random(len(jets)) < 0.1, -1, 1)
+    branches = {f"part_{k}": ak.unflatten(flat[:, i], counts)
+                for i, k in enumerate(["energy", "px", "py", "pz"])}
+    branches.update({"label_Tbqq": np.full(len(jets), signal),
+                     "label_QCD": np.full(len(jets), not signal),
+                     "gen_weight": w.astype(np.float64), "pt_weight": pt_w})
+    return write_branches(path, branches), w
+
+
+def test_weight_branch_in_train_and_evaluate(tmp_path, capsys):
+    import json
+
+    from jetace.cli import main
+    from jetace.model_file import load_model
+    from jetace.scoring import evaluate_files
+
+    sig, ws = _weighted_file(tmp_path / "sig.root", 3, 1, True)
+    bkg, wb = _weighted_file(tmp_path / "bkg.root", 1, 2, False)
+    feats = ["--order", "2", "--degree", "4", "--max-particles", "32", "--quiet"]
+    plain, weighted = tmp_path / "plain.jetace", tmp_path / "weighted.jetace"
+    assert main(["train", "--signal", str(sig), "--background", str(bkg), "-o", str(plain),
+                 *feats]) == 0
+    assert main(["train", "--signal", str(sig), "--background", str(bkg), "-o",
+                 str(weighted), "--weight-branch", "pt_weight", *feats]) == 0
+    assert main(["train", "--signal", str(sig), "--background", str(bkg), "-o",
+                 str(weighted), "--weight-branch", "gen_weight", *feats]) != 0
+    assert "negative" in capsys.readouterr().err  # fits take non-negative weights only
+    model = load_model(weighted)
+    assert model.metadata["weight_branch"] == "pt_weight"
+    a = load_model(plain).tagger.coef_
+    assert float((model.tagger.coef_ - a).abs().max()) > 1e-4  # the weights changed the fit
+    assert main(["evaluate", str(weighted), "--signal", str(sig), "--background", str(bkg),
+                 "--json", "--weight-branch", "gen_weight"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    _, scores, labels = evaluate_files(model, [str(sig)], [str(bkg)], progress=False)
+    w = np.r_[ws, wb]
+    np.testing.assert_allclose(got["auc"], roc_auc(scores, labels, w), **WEIGHTED_METRIC)
+    np.testing.assert_allclose(got["sum_weight_signal"], ws.sum(), **WEIGHTED_METRIC)
+    assert got["n_signal"] == 120
+    keep = w > 0  # scikit-learn's weighted AUC, on the positive-weight jets
+    np.testing.assert_allclose(roc_auc(scores[keep], labels[keep], w[keep]),
+                               roc_auc_score(labels[keep], scores[keep], sample_weight=w[keep]),
+                               **WEIGHTED_METRIC)
+    code = main(["evaluate", str(weighted), "--signal", str(sig), "--background", str(bkg),
+                 "--weight-branch", "no_such_branch"])
+    err = capsys.readouterr().err
+    assert code != 0 and "no weight branch 'no_such_branch'" in err and "sig.root" in err
+    code = main(["train", "--unsupervised", "gaussian", "--background", str(bkg), "-o",
+                 str(tmp_path / "u.jetace"), "--weight-branch", "gen_weight", *feats])
+    assert code != 0 and "does not take per-jet weights" in capsys.readouterr().err
