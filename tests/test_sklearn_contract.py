@@ -142,6 +142,7 @@ def test_pipeline_cross_validation_and_grid_search():
     assert roc_auc(grid.decision_function(X), y) > 0.8
 
 
+@pytest.mark.slow
 def test_anomaly_sign_convention_matches_isolation_forest():
     """score_samples and decision_function are larger for normal jets, predict is -1 for
     outliers, as in IsolationForest; signal_score (what evaluate uses) is the anomaly."""

@@ -137,6 +137,7 @@ def _weighted_file(path, n_prongs, seed, signal):
     return write_branches(path, branches), w
 
 
+@pytest.mark.slow
 def test_weight_branch_in_train_and_evaluate(tmp_path, capsys):
     import json
 
