@@ -25,7 +25,9 @@ All are scikit-learn outlier detectors (``OutlierMixin``) and follow the
 ``predict(X)`` is -1 for outliers and +1 for inliers (``offset_``: the
 ``contamination`` quantile of the training jets). The anomaly score that evaluation,
 model files and ONNX exports use is ``signal_score(X) = -score_samples(X)``, larger for
-more anomalous (signal-like) jets. ``X`` is a numpy array or torch tensor of shape
+more anomalous (signal-like) jets. The density and reconstruction fits take no
+``sample_weight`` yet (``jetace train --unsupervised`` refuses a weight branch).
+``X`` is a numpy array or torch tensor of shape
 (n_jets, n_features); results are numpy arrays for numpy input and torch tensors on
 ``X``'s device for torch input. Everything is deterministic given ``seed``.
 
