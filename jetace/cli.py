@@ -57,7 +57,19 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, default=1,
                    help="CPU worker processes reading and computing in parallel, e.g. the "
                         "number of cores (default: 1; results are the same)")
+    g.add_argument("--format", default=None,
+                   choices=["root", "toptagging", "energyflow", "energyflow-pion",
+                            "energyflow-pid", "parquet"],
+                   help="input file format (default: by extension: .root, .h5 Top Tagging, "
+                        ".npz energyflow, .parquet; see jetace.formats)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _schema(args: argparse.Namespace):
+    """--schema with --format applied."""
+    from jetace.schema import with_format
+
+    return with_format(args.schema, getattr(args, "format", None))
 
 
 def feature_spec_from_args(args: argparse.Namespace, mirror: bool = False) -> dict:
@@ -111,7 +123,7 @@ def _add_features(sub) -> None:
         from jetace.errors import JetaceError
         from jetace.extract import write_features
 
-        kwargs = dict(tree=args.tree, schema=args.schema, step_size=args.step_size,
+        kwargs = dict(tree=args.tree, schema=_schema(args), step_size=args.step_size,
                       max_jets=args.max_jets, device=args.device, batch_size=args.batch_size,
                       skip_bad=args.skip_bad, progress=not args.quiet)
         with warnings.catch_warnings(record=True) as caught:
@@ -197,7 +209,7 @@ def _add_generate(sub) -> None:
 
 
 def _input_kwargs(args: argparse.Namespace) -> dict:
-    return {"tree": args.tree, "schema": args.schema, "step_size": args.step_size,
+    return {"tree": args.tree, "schema": _schema(args), "step_size": args.step_size,
             "max_jets": args.max_jets, "device": args.device, "batch_size": args.batch_size,
             "workers": args.workers}
 
@@ -392,7 +404,7 @@ def _readable(paths: list[str], args: argparse.Namespace, command: str) -> list[
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # reported below, once per file
-        files = JetFiles(paths, args.tree, args.schema, extras=False, skip_bad=True)
+        files = JetFiles(paths, args.tree, _schema(args), extras=False, skip_bad=True)
     for path, reason in files.skipped:
         print(f"jetace {command}: warning: skipping bad input file {path}: {reason}",
               file=sys.stderr)

@@ -428,6 +428,7 @@ class JetFiles:
                  extras: bool = True, skip_bad: bool = False, format: str | None = None
                  ) -> None:
         self.schema = resolve_schema(schema)
+        format = self.schema.format if format is None else format
         self.tree = tree
         self.skipped: list[tuple[str, str]] = []
         self._sources: list[_Source] = []

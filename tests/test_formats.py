@@ -120,10 +120,17 @@ def test_format_dispatch_and_errors(tmp_path):
         jetace.read_jets(write_parquet(tmp_path / "nan.parquet", bad, {"label_QCD": True}))
     with pytest.raises(InputError, match="does not exist"):
         jetace.read_jets(tmp_path / "missing.h5")
+    # the format can come with the schema (JSON schema files, --schema)
+    renamed = tmp_path / "jets.dat"
+    renamed.write_bytes(pq_path.read_bytes())
+    assert len(jetace.read_jets(renamed, schema={"format": "parquet"})) == 10
+    with pytest.raises(InputError, match="unknown input format 'hdf'"):
+        jetace.read_jets(pq_path, schema={"format": "hdf"})
 
 
+@pytest.mark.slow
 def test_commands_read_the_formats(tmp_path, capsys):
-    """jetace features and jetace train take the files by extension."""
+    """jetace features and jetace train take the files by extension, or --format."""
     import pyarrow.parquet as pq
 
     from jetace.cli import main
@@ -138,3 +145,10 @@ def test_commands_read_the_formats(tmp_path, capsys):
     assert main(["train", "--inputs", str(h5), "--labels", "label_QCD,label_Tbqq", "-o",
                  str(tmp_path / "m.jetace"), *feats]) == 0
     assert "AUC" in capsys.readouterr().out
+    odd = tmp_path / "train.data"  # an extension that says nothing: --format says it
+    odd.write_bytes(h5.read_bytes())
+    assert main(["features", str(odd), "-o", str(tmp_path / "g.parquet"), "--format",
+                 "toptagging", *feats]) == 0
+    assert pq.read_table(tmp_path / "g.parquet").equals(table)
+    assert main(["features", str(odd), "-o", str(tmp_path / "h.parquet"), *feats]) != 0
+    assert "train.data" in capsys.readouterr().err  # read as ROOT: not a ROOT file
