@@ -117,17 +117,11 @@ class ACETransformer(TransformerMixin, BaseEstimator):
                  options: dict[str, Any] | None = None, columns: str = "epxpypz",
                  mass: str = "massless", device: str = "cpu", dtype: str = "float32",
                  batch_size: int = 4096):
-        self.family = family
-        self.order = order
-        self.degree = degree
-        self.mirror = mirror
-        self.max_particles = max_particles
-        self.options = options
-        self.columns = columns
-        self.mass = mass
-        self.device = device
-        self.dtype = dtype
-        self.batch_size = batch_size
+        # scikit-learn's rule: store the arguments as given; fit checks them
+        self.family, self.order, self.degree, self.mirror = family, order, degree, mirror
+        self.max_particles, self.options = max_particles, options
+        self.columns, self.mass = columns, mass
+        self.device, self.dtype, self.batch_size = device, dtype, batch_size
 
     def spec(self) -> dict[str, Any]:
         """The feature spec (:func:`jetace.features.features_from_spec`) of the settings."""
