@@ -420,8 +420,14 @@ def _add_evaluate(sub) -> None:
                     "there are signal jets: accuracy_threshold), ROC AUC and background "
                     "rejection 1/eps_B at signal efficiency 0.3 and 0.5.")
     p.add_argument("model", help="model file written by 'jetace train'")
-    p.add_argument("--signal", nargs="+", required=True, help="ROOT files of signal jets")
-    p.add_argument("--background", nargs="+", required=True, help="ROOT files of background jets")
+    p.add_argument("--signal", nargs="+", help="ROOT files of signal jets")
+    p.add_argument("--background", nargs="+", help="ROOT files of background jets")
+    p.add_argument("--inputs", nargs="+",
+                   help="instead of --signal/--background: files holding both classes "
+                        "(e.g. the Top Tagging test.h5), with --signal-label")
+    p.add_argument("--signal-label", default=None, metavar="FIELD",
+                   help="with --inputs: the label field true for signal jets "
+                        "(e.g. label_Tbqq)")
     p.add_argument("--signal-class", default=None,
                    help="multi-class model: the class that is signal (default: the first)")
     p.add_argument("--json", action="store_true", help="print one JSON object line")
@@ -438,9 +444,12 @@ def _add_evaluate(sub) -> None:
         from jetace.scoring import evaluate_files
 
         model = load_model(args.model)
+        files = {k: None if getattr(args, k) is None else _readable(getattr(args, k), args,
+                                                                     "evaluate")
+                 for k in ("signal", "background", "inputs")}
         metrics, scores, labels = evaluate_files(
-            model, _readable(args.signal, args, "evaluate"),
-            _readable(args.background, args, "evaluate"), signal_class=args.signal_class,
+            model, files["signal"], files["background"], inputs=files["inputs"],
+            signal_label=args.signal_label, signal_class=args.signal_class,
             progress=not (args.json or args.quiet), weight_branch=args.weight_branch,
             **_input_kwargs(args))
         if args.plot:

@@ -145,6 +145,19 @@ def test_commands_read_the_formats(tmp_path, capsys):
     assert main(["train", "--inputs", str(h5), "--labels", "label_QCD,label_Tbqq", "-o",
                  str(tmp_path / "m.jetace"), *feats]) == 0
     assert "AUC" in capsys.readouterr().out
+    # one file holding both classes: evaluate splits it by the signal's label field
+    assert main(["evaluate", str(tmp_path / "m.jetace"), "--inputs", str(h5),
+                 "--signal-label", "label_Tbqq", "--json", "--signal-class",
+                 "label_Tbqq"]) == 0
+    import json
+
+    got = json.loads(capsys.readouterr().out)
+    assert got["n_signal"] == 60 and got["n_background"] == 60 and got["auc"] > 0.9
+    assert main(["evaluate", str(tmp_path / "m.jetace"), "--inputs", str(h5), "--json",
+                 "--signal-label", "label_top"]) != 0
+    assert "label_Tbqq" in capsys.readouterr().err  # the label fields there are listed
+    assert main(["evaluate", str(tmp_path / "m.jetace"), "--inputs", str(h5)]) != 0
+    assert "signal's label field" in capsys.readouterr().err
     odd = tmp_path / "train.data"  # an extension that says nothing: --format says it
     odd.write_bytes(h5.read_bytes())
     assert main(["features", str(odd), "-o", str(tmp_path / "g.parquet"), "--format",
