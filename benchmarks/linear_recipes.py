@@ -39,9 +39,9 @@ FEATURE_SETS = {
 
 RECIPES = {
     "lda": dict(method="lda"),
-    "lda signed_log": dict(method="lda", transform="signed_log"),
+    "lda signed_log": dict(method="lda", scaling="signed_log"),
     "logistic C=auto": dict(method="logistic", C="auto", C_grid=(1e-3, 1e-2, 1e-1, 1.0)),
-    "logistic signed_log C=auto": dict(method="logistic", transform="signed_log", C="auto",
+    "logistic signed_log C=auto": dict(method="logistic", scaling="signed_log", C="auto",
                                        C_grid=(1e-3, 1e-2, 1e-1, 1.0)),
 }
 

@@ -100,12 +100,12 @@ def run(top: np.ndarray, qcd: np.ndarray, seed: int, fractions: list[float],
     t = time.perf_counter()
     sup = LinearTagger(seed=seed).fit(np.r_[top[:N_TRAIN], qcd[:N_TRAIN]],
                                       np.r_[np.ones(N_TRAIN), np.zeros(N_TRAIN)])
-    record("supervised linear", "supervised", sup.decision_function(X_test),
+    record("supervised linear", "supervised", sup.signal_score(X_test),
            time.perf_counter() - t)
     for name, det in detectors(seed).items():
         t = time.perf_counter()
         det.fit(qcd[:N_TRAIN])
-        record(name, "anomaly (QCD only)", det.decision_function(X_test), time.perf_counter() - t)
+        record(name, "anomaly (QCD only)", det.signal_score(X_test), time.perf_counter() - t)
     rng = np.random.default_rng(seed)
     half = N_TRAIN // 2
     X_unlabelled, _ = make_mixture(top[:half], qcd[:half], 0.2, half, rng)
@@ -114,7 +114,7 @@ def run(top: np.ndarray, qcd: np.ndarray, seed: int, fractions: list[float],
         cl = ClusterTagger(n_clusters=2, method=method, n_components=10, seed=seed)
         cl.fit(X_unlabelled)
         rep = cluster_report(cl, X_test, y_test)
-        record(f"cluster ({method}, 2)", "clustering (20% top)", cl.decision_function(X_test),
+        record(f"cluster ({method}, 2)", "clustering (20% top)", cl.signal_score(X_test),
                time.perf_counter() - t, purity=rep["purity"])
     for f in fractions:
         t = time.perf_counter()
@@ -128,7 +128,7 @@ def run(top: np.ndarray, qcd: np.ndarray, seed: int, fractions: list[float],
             cw = CWoLaTagger(seed=seed, classifier_params={"C": "auto"}, link=link)
             cw.fit_mixtures(Xa, Xb)
             name = f"cwola {f:g} vs {f / 4:g}" + (" (logistic)" if link == "logistic" else "")
-            record(name, "weak", cw.decision_function(X_test), time.perf_counter() - t,
+            record(name, "weak", cw.signal_score(X_test), time.perf_counter() - t,
                    fraction_a=f, fraction_b=f / 4, n_per_mixture=n, n_top_used=s_a + s_b,
                    link=link, C=cw.classifier_.C_ if link == "logistic" else cw.link_C_)
     return rows
@@ -142,8 +142,8 @@ def anomaly_folds(top: np.ndarray, qcd: np.ndarray, folds: int, seed: int, log) 
     aucs = []
     for k, test in enumerate(np.array_split(np.arange(n), folds)):
         det = EnsembleAnomaly(seed=seed).fit(np.delete(qcd, test, axis=0))
-        aucs.append(roc_auc(np.r_[det.decision_function(top[test]),
-                                  det.decision_function(qcd[test])],
+        aucs.append(roc_auc(np.r_[det.signal_score(top[test]),
+                                  det.signal_score(qcd[test])],
                             np.r_[np.ones(len(test)), np.zeros(len(test))]))
         log(f"ensemble, fold {k + 1}/{folds}: AUC {aucs[-1]:.4f}")
     return {"folds": folds, "auc": aucs, "mean": float(np.mean(aucs)),

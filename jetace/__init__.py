@@ -27,6 +27,7 @@ _EXPORTS = {
     "features_from_spec": "jetace.features",
     "LinearTagger": "jetace.taggers.linear",
     "MLPTagger": "jetace.taggers.mlp",
+    "ACETransformer": "jetace.transformers",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -57,7 +57,19 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, default=1,
                    help="CPU worker processes reading and computing in parallel, e.g. the "
                         "number of cores (default: 1; results are the same)")
+    g.add_argument("--format", default=None,
+                   choices=["root", "toptagging", "energyflow", "energyflow-pion",
+                            "energyflow-pid", "parquet"],
+                   help="input file format (default: by extension: .root, .h5 Top Tagging, "
+                        ".npz energyflow, .parquet; see jetace.formats)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _schema(args: argparse.Namespace):
+    """--schema with --format applied."""
+    from jetace.schema import with_format
+
+    return with_format(args.schema, getattr(args, "format", None))
 
 
 def feature_spec_from_args(args: argparse.Namespace, mirror: bool = False) -> dict:
@@ -111,7 +123,7 @@ def _add_features(sub) -> None:
         from jetace.errors import JetaceError
         from jetace.extract import write_features
 
-        kwargs = dict(tree=args.tree, schema=args.schema, step_size=args.step_size,
+        kwargs = dict(tree=args.tree, schema=_schema(args), step_size=args.step_size,
                       max_jets=args.max_jets, device=args.device, batch_size=args.batch_size,
                       skip_bad=args.skip_bad, progress=not args.quiet)
         with warnings.catch_warnings(record=True) as caught:
@@ -197,7 +209,7 @@ def _add_generate(sub) -> None:
 
 
 def _input_kwargs(args: argparse.Namespace) -> dict:
-    return {"tree": args.tree, "schema": args.schema, "step_size": args.step_size,
+    return {"tree": args.tree, "schema": _schema(args), "step_size": args.step_size,
             "max_jets": args.max_jets, "device": args.device, "batch_size": args.batch_size,
             "workers": args.workers}
 
@@ -252,6 +264,7 @@ def _add_train(sub) -> None:
     p.add_argument("--transform", default=None, choices=["standard", "signed_log"],
                    help="input scaling of the features (default: the tagger's)")
     p.add_argument("--seed", type=int, default=0, help="seed of splits and initialisation")
+    _add_weight_branch(p, "the fit, its validation metrics and the refit are weighted")
     p.add_argument("--val-fraction", type=float, default=None,
                    help="fraction of jets held out for the reported validation metrics; the "
                         "saved model is then refitted on all jets (default: 0.2; 0 for "
@@ -275,7 +288,7 @@ def _add_train(sub) -> None:
                 raise InputError(f"--n-components takes an integer, a fraction in (0, 1) or "
                                  f"'all', got {v!r}") from None
         if args.transform:
-            params["transform"] = args.transform
+            params["scaling"] = args.transform
         for opt, key in (("n_mix", "n_mix"), ("n_clusters", "n_clusters"), ("rule", "rule"),
                          ("cluster_method", "method"), ("latent", "latent"),
                          ("max_epochs", "max_epochs")):
@@ -309,7 +322,7 @@ def _add_train(sub) -> None:
     def supervised_params(args) -> dict:
         params: dict = {"seed": args.seed}
         if args.transform:
-            params["transform"] = args.transform
+            params["scaling"] = args.transform
         if args.model == "linear":
             params["method"] = args.method
             if args.C is not None:
@@ -333,7 +346,7 @@ def _add_train(sub) -> None:
             spec["max_particles"] = default["max_particles"]
         common = dict(spec=spec, val_fraction=val_fraction,
                       seed=args.seed, progress=not args.quiet, skip_bad=args.skip_bad,
-                      **_input_kwargs(args))
+                      weight_branch=args.weight_branch, **_input_kwargs(args))
         if weak:
             model, report = run_weak(args, common)
         else:
@@ -368,6 +381,12 @@ def _add_train(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_weight_branch(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--weight-branch", default=None, metavar="NAME",
+                   help=f"flat per-jet weight branch (generator weight, pT reweighting; "
+                        f"also the schema's 'weight'): {what}")
+
+
 def _add_skip_bad(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bad", action="store_true",
                    help="skip input files with a missing tree or bad branches (listed on "
@@ -385,7 +404,7 @@ def _readable(paths: list[str], args: argparse.Namespace, command: str) -> list[
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # reported below, once per file
-        files = JetFiles(paths, args.tree, args.schema, extras=False, skip_bad=True)
+        files = JetFiles(paths, args.tree, _schema(args), extras=False, skip_bad=True)
     for path, reason in files.skipped:
         print(f"jetace {command}: warning: skipping bad input file {path}: {reason}",
               file=sys.stderr)
@@ -401,12 +420,19 @@ def _add_evaluate(sub) -> None:
                     "there are signal jets: accuracy_threshold), ROC AUC and background "
                     "rejection 1/eps_B at signal efficiency 0.3 and 0.5.")
     p.add_argument("model", help="model file written by 'jetace train'")
-    p.add_argument("--signal", nargs="+", required=True, help="ROOT files of signal jets")
-    p.add_argument("--background", nargs="+", required=True, help="ROOT files of background jets")
+    p.add_argument("--signal", nargs="+", help="ROOT files of signal jets")
+    p.add_argument("--background", nargs="+", help="ROOT files of background jets")
+    p.add_argument("--inputs", nargs="+",
+                   help="instead of --signal/--background: files holding both classes "
+                        "(e.g. the Top Tagging test.h5), with --signal-label")
+    p.add_argument("--signal-label", default=None, metavar="FIELD",
+                   help="with --inputs: the label field true for signal jets "
+                        "(e.g. label_Tbqq)")
     p.add_argument("--signal-class", default=None,
                    help="multi-class model: the class that is signal (default: the first)")
     p.add_argument("--json", action="store_true", help="print one JSON object line")
     p.add_argument("--plot", default=None, help="write the ROC curve to this image (e.g. roc.png)")
+    _add_weight_branch(p, "weighted AUC, accuracy and rejection (negative weights accepted)")
     _add_skip_bad(p)
     add_input_arguments(p)
 
@@ -418,10 +444,14 @@ def _add_evaluate(sub) -> None:
         from jetace.scoring import evaluate_files
 
         model = load_model(args.model)
+        files = {k: None if getattr(args, k) is None else _readable(getattr(args, k), args,
+                                                                     "evaluate")
+                 for k in ("signal", "background", "inputs")}
         metrics, scores, labels = evaluate_files(
-            model, _readable(args.signal, args, "evaluate"),
-            _readable(args.background, args, "evaluate"), signal_class=args.signal_class,
-            progress=not (args.json or args.quiet), **_input_kwargs(args))
+            model, files["signal"], files["background"], inputs=files["inputs"],
+            signal_label=args.signal_label, signal_class=args.signal_class,
+            progress=not (args.json or args.quiet), weight_branch=args.weight_branch,
+            **_input_kwargs(args))
         if args.plot:
             plot_roc({model.metadata.get("model", "model"): (scores, labels)}, args.plot)
         if args.json:

@@ -57,7 +57,7 @@ def run_demo(output: str | Path = "jetace-demo-output", *, order: int = 4, degre
         t1 = time.perf_counter()
         tagger.fit(X[tr], y[train])
         seconds = time.perf_counter() - t1
-        scores = to_numpy(tagger.decision_function(X[te]))
+        scores = to_numpy(tagger.signal_score(X[te]))
         label = f"BIP({order},{degree}){' mirror' if mirror else ''} + {name}"
         rows.append({"model": label, "train_seconds": seconds,
                      "parameters": _n_parameters(tagger),

@@ -144,10 +144,12 @@ class _Plan:
     extras: dict[str, str]
     jet: dict[str, str]
     labels: tuple[str, ...]
+    weight: str | None = None
 
     @property
     def branches(self) -> list[str]:
-        return [*self.momenta.values(), *self.extras.values(), *self.jet.values(), *self.labels]
+        return [*self.momenta.values(), *self.extras.values(), *self.jet.values(), *self.labels,
+                *([self.weight] if self.weight else [])]
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,7 @@ class _Source:
     tree: str
     num_entries: int
     plan: _Plan
+    format: str = "root"  # or one of jetace.formats.FORMATS
 
 
 def _describe(exc: BaseException) -> str:
@@ -221,7 +224,10 @@ def _resolve_plan(schema: Schema, available: Sequence[str], path: str, tree: str
             raise InputError(f"{where} has no label branch {missing[0]!r} (schema "
                              f"{schema.name!r}); available branches: {_list_available(available)}")
         labels = tuple(schema.labels)
-    return _Plan(dict(schema.momenta), extra, jet, labels)
+    if schema.weight is not None and schema.weight not in have:
+        raise InputError(f"{where} has no weight branch {schema.weight!r} (schema "
+                         f"{schema.name!r}); available branches: {_list_available(available)}")
+    return _Plan(dict(schema.momenta), extra, jet, labels, schema.weight)
 
 
 def _unwrap(t):
@@ -258,14 +264,17 @@ def _branch_type(obj, branch: str):
     return form.content(form.fields[0]).type
 
 
-def _check_types(obj, plan: _Plan, path: str, tree: str) -> None:
-    """Check from the metadata that every planned branch is numeric and of the right shape."""
+def _check_types(obj, plan: _Plan, path: str, tree: str,
+                 types: Mapping[str, Any] | None = None) -> None:
+    """Check from the metadata that every planned branch is numeric and of the right shape
+    (``types``: branch -> awkward entry type, for files other than ROOT)."""
     expected = ([(b, "jagged", False) for b in plan.momenta.values()]
                 + [(b, "jagged", True) for b in plan.extras.values()]
-                + [(b, "flat", True) for b in [*plan.jet.values(), *plan.labels]])
+                + [(b, "flat", True) for b in [*plan.jet.values(), *plan.labels]]
+                + [(b, "flat", False) for b in [plan.weight] if b])
     for branch, shape, allow_bool in expected:
         try:
-            kind, prim = _kind(_branch_type(obj, branch))
+            kind, prim = _kind(_branch_type(obj, branch) if types is None else types[branch])
         except Exception as exc:
             raise InputError(f"{path}: tree {tree!r}: branch {branch!r} cannot be read as "
                              f"numbers ({_describe(exc)})") from exc
@@ -279,7 +288,17 @@ def _check_types(obj, plan: _Plan, path: str, tree: str) -> None:
                              f"but is {kind} {prim}")
 
 
-def _inspect(path: str, tree: str, schema: Schema, extras: bool) -> _Source:
+def _inspect(path: str, tree: str, schema: Schema, extras: bool,
+             fmt: str | None = None) -> _Source:
+    from jetace import formats
+
+    fmt = formats.format_of(path, fmt)
+    if fmt != "root":  # a public format presented as JetClass-named branches
+        available, num_entries = formats.table_info(path, fmt, tree)
+        plan = _resolve_plan(schema, available, path, tree, extras)
+        _check_types(None, plan, path, tree, formats.branch_types(path, fmt, plan.branches,
+                                                                  tree))
+        return _Source(path, tree, num_entries, plan, fmt)
     with _open(path) as file:
         obj = _get_tree(file, path, tree)
         try:
@@ -345,6 +364,13 @@ def _build(raw: ak.Array, src: _Source, entry_start: int) -> ak.Array:
     for b in plan.labels:
         values = raw[b]
         labels[b] = values if values.type.content == ak.types.NumpyType("bool") else values != 0
+    if plan.weight:
+        weight = np.asarray(ak.to_numpy(raw[plan.weight]), dtype=np.float64)
+        if not np.isfinite(weight).all():
+            i = int(np.argmax(~np.isfinite(weight)))
+            raise InputError(f"{where}: weight branch {plan.weight!r} has a NaN or infinite "
+                             f"value at jet entry {entry_start + i}")
+        labels["weight"] = weight
     return ak.zip({"constituents": constituents, "jet": jet, **labels}, depth_limit=1)
 
 
@@ -391,20 +417,24 @@ class JetFiles:
     skip_bad: skip files that fail the checks (with a warning; listed in ``skipped``)
         instead of raising. Problems found only while reading data (NaN, corrupted
         baskets) always raise.
+    format: input format of every file (:data:`jetace.formats.FORMATS`), None: by
+        extension (see :mod:`jetace.formats`).
 
     Attributes: ``files`` (checked paths), ``num_entries`` (jets per file), ``num_jets``
     (their sum), ``skipped`` (list of (path, reason)).
     """
 
     def __init__(self, paths: Paths, tree: str = "tree", schema: SchemaLike = "jetclass", *,
-                 extras: bool = True, skip_bad: bool = False) -> None:
+                 extras: bool = True, skip_bad: bool = False, format: str | None = None
+                 ) -> None:
         self.schema = resolve_schema(schema)
+        format = self.schema.format if format is None else format
         self.tree = tree
         self.skipped: list[tuple[str, str]] = []
         self._sources: list[_Source] = []
         for path in expand_paths(paths):
             try:
-                self._sources.append(_inspect(path, tree, self.schema, extras))
+                self._sources.append(_inspect(path, tree, self.schema, extras, format))
             except InputError as exc:
                 if not skip_bad:
                     raise
@@ -481,6 +511,11 @@ class JetFiles:
 
     def _entries_for(self, src: _Source, size: str, stop: int) -> int:
         """Entries of ``src`` in ``size`` of its planned branches (as uproot estimates)."""
+        if src.format != "root":
+            from jetace import formats
+
+            return formats.entries_per_chunk(src.path, src.format,
+                                             uproot._util.memory_size(size), src.tree)
         with _open(src.path) as file:
             obj = _get_tree(file, src.path, src.tree)
             try:
@@ -497,6 +532,13 @@ class JetFiles:
     def _iterate_source(self, src: _Source, start: int, stop: int, step: int
                         ) -> Iterator[ak.Array]:
         """Chunks [start, start + step), [start + step, ...) up to ``stop`` of one file."""
+        if src.format != "root":
+            from jetace import formats
+
+            for first, raw in formats.read_table(src.path, src.format, src.plan.branches,
+                                                 start, stop, step, src.tree):
+                yield _build(raw, src, first)
+            return
         with _open(src.path) as file:
             obj = _get_tree(file, src.path, src.tree)
             chunks = obj.iterate(src.plan.branches, step_size=step, entry_start=start,
@@ -521,6 +563,8 @@ class JetFiles:
         return self._empty_of(self._sources[0])
 
     def _empty_of(self, src: _Source) -> ak.Array:
+        if src.format != "root":
+            return next(self._iterate_source(src, 0, 0, 1))
         with _open(src.path) as file:
             obj = _get_tree(file, src.path, src.tree)
             raw = obj.arrays(src.plan.branches, entry_stop=0, library="ak")
@@ -536,20 +580,25 @@ class JetFiles:
 
 def read_jets(paths: Paths, tree: str = "tree", schema: SchemaLike = "jetclass",
               max_jets: int | None = None, *, extras: bool = True,
-              skip_bad: bool = False) -> ak.Array:
+              skip_bad: bool = False, format: str | None = None) -> ak.Array:
     """Read jets from one or many ROOT files into one awkward Array (layout: module doc).
 
     ``paths``: a path, glob pattern or list; ``tree``: TTree or RNTuple name; ``schema``:
     ``"jetclass"``, a :class:`Schema`, or a JSON schema file; ``max_jets``: stop after
     this many jets in all; ``extras``: also read pid/charge-like constituent branches;
     ``skip_bad``: skip (with a warning) files whose tree or branches are missing or bad.
+    ``format``: the input format of every file (:data:`jetace.formats.FORMATS`); None:
+    by extension (.root, .h5 Top Tagging, .npz energyflow, .parquet; see
+    :mod:`jetace.formats`).
     """
-    return JetFiles(paths, tree, schema, extras=extras, skip_bad=skip_bad).read(max_jets)
+    return JetFiles(paths, tree, schema, extras=extras, skip_bad=skip_bad,
+                    format=format).read(max_jets)
 
 
 def iterate_jets(paths: Paths, tree: str = "tree", schema: SchemaLike = "jetclass",
                  step_size: StepSize = "100 MB", max_jets: int | None = None, *,
-                 extras: bool = True, skip_bad: bool = False) -> Iterator[ak.Array]:
+                 extras: bool = True, skip_bad: bool = False,
+                 format: str | None = None) -> Iterator[ak.Array]:
     """Yield chunks of jets (layout: module doc) with bounded memory.
 
     Every jet is yielded exactly once, in file order and entry order. ``step_size`` is a
@@ -557,7 +606,7 @@ def iterate_jets(paths: Paths, tree: str = "tree", schema: SchemaLike = "jetclas
     not span files. All files are checked (tree, branches, types) when this is called,
     before the first chunk. Other arguments as in :func:`read_jets`.
     """
-    files = JetFiles(paths, tree, schema, extras=extras, skip_bad=skip_bad)
+    files = JetFiles(paths, tree, schema, extras=extras, skip_bad=skip_bad, format=format)
     return files.iterate(step_size, max_jets)
 
 

@@ -151,7 +151,7 @@ class JetaceModel:
             if fused is not None:
                 return _fused_scores(fused.to(p4.device)(p4, mask.to(torch.bool)))
             x = self.features(p4, mask.to(torch.bool))
-        return torch.as_tensor(self.tagger.decision_function(x))
+        return torch.as_tensor(self.tagger.signal_score(x))
 
     def fused(self) -> torch.nn.Module | None:
         """The features and a linear tagger as one :class:`~jetace.features.fused.FusedLinear`
@@ -351,7 +351,7 @@ class JetaceModel:
 
 
 def _tagger_scores(tagger: Tagger, feats: torch.Tensor) -> np.ndarray:
-    return to_numpy(tagger.decision_function(feats))
+    return to_numpy(tagger.signal_score(feats))
 
 
 def _fused_scores(out: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,13 @@ to branch names of a TTree or RNTuple:
 - ``jet``: flat jet-level branches, either a prefix (every branch starting with it, the
   prefix stripped from the field name) or a mapping field name -> branch name,
 - ``labels``: flat one-hot label branches, either a prefix (every branch starting with it)
-  or a list of branch names (each required); they keep their full branch name.
+  or a list of branch names (each required); they keep their full branch name,
+- ``format``: the input format of the files (``"root"``, ``"toptagging"``,
+  ``"energyflow"``, ``"parquet"``, ...: :data:`jetace.formats.FORMATS`), or None (the
+  default) to choose it by file extension; the command line's ``--format``,
+- ``weight``: optional flat per-jet weight branch (generator weight, pT reweighting),
+  required when set and read as the record field ``weight`` (float64); ``jetace train``
+  and ``jetace evaluate`` use it (also set by their ``--weight-branch NAME``).
 
 Two ways to name a schema: the built-in ``"jetclass"`` (:data:`JETCLASS`, the JetClass
 layout ``part_*``, ``jet_*``, ``label_*``), or a JSON file for user-defined names, read
@@ -36,7 +42,8 @@ from typing import Any
 
 from jetace.errors import InputError
 
-__all__ = ["Schema", "JETCLASS", "SCHEMAS", "resolve_schema", "VECTOR_COORDINATES"]
+__all__ = ["Schema", "JETCLASS", "SCHEMAS", "resolve_schema", "with_weight", "with_format",
+           "VECTOR_COORDINATES"]
 
 #: Field names the ``vector`` package reads as coordinates; extras may not use them.
 VECTOR_COORDINATES = frozenset(
@@ -56,6 +63,8 @@ class Schema:
     jet: str | Mapping[str, str] = "jet_"
     labels: str | Sequence[str] = "label_"
     name: str = "custom"
+    weight: str | None = None
+    format: str | None = None
 
     def __post_init__(self) -> None:
         where = f"schema {self.name!r}"
@@ -68,6 +77,12 @@ class Schema:
         if bad:
             raise InputError(f"{where}: extra constituent field(s) {bad} clash with the "
                              "vector coordinate names; choose other field names")
+        if self.weight is not None and (not isinstance(self.weight, str) or not self.weight):
+            raise InputError(f"{where}: 'weight' must be a branch name or null")
+        if self.format is not None:
+            from jetace.formats import format_of
+
+            format_of("", self.format)  # raises for an unknown format, naming the nearest
         if not isinstance(self.jet, (str, Mapping)):
             raise InputError(f"{where}: 'jet' must be a branch-name prefix or a mapping")
         if not isinstance(self.labels, str) and not (
@@ -146,3 +161,18 @@ def resolve_schema(schema: str | Path | Schema | Mapping[str, Any]) -> Schema:
         raise InputError(f"unknown schema {key!r}: use one of {sorted(SCHEMAS)} "
                          "or the path of a JSON schema file")
     raise InputError(f"schema must be a name, a JSON file or a Schema, not {type(schema).__name__}")
+
+
+def with_weight(schema: str | Path | Schema | Mapping[str, Any], branch: str | None) -> Schema:
+    """``schema`` (resolved) with its per-jet weight branch set to ``branch`` (None: as is)."""
+    from dataclasses import replace
+
+    resolved = resolve_schema(schema)
+    return resolved if branch is None else replace(resolved, weight=branch)
+
+
+def with_format(schema: str | Path | Schema | Mapping[str, Any], fmt: str | None) -> Any:
+    """``schema`` with its input format set to ``fmt`` (None: ``schema`` as given)."""
+    from dataclasses import replace
+
+    return schema if fmt is None else replace(resolve_schema(schema), format=fmt)

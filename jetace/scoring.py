@@ -23,10 +23,16 @@ from jetace.model_file import JetaceModel
 __all__ = ["evaluate_files", "predict_to_file", "rate_matched_threshold"]
 
 
-def evaluate_files(model: JetaceModel, signal, background, *, signal_class: str | None = None,
-                   progress: bool = True, **read_kw: Any,
+def evaluate_files(model: JetaceModel, signal=None, background=None, *,
+                   signal_class: str | None = None, progress: bool = True,
+                   weight_branch: str | None = None, inputs=None,
+                   signal_label: str | None = None, **read_kw: Any,
                    ) -> tuple[dict[str, float | int], np.ndarray, np.ndarray]:
     """Score signal and background files; returns (metrics, scores, labels).
+
+    Either ``signal`` and ``background`` files, or ``inputs`` holding both classes (as
+    the Top Tagging reference files do) with ``signal_label``, the label field that is
+    True for signal jets (e.g. ``"label_Tbqq"``).
 
     ``metrics`` is :func:`jetace.metrics.binary_metrics` (auc, accuracy,
     rejection_at_0.3, rejection_at_0.5, n_signal, n_background) plus
@@ -37,20 +43,45 @@ def evaluate_files(model: JetaceModel, signal, background, *, signal_class: str 
     signal score (for a multi-class model that of ``signal_class``, default the first
     class); ``labels`` (n,) bool, True for signal jets. ``read_kw`` are the reading
     options of :meth:`JetaceModel.iter_scores` (tree, schema, step_size, max_jets, ...).
+    ``weight_branch`` (or the schema's ``weight``): a flat per-jet weight branch; the
+    metrics are then weighted (:mod:`jetace.metrics`: negative weights are accepted) and
+    carry ``sum_weight_signal`` / ``sum_weight_background``.
     """
     from jetace.metrics import binary_metrics
+    from jetace.schema import with_weight
 
+    if (inputs is None) == (signal is None and background is None) or \
+            (inputs is None and (signal is None or background is None)) or \
+            (inputs is not None and not signal_label):
+        raise InputError("evaluation takes signal and background files, or input files "
+                         "with both classes and the signal's label field")
+    schema = with_weight(read_kw.pop("schema", "jetclass"), weight_branch)
     signal_class = signal_class or model.classes[0]
-    parts = []
-    for name, paths in (("signal", signal), ("background", background)):
-        scores = [s for _, s in model.iter_scores(paths, progress=progress,
-                                                  desc=f"scoring ({name})", **read_kw)]
+    sets = [("inputs", inputs)] if inputs is not None else [("signal", signal),
+                                                            ("background", background)]
+    parts, weights, truth = [], [], []
+    for name, paths in sets:
+        scores, w = [], []
+        for chunk, s in model.iter_scores(paths, progress=progress, desc=f"scoring ({name})",
+                                          schema=schema, **read_kw):
+            scores.append(s)
+            if schema.weight is not None:
+                w.append(np.asarray(chunk["weight"], dtype=np.float64))
+            if signal_label:
+                if signal_label not in chunk.fields:
+                    have = [f for f in chunk.fields if f.startswith("label_")]
+                    raise InputError(f"no label field {signal_label!r} in {paths}; label "
+                                     f"fields there: {', '.join(have) or 'none'}")
+                truth.append(np.asarray(chunk[signal_label]).astype(bool))
         parts.append(model.signal_score(np.concatenate(scores), signal_class)
                      if scores else np.zeros(0))
+        weights.append(np.concatenate(w) if w else np.zeros(0))
     scores = np.concatenate(parts)
-    labels = np.r_[np.ones(len(parts[0]), bool), np.zeros(len(parts[1]), bool)]
+    labels = np.concatenate(truth) if inputs is not None else \
+        np.r_[np.ones(len(parts[0]), bool), np.zeros(len(parts[1]), bool)]
+    sample_weight = np.concatenate(weights) if schema.weight is not None else None
     threshold = 0.0 if model.tagger.logit_scores else rate_matched_threshold(scores, labels)
-    metrics = binary_metrics(scores, labels, threshold)
+    metrics = binary_metrics(scores, labels, threshold, sample_weight=sample_weight)
     metrics["accuracy_threshold"] = threshold
     return metrics, scores, labels
 

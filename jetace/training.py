@@ -13,12 +13,14 @@ that score larger = more signal-like.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import clone
 
 from jetace.errors import InputError
 from jetace.model_file import JetaceModel
@@ -37,8 +39,9 @@ def collect_features(sets, spec, *, labels: list[str] | None = None, tree: str =
                      schema="jetclass", step_size="100 MB", max_jets: int | None = None,
                      device: str | torch.device = "auto", batch_size: int = 4096,
                      dtype: torch.dtype = torch.float32, progress: bool = True,
-                     skip_bad: bool = False, workers: int = 1
-                     ) -> tuple[torch.Tensor, np.ndarray]:
+                     skip_bad: bool = False, workers: int = 1, weights: bool = False,
+                     ) -> tuple[torch.Tensor, np.ndarray] | tuple[torch.Tensor, np.ndarray,
+                                                                  np.ndarray]:
     """Stream input files into a feature matrix and class indices.
 
     ``sets``: a list of ``(name, paths, class_index)``; with ``labels`` (label branch
@@ -47,11 +50,17 @@ def collect_features(sets, spec, *, labels: list[str] | None = None, tree: str =
     ignored). ``max_jets`` applies per set; ``skip_bad`` skips unreadable files with a
     warning and ``workers`` > 1 computes in that many CPU processes (see
     :func:`jetace.extract.iter_features`). Returns X (n, F) on ``device`` in ``dtype``
-    and y (n,) int64. Only the feature matrix stays in memory.
+    and y (n,) int64, and with ``weights`` the per-jet weights w (n,) float64 of the
+    schema's weight branch (:attr:`jetace.schema.Schema.weight`, which must be set).
+    Only the feature matrix stays in memory.
     """
     from jetace.extract import iter_features, jet_columns
+    from jetace.schema import resolve_schema
 
-    xs, ys = [], []
+    if weights and resolve_schema(schema).weight is None:
+        raise InputError("weights were asked for, but the schema names no weight branch "
+                         "(--weight-branch NAME or the schema's 'weight')")
+    xs, ys, ws = [], [], []
     for name, paths, index in sets:
         n_set, n_unlabelled = 0, 0
         for chunk, feats in iter_features(paths, spec, tree=tree, schema=schema,
@@ -60,9 +69,11 @@ def collect_features(sets, spec, *, labels: list[str] | None = None, tree: str =
                                           progress=progress, desc=f"features ({name})",
                                           skip_bad=skip_bad, workers=workers):
             n_set += len(chunk)
+            w = np.asarray(chunk["weight"], dtype=np.float64) if weights else None
             if labels is None:
                 xs.append(feats)
                 ys.append(np.full(len(chunk), index, dtype=np.int64))
+                ws.append(w)
                 continue
             cols = jet_columns(chunk)
             missing = [lab for lab in labels if lab not in cols]
@@ -75,6 +86,7 @@ def collect_features(sets, spec, *, labels: list[str] | None = None, tree: str =
             n_unlabelled += int((~keep).sum())
             xs.append(feats[torch.as_tensor(keep, device=feats.device)])
             ys.append(onehot[keep].argmax(axis=1).astype(np.int64))
+            ws.append(None if w is None else w[keep])
         if n_set == 0:
             raise InputError(f"no jets in the {name} files {paths}")
         if labels is not None and n_unlabelled:
@@ -88,7 +100,7 @@ def collect_features(sets, spec, *, labels: list[str] | None = None, tree: str =
     if labels is not None and len(present) < len(labels):
         absent = [labels[i] for i in range(len(labels)) if i not in present]
         raise InputError(f"no jets with label(s) {absent} in the inputs; every class needs jets")
-    return X, y
+    return (X, y, np.concatenate(ws)) if weights else (X, y)
 
 
 def make_tagger(model: str, **params) -> Tagger:
@@ -107,7 +119,9 @@ def make_tagger(model: str, **params) -> Tagger:
                 break
     if model not in TAGGERS:
         raise InputError(f"unknown model {model!r}; choose one of {', '.join(sorted(TAGGERS))}")
-    return TAGGERS[model](**params)
+    from jetace.taggers.base import renamed_params
+
+    return TAGGERS[model](**renamed_params(params))
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -162,23 +176,34 @@ def _fit_model(sets, classes: list[str], tagger: Tagger, *, spec: dict[str, Any]
                ) -> tuple[JetaceModel, dict[str, Any]]:
     """Shared pipeline: features of ``sets`` -> seeded split -> ``tagger.fit`` -> model.
 
-    ``sets`` as in :func:`collect_features`; ``validate(scores, y_val)`` returns the
-    validation metrics (a dict, possibly empty) from the held-out decision function.
+    ``sets`` as in :func:`collect_features`; ``validate(scores, y_val, w_val)`` returns
+    the validation metrics (a dict, possibly empty) from the held-out signal scores
+    (``w_val``: their weights, None without a weight branch).
     When jets were held out, the tagger is then fitted again, with the same settings, on
     all jets: the report describes the held-out check, the saved model uses every jet.
     """
     from jetace.extract import resolve_device
     from jetace.io import expand_paths
+    from jetace.schema import resolve_schema
 
     features, max_particles = _feature_module(spec)
     dev = resolve_device(device)
-    X, y = collect_features(sets, {**features.spec, "max_particles": max_particles},
-                            labels=labels, device=dev, progress=progress, **read_kw)
+    weighted = resolve_schema(read_kw.get("schema", "jetclass")).weight is not None
+    if weighted and "sample_weight" not in inspect.signature(tagger.fit).parameters:
+        raise InputError(f"the {model_name} tagger does not take per-jet weights; drop the "
+                         "weight branch")
+    out = collect_features(sets, {**features.spec, "max_particles": max_particles},
+                           labels=labels, device=dev, progress=progress, weights=weighted,
+                           **read_kw)
+    X, y = out[0], out[1]
+    w = out[2] if weighted else None
+    fit_kw = {} if w is None else {"sample_weight": w}
     tr, va = split_indices(len(y), val_fraction, seed)
     counts = ({c: int((y == i).sum()) for i, c in enumerate(classes)} if labels is not None
               else {name: int((y == i).sum()) for name, _, i in sets})
     t0 = time.perf_counter()
-    tagger.fit(X[torch.as_tensor(tr, device=X.device)], y[tr])
+    tagger.fit(X[torch.as_tensor(tr, device=X.device)], y[tr],
+               **{k: v[tr] for k, v in fit_kw.items()})
     if X.device.type == "cuda":
         torch.cuda.synchronize(X.device)
     seconds = time.perf_counter() - t0
@@ -186,12 +211,12 @@ def _fit_model(sets, classes: list[str], tagger: Tagger, *, spec: dict[str, Any]
                               "n_jets_per_class": counts,
                               "device": str(X.device), "model": model_name}
     if len(va):
-        scores = to_numpy(tagger.decision_function(X[torch.as_tensor(va, device=X.device)]))
-        validation = validate(scores, y[va])
+        scores = to_numpy(tagger.signal_score(X[torch.as_tensor(va, device=X.device)]))
+        validation = validate(scores, y[va], None if w is None else w[va])
         if validation:
             report["validation"] = validation
         t1 = time.perf_counter()
-        tagger = type(tagger)(**tagger.get_params()).fit(X, y)
+        tagger = clone(tagger).fit(X, y, **fit_kw)
         report["refit_seconds"] = time.perf_counter() - t1
     fitted = getattr(tagger, "classes_", None)
     fitted_classes = classes if fitted is None else [classes[int(i)] for i in fitted]
@@ -200,6 +225,7 @@ def _fit_model(sets, classes: list[str], tagger: Tagger, *, spec: dict[str, Any]
     result.metadata.update({
         "training_seconds": round(seconds, 3), "n_train": len(y), "n_val_check": len(va),
         "seed": seed, "val_fraction": val_fraction, "model": model_name,
+        "weight_branch": resolve_schema(read_kw.get("schema", "jetclass")).weight,
         "validation": report.get("validation", {}),
         "inputs": {name: [os.path.basename(p) for p in expand_paths(paths)]
                    for name, paths, _ in sets},
@@ -207,8 +233,13 @@ def _fit_model(sets, classes: list[str], tagger: Tagger, *, spec: dict[str, Any]
     return result, report
 
 
-def _read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad, workers
-             ) -> dict[str, Any]:
+def _read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad, workers,
+             weight_branch: str | None = None) -> dict[str, Any]:
+    """Reading options; ``weight_branch`` sets the schema's per-jet weight branch."""
+    if weight_branch is not None:
+        from jetace.schema import with_weight
+
+        schema = with_weight(schema, weight_branch)
     return {"tree": tree, "schema": schema, "step_size": step_size, "max_jets": max_jets,
             "batch_size": batch_size, "skip_bad": skip_bad, "workers": workers}
 
@@ -219,7 +250,7 @@ def train_model(*, signal=None, background=None, inputs=None, labels: list[str] 
                 seed: int = 0, tree: str = "tree", schema="jetclass", step_size="100 MB",
                 max_jets: int | None = None, device: str | torch.device = "auto",
                 batch_size: int = 4096, progress: bool = True, skip_bad: bool = False,
-                workers: int = 1,
+                workers: int = 1, weight_branch: str | None = None,
                 ) -> tuple[JetaceModel, dict[str, Any]]:
     """Train a supervised model on ROOT files; returns (model, report).
 
@@ -230,6 +261,8 @@ def train_model(*, signal=None, background=None, inputs=None, labels: list[str] 
     and validation metrics
     (binary: :func:`jetace.metrics.binary_metrics`; multi-class: accuracy).
     ``skip_bad``: skip unreadable input files with a warning instead of stopping.
+    ``weight_branch``: a flat per-jet weight branch (or the schema's ``weight``): the
+    fit, the held-out validation metrics and the refit are weighted by it.
     """
     if labels is not None:
         labels = [lab.strip() for lab in labels if lab.strip()]
@@ -246,20 +279,21 @@ def train_model(*, signal=None, background=None, inputs=None, labels: list[str] 
         sets, classes = [("background", background, 0), ("signal", signal, 1)], \
             ["background", "signal"]
 
-    def validate(scores: np.ndarray, y_val: np.ndarray) -> dict[str, Any]:
+    def validate(scores: np.ndarray, y_val: np.ndarray, w_val=None) -> dict[str, Any]:
         from jetace.metrics import binary_metrics
 
         if len(classes) == 2 and np.unique(y_val).size == 2:
-            return binary_metrics(scores, y_val)
+            return binary_metrics(scores, y_val, sample_weight=w_val)
         if scores.ndim == 2:
-            return {"accuracy": float(np.mean(scores.argmax(1) == y_val))}
+            right = scores.argmax(1) == y_val
+            return {"accuracy": float(np.average(right, weights=w_val))}
         return {}
 
     return _fit_model(sets, classes, make_tagger(model, **(tagger_params or {})), spec=spec,
                       labels=labels, val_fraction=val_fraction, seed=seed, device=device,
                       validate=validate, progress=progress, model_name=model,
                       read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad,
-                                       workers))
+                                       workers, weight_branch))
 
 
 UNSUPERVISED = ("gaussian", "gmm", "autoencoder", "ensemble", "cluster")
@@ -280,6 +314,7 @@ def train_unsupervised(*, background=None, inputs=None, method: str = "gaussian"
                        step_size="100 MB", max_jets: int | None = None,
                        device: str | torch.device = "auto", batch_size: int = 4096,
                        progress: bool = True, skip_bad: bool = False, workers: int = 1,
+                       weight_branch: str | None = None,
                        ) -> tuple[JetaceModel, dict[str, Any]]:
     """Train an anomaly detector or a clustering tagger without labels; (model, report).
 
@@ -306,7 +341,7 @@ def train_unsupervised(*, background=None, inputs=None, method: str = "gaussian"
     name = "background" if inputs is None else "input"
     tagger = make_tagger(method, **{"seed": seed, **(tagger_params or {})})
 
-    def validate(scores: np.ndarray, y_val: np.ndarray) -> dict[str, Any]:
+    def validate(scores: np.ndarray, y_val: np.ndarray, w_val=None) -> dict[str, Any]:
         q = np.quantile(scores, [0.9, 0.99, 0.999])
         return {"background_score_quantiles": {"0.9": float(q[0]), "0.99": float(q[1]),
                                                "0.999": float(q[2])}}
@@ -316,7 +351,7 @@ def train_unsupervised(*, background=None, inputs=None, method: str = "gaussian"
                       labels=None, val_fraction=val_fraction, seed=seed, device=device,
                       validate=validate, progress=progress, model_name=method,
                       read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad,
-                                       workers))
+                                       workers, weight_branch))
 
 
 def train_cwola(*, mixture_a, mixture_b, model: str = "linear",
@@ -325,6 +360,7 @@ def train_cwola(*, mixture_a, mixture_b, model: str = "linear",
                 schema="jetclass", step_size="100 MB", max_jets: int | None = None,
                 device: str | torch.device = "auto", batch_size: int = 4096,
                 progress: bool = True, skip_bad: bool = False, workers: int = 1,
+                weight_branch: str | None = None,
                 ) -> tuple[JetaceModel, dict[str, Any]]:
     """Weakly supervised training (CWoLa) on two mixed samples; returns (model, report).
 
@@ -344,12 +380,12 @@ def train_cwola(*, mixture_a, mixture_b, model: str = "linear",
     _check_disjoint(mixture_a, mixture_b, ("mixture A", "mixture B"))
     tagger = CWoLaTagger(classifier=model, classifier_params=tagger_params, seed=seed)
 
-    def validate(scores: np.ndarray, y_val: np.ndarray) -> dict[str, Any]:
+    def validate(scores: np.ndarray, y_val: np.ndarray, w_val=None) -> dict[str, Any]:
         from jetace.metrics import binary_metrics
 
         if np.unique(y_val).size < 2:
             return {}
-        m = binary_metrics(scores, y_val)
+        m = binary_metrics(scores, y_val, sample_weight=w_val)
         return {"mixture_auc": m["auc"], "n_a": int(y_val.sum()),
                 "n_b": int((~y_val.astype(bool)).sum())}
 
@@ -358,4 +394,4 @@ def train_cwola(*, mixture_a, mixture_b, model: str = "linear",
                       val_fraction=val_fraction, seed=seed, device=device, validate=validate,
                       progress=progress, model_name=f"cwola-{model}",
                       read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad,
-                                       workers))
+                                       workers, weight_branch))

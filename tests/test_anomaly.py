@@ -78,15 +78,15 @@ def test_synthetic_signal_ranked_above_background(kind):
     bkg, X, y = synthetic()
     det = fast(kind).fit(bkg)
     assert det.kind == kind
-    assert roc_auc(det.decision_function(X), y) > 0.8
+    assert roc_auc(det.signal_score(X), y) > 0.8
     # background-only check: held-out background is not flagged
-    assert roc_auc(det.decision_function(X[y == 0]), np.r_[np.zeros(150), np.ones(150)]) < 0.7
+    assert roc_auc(det.signal_score(X[y == 0]), np.r_[np.zeros(150), np.ones(150)]) < 0.7
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_toy_three_prong_jets_are_anomalous(toy, kind):
     bkg, X, y = toy
-    scores = fast(kind).fit(bkg).decision_function(X)
+    scores = fast(kind).fit(bkg).signal_score(X)
     assert scores.shape == (len(X),)
     assert roc_auc(scores, y) > 0.9
 
@@ -96,7 +96,7 @@ def test_reproducible_and_round_trip(kind):
     bkg, X, _ = synthetic(n_bkg=600)
     a = fast(kind, seed=3).fit(bkg)
     b = fast(kind, seed=3).fit(bkg)
-    np.testing.assert_array_equal(a.decision_function(X), b.decision_function(X))
+    np.testing.assert_array_equal(a.signal_score(X), b.signal_score(X))
     state = a.get_state()
 
     def check_values(obj):  # JSON values, arrays and tensors only: no pickled objects
@@ -112,8 +112,8 @@ def test_reproducible_and_round_trip(kind):
 
     check_values(state)
     c = tagger_from_state(kind, state)
-    np.testing.assert_array_equal(c.decision_function(X), a.decision_function(X))
-    np.testing.assert_array_equal(c.score_samples(X), -a.decision_function(X))
+    np.testing.assert_array_equal(c.signal_score(X), a.signal_score(X))
+    np.testing.assert_array_equal(c.score_samples(X), -a.signal_score(X))
 
 
 def test_autoencoder_seed_matters_and_early_stopping():
@@ -121,7 +121,7 @@ def test_autoencoder_seed_matters_and_early_stopping():
     kw = {"hidden": (64,), "latent": 8, "lr": 1e-2, "max_epochs": 300, "patience": 3}
     a = AutoencoderAnomaly(**kw, seed=0).fit(X)
     b = AutoencoderAnomaly(**kw, seed=1).fit(X)
-    assert not np.array_equal(a.decision_function(X[:5]), b.decision_function(X[:5]))
+    assert not np.array_equal(a.signal_score(X[:5]), b.signal_score(X[:5]))
     n_epochs = len(a.history_["val"])
     assert n_epochs < 300 and a.best_epoch_ == n_epochs - 1 - 3
     assert a.history_["val"][a.best_epoch_] == min(a.history_["val"])
@@ -131,8 +131,8 @@ def test_autoencoder_seed_matters_and_early_stopping():
 def test_torch_in_torch_out_numpy_in_numpy_out(kind):
     bkg, X, _ = synthetic(n_bkg=400)
     det = fast(kind).fit(torch.tensor(bkg))
-    out_t = det.decision_function(torch.tensor(X))
-    out_n = det.decision_function(X)
+    out_t = det.signal_score(torch.tensor(X))
+    out_n = det.signal_score(X)
     assert isinstance(out_t, torch.Tensor) and isinstance(out_n, np.ndarray)
     np.testing.assert_allclose(out_t.numpy(), out_n, rtol=TORCH_ENTRY_POINTS["anomaly"])
     mod = det.as_module()
@@ -148,7 +148,7 @@ def test_gaussian_distance_matches_numpy_without_shrinkage():
     cov = np.cov(z, rowvar=False, bias=True)
     zt = (X - bkg.mean(0)) / bkg.std(0)
     expect = np.sqrt(np.einsum("ni,ij,nj->n", zt, np.linalg.inv(cov), zt))
-    np.testing.assert_allclose(det.decision_function(X), expect, rtol=LINALG["mahalanobis"])
+    np.testing.assert_allclose(det.signal_score(X), expect, rtol=LINALG["mahalanobis"])
 
 
 def test_feature_transform_pca_and_whitening():
@@ -195,19 +195,21 @@ def test_kmeans_finds_separated_blobs():
 @pytest.mark.parametrize("kind", KINDS)
 def test_input_errors(kind):
     det = fast(kind)
-    with pytest.raises(InputError, match="empty"):
+    with pytest.raises(InputError, match="0 sample"):
         det.fit(np.zeros((0, 5)))
     with pytest.raises(InputError, match="constant"):
         det.fit(np.ones((50, 4)) * np.arange(4))
     bad = np.random.default_rng(0).normal(size=(50, 4))
     bad[7, 2] = np.nan
-    with pytest.raises(InputError, match="non-finite"):
+    with pytest.raises(InputError, match="NaN"):
         det.fit(bad)
+    with pytest.raises(InputError, match="non-finite"):
+        det.fit(torch.as_tensor(bad))
     with pytest.raises(InputError, match="not fitted"):
-        det.decision_function(bad)
+        det.signal_score(bad)
     det.fit(np.random.default_rng(1).normal(size=(200, 6)))
     with pytest.raises(InputError, match="6"):
-        det.decision_function(np.zeros((3, 5)))
+        det.signal_score(np.zeros((3, 5)))
 
 
 def test_parameter_errors():
@@ -217,9 +219,11 @@ def test_parameter_errors():
     with pytest.raises(InputError, match="n_components"):
         GaussianAnomaly(n_components=0).fit(X)
     with pytest.raises(InputError, match="activation"):
-        AutoencoderAnomaly(activation="swish")
+        AutoencoderAnomaly(activation="swish").fit(X)
     with pytest.raises(InputError, match="val_fraction"):
-        AutoencoderAnomaly(val_fraction=1.0)
+        AutoencoderAnomaly(val_fraction=1.0).fit(X)
+    with pytest.raises(InputError, match="contamination"):
+        GaussianAnomaly(contamination=0.7).fit(X)
 
 
 def test_ensemble_tail_calibration():
@@ -228,15 +232,15 @@ def test_ensemble_tail_calibration():
     bkg, X, y = synthetic(n_bkg=1000)
     ens = EnsembleAnomaly([("gaussian", {"n_components": 8})], n_knots=64).fit(bkg)
     single = GaussianAnomaly(n_components=8).fit(bkg)
-    s_train = ens.decision_function(bkg)
+    s_train = ens.signal_score(bkg)
     assert np.median(s_train) == pytest.approx(np.log(2), abs=TAIL_CALIBRATION["median"])
     top = np.log(1000)
     assert top - TAIL_CALIBRATION["max_below"] < s_train.max() < top + TAIL_CALIBRATION["max_above"]
     # a monotone map of the single detector: same ranking, same AUC
-    raw = single.decision_function(X)
-    assert roc_auc(ens.decision_function(X), y) == pytest.approx(roc_auc(raw, y),
-                                                                 abs=TAIL_CALIBRATION["auc"])
-    far = single.decision_function(bkg).max() * np.r_[1.5, 2.0, 4.0]
+    raw = single.signal_score(X)
+    assert roc_auc(ens.signal_score(X), y) == pytest.approx(roc_auc(raw, y),
+                                                            abs=TAIL_CALIBRATION["auc"])
+    far = single.signal_score(bkg).max() * np.r_[1.5, 2.0, 4.0]
     cal = ens.module_.calibrations[0](torch.as_tensor(far))
     assert (cal[0] > np.log(1000)) and bool((cal.diff() > 0).all())
 
@@ -249,11 +253,11 @@ def test_ensemble_members_seeded_and_validated():
     assert [m.kind for m in a.members_] == ["autoencoder", "gaussian"]
     assert all(m.seed == 1 for m in a.members_)
     b = EnsembleAnomaly(members, seed=2).fit(bkg)
-    assert not np.array_equal(a.decision_function(X), b.decision_function(X))
+    assert not np.array_equal(a.signal_score(X), b.signal_score(X))
     with pytest.raises(InputError, match="anomaly kinds"):
-        EnsembleAnomaly([("cluster", {})])
+        EnsembleAnomaly([("cluster", {})]).fit(bkg)
     with pytest.raises(InputError, match="at least one"):
-        EnsembleAnomaly([])
+        EnsembleAnomaly([]).fit(bkg)
 
 
 def test_ensemble_member_seed_offsets_and_default():
@@ -264,11 +268,11 @@ def test_ensemble_member_seed_offsets_and_default():
     ens = EnsembleAnomaly([("autoencoder", ae), ("autoencoder", {**ae, "seed": 1}),
                            ("autoencoder", {**ae, "seed": 2})], seed=5).fit(bkg)
     assert [m.seed for m in ens.members_] == [5, 6, 7]
-    s = [m.decision_function(X) for m in ens.members_]
+    s = [m.signal_score(X) for m in ens.members_]
     assert not np.array_equal(s[0], s[1]) and not np.array_equal(s[1], s[2])
     # an offset-0 member equals the detector fitted alone with the ensemble's seed
     alone = AutoencoderAnomaly(hidden=(8,), latent=2, max_epochs=3, seed=5).fit(bkg)
-    np.testing.assert_array_equal(s[0], alone.decision_function(X))
+    np.testing.assert_array_equal(s[0], alone.signal_score(X))
     default = EnsembleAnomaly(seed=4)
     kinds = [k for k, _ in default.members]
     assert kinds == ["autoencoder", "autoencoder", "autoencoder", "gmm"]
@@ -288,4 +292,4 @@ def test_ensemble_state_without_member_seeds_still_loads():
     assert all("seed" not in p for _, p in state["params"]["members"])
     new = tagger_from_state("ensemble", state)
     assert [m.seed for m in new.members_] == [3, 3]
-    np.testing.assert_array_equal(new.decision_function(X), old.decision_function(X))
+    np.testing.assert_array_equal(new.signal_score(X), old.signal_score(X))

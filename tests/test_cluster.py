@@ -85,13 +85,14 @@ def test_reproducible_and_round_trip(method):
 
 
 def test_errors():
+    X, y = blobs()
     with pytest.raises(InputError, match="n_clusters"):
-        ClusterTagger(n_clusters=1)
+        ClusterTagger(n_clusters=1).fit(X)
     with pytest.raises(InputError, match="method"):
-        ClusterTagger(method="dbscan")
+        ClusterTagger(method="dbscan").fit(X)
     with pytest.raises(InputError, match="rule"):
-        ClusterTagger(rule="largest")
-    with pytest.raises(InputError, match="empty"):
+        ClusterTagger(rule="largest").fit(X)
+    with pytest.raises(InputError, match="0 sample"):
         ClusterTagger().fit(np.zeros((0, 3)))
     with pytest.raises(InputError, match="constant"):
         ClusterTagger().fit(np.full((30, 3), 2.0))

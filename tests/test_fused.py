@@ -86,7 +86,7 @@ def test_model_scores_through_the_fused_path(transform, fused):
     as the tagger on the features); after signed_log (not affine) it does not."""
     f = BIPFeatures(3, 6, mirror=True)
     X, y, p4, mask = _toy_features(f)
-    tagger = LinearTagger(transform=transform).fit(X, y)
+    tagger = LinearTagger(scaling=transform).fit(X, y)
     model = JetaceModel(f, tagger, ["background", "signal"])
     assert (model.fused() is not None) is fused
     expected = torch.as_tensor(tagger.decision_function(X))

@@ -59,18 +59,18 @@ def test_multiclass_and_state_round_trip():
 
 
 def test_bad_parameters():
-    with pytest.raises(InputError):
-        MLPTagger(hidden=(8, 8, 8, 8))
-    with pytest.raises(InputError):
-        MLPTagger(val_fraction=1.0)
-    with pytest.raises(InputError, match="schedule"):
-        MLPTagger(schedule="step")
-    with pytest.raises(InputError, match="n_models"):
-        MLPTagger(n_models=0)
-    with pytest.raises(InputError, match="linear_blend"):
-        MLPTagger(linear_blend=1.0)
-    with pytest.raises(InputError, match="linear_C"):
-        MLPTagger(linear_C=0.0)
+    """Constructors only store their arguments (scikit-learn's rule); fit checks them."""
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    y = np.r_[np.zeros(10), np.ones(10)]
+    for params, match in [({"hidden": (8, 8, 8, 8)}, "hidden"),
+                          ({"val_fraction": 1.0}, "val_fraction"),
+                          ({"schedule": "step"}, "schedule"), ({"n_models": 0}, "n_models"),
+                          ({"linear_blend": 1.0}, "linear_blend"),
+                          ({"linear_C": 0.0}, "linear_C")]:
+        t = MLPTagger(**params)
+        assert t.get_params()[next(iter(params))] == next(iter(params.values()))
+        with pytest.raises(InputError, match=match):
+            t.fit(X, y)
     with pytest.raises(InputError, match="not fitted"):
         MLPTagger().predict(np.zeros((2, 3)))
 

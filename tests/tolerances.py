@@ -263,3 +263,27 @@ FLOAT32_REST_FRAME = {"momentum": 1e-3, "mass": 1e-2}
 #: Pythia jets: the stored jet mass against the mass of the float64 sum of the float32
 #: constituents, absolute in GeV (E^2 - p^2 cancels)
 GENERATED_JET_MASS = 0.05
+
+# ---------------------------------------------------------------- issue 20: taggers and metrics
+#: a weight of 2 against the jet given twice, for the iterative L-BFGS fit of a
+#: LinearTagger (converged to tol=1e-8): the same minimiser up to the solver's stopping
+#: point (scikit-learn's own check asks 1e-7, which only exact solvers meet)
+WEIGHT_EQUIVALENCE = {"rtol": 1e-4, "atol": 1e-6}
+#: jetace's weighted metrics against scikit-learn's weighted roc_auc_score / roc_curve
+#: (both sum the same float64 weights, in another order)
+WEIGHTED_METRIC = {"rtol": 1e-12, "atol": 1e-12}
+#: ACETransformer output against the torch feature module on the same padded jets
+#: (same float32 computation, same device)
+TRANSFORMER_MATCH = EXACT
+
+__all__ += ["WEIGHT_EQUIVALENCE", "WEIGHTED_METRIC", "TRANSFORMER_MATCH"]
+
+#: public formats: (pt, y, phi) converted to (E, px, py, pz) and back in float64
+#: (``exact_pt``: a hypot of the products; ``float64``: differences of squares), and
+#: constituent masses recovered from the converted momenta (GeV, relative / absolute)
+FORMAT_CONVERSION = {"exact_pt": 1e-12, "float64": 1e-9, "mass": 1e-6}
+#: fraction of training jets an outlier detector flags against its ``contamination``
+#: (the offset is a quantile of the training scores: off by at most the ties, 1/n)
+CONTAMINATION_RATE = 0.01
+
+__all__ += ["FORMAT_CONVERSION", "CONTAMINATION_RATE"]

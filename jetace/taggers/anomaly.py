@@ -17,31 +17,45 @@ space and scores new jets by how far they fall from that; no signal jets are nee
   mistakes, and the seed average removes most of the autoencoder's seed-to-seed scatter
   (see :class:`EnsembleAnomaly` for the measured figures).
 
-All follow the :class:`jetace.taggers.base.Tagger` protocol: ``fit(X)`` on background
-features returns ``self``; ``decision_function(X)`` is larger for more anomalous jets;
-``score_samples(X) = -decision_function(X)`` follows scikit-learn's density convention
-(larger = more normal). ``X`` is a numpy array or torch tensor of shape
+All are scikit-learn outlier detectors (``OutlierMixin``) and follow the
+:class:`jetace.taggers.base.Tagger` protocol: ``fit(X)`` on background features returns
+``self``. Signs as in scikit-learn's IsolationForest and OneClassSVM:
+``score_samples(X)`` is larger for more normal (background-like) jets,
+``decision_function(X) = score_samples(X) - offset_`` is negative for outliers, and
+``predict(X)`` is -1 for outliers and +1 for inliers (``offset_``: the
+``contamination`` quantile of the training jets). The anomaly score that evaluation,
+model files and ONNX exports use is ``signal_score(X) = -score_samples(X)``, larger for
+more anomalous (signal-like) jets. The density and reconstruction fits take no
+``sample_weight`` yet (``jetace train --unsupervised`` refuses a weight branch).
+``X`` is a numpy array or torch tensor of shape
 (n_jets, n_features); results are numpy arrays for numpy input and torch tensors on
 ``X``'s device for torch input. Everything is deterministic given ``seed``.
 
 The shared preprocessing (:class:`FeatureTransform`: scaling, PCA, whitening),
 :func:`kmeans` and Gaussian-mixture fitting (:func:`fit_gaussian_mixture`) are public so
 that the clustering tagger reuses them. Every fitted detector has ``as_module()``: a
-``torch.nn.Module`` from raw features (B, F) to the decision function (B,).
+``torch.nn.Module`` from raw features (B, F) to the anomaly score (B,).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from sklearn.base import OutlierMixin
 
 from jetace.errors import InputError
-from jetace.taggers.base import Tagger, register
+from jetace.taggers.base import Tagger, register, renamed_params
 from jetace.taggers.linear import ledoit_wolf_shrinkage
-from jetace.taggers.preprocess import FeatureScaler, as_features
+from jetace.taggers.preprocess import (
+    FeatureScaler,
+    as_features,
+    check_fit_input,
+    check_predict_input,
+    to_numpy,
+)
 
 __all__ = [
     "FeatureTransform",
@@ -152,37 +166,103 @@ def _n_components(n: int | float, evals: torch.Tensor) -> int:
     return min(int(n), rank)
 
 
-class _ScoreTagger(Tagger):
-    """Shared plumbing: a fitted ``module_`` maps raw features (B, F) to scores (B,)."""
+class _ModuleTagger(Tagger):
+    """Shared plumbing: a fitted ``module_`` maps raw features (B, F) to the signal-like
+    score (B,) (:meth:`signal_score`). Subclasses implement ``_check_params()`` and
+    ``_fit(x)`` (x: checked float64 features (n, F) on their device; sets ``module_``)."""
 
     module_: torch.nn.Module
+    min_jets: ClassVar[int] = 2
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "module_"):
-            raise InputError(f"this {type(self).__name__} is not fitted yet: call fit first")
+    def _check_params(self) -> None:
+        pass
+
+    def _fit(self, x: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def _fit_checked(self, X: Any) -> torch.Tensor:
+        """Check parameters and X, then ``_fit``; returns the float64 features."""
+        self._check_params()
+        x = check_fit_input(self, X)[0].to(torch.float64)
+        if x.shape[0] < self.min_jets:
+            raise InputError(f"{type(self).__name__} needs at least {self.min_jets} jets, got "
+                             f"n_samples = {x.shape[0]}")
+        self._fit(x)
+        return x
 
     def as_module(self) -> torch.nn.Module:
-        """The fitted scorer as a module: raw features (B, F) -> decision function (B,)."""
+        """The fitted scorer as a module: raw features (B, F) -> :meth:`signal_score` (B,)."""
         self._check_fitted()
         return self.module_
 
-    def decision_function(self, X: Any):
-        """Anomaly score per jet, shape (n,): larger = less like the training sample."""
+    def _features(self, X: Any) -> torch.Tensor:
+        """Checked float64 features of a fitted tagger (as many columns as in fit)."""
         self._check_fitted()
-        x = _features64(X)
+        x = check_predict_input(self, X).to(torch.float64)
         tr = getattr(self.module_, "transform", None)
         n_in = tr.num_features if tr is not None else self.module_.num_features
         if x.shape[1] != n_in:
-            raise InputError(f"X has {x.shape[1]} features, the {type(self).__name__} was "
-                             f"fitted on {n_in}")
+            raise InputError(f"X has {x.shape[1]} features, but {type(self).__name__} is "
+                             f"expecting {n_in} features as input")
+        return x
+
+    def _score(self, x: torch.Tensor) -> torch.Tensor:
         mod = self.module_.to(x.device).eval()
         with torch.no_grad():
             out = torch.cat([mod(x[i:i + 16384]) for i in range(0, x.shape[0], 16384)])
-        return _like_input(out, X)
+        return out.to(x.dtype)  # float64 (the autoencoder's float32 error included)
+
+    def signal_score(self, X: Any):
+        """The module's score per jet, shape (n,): larger = more signal-like (for an
+        anomaly detector: more anomalous, less like the training sample)."""
+        return _like_input(self._score(self._features(X)), X)
+
+
+class _ScoreTagger(OutlierMixin, _ModuleTagger):
+    """An anomaly detector, with scikit-learn's outlier convention.
+
+    ``score_samples(X)``: larger = more normal (more like the training jets), the
+    negated anomaly score; ``decision_function(X) = score_samples(X) - offset_``, with
+    ``offset_`` the ``contamination`` quantile of the training jets' ``score_samples``,
+    so that ``predict(X)`` (+1 inlier, -1 outlier: ``decision_function >= 0``) flags
+    that fraction of the training jets; :meth:`signal_score` (what evaluation and model
+    files use) is the anomaly score ``-score_samples(X)``.
+    """
+
+    def _check_params(self) -> None:
+        c = getattr(self, "contamination", 0.1)
+        if isinstance(c, bool) or not isinstance(c, int | float) or not 0.0 < c <= 0.5:
+            raise InputError(f"contamination must lie in (0, 0.5], got {c!r}")
+
+    def fit(self, X: Any, y: Any = None) -> _ScoreTagger:
+        """Fit on background features X (n, F); ``y`` is ignored. Returns self."""
+        x = self._fit_checked(X)
+        self.offset_ = float(torch.quantile(-self._score(x), float(self.contamination)))
+        return self
 
     def score_samples(self, X: Any):
-        """Normality score (larger = more background-like): ``-decision_function(X)``."""
-        return -self.decision_function(X)
+        """Normality score per jet, shape (n,): larger = more background-like;
+        ``-signal_score(X)``."""
+        return -self.signal_score(X)
+
+    def decision_function(self, X: Any):
+        """``score_samples(X) - offset_``, shape (n,): negative for outliers."""
+        self._check_fitted()
+        offset = getattr(self, "offset_", None)
+        if offset is None:
+            raise InputError(f"this {type(self).__name__} was saved before jetace stored its "
+                             "outlier offset: refit it, or use signal_score / score_samples")
+        return self.score_samples(X) - offset
+
+    def predict(self, X: Any) -> np.ndarray:
+        """+1 for inliers (background-like), -1 for outliers, numpy int array (n,)."""
+        d = to_numpy(self.decision_function(X))
+        return np.where(d >= 0, 1, -1)
+
+    def _restore_offset(self, state: dict[str, Any]) -> None:
+        """``offset_`` from a model file (None for files saved before it was stored)."""
+        off = state.get("offset")
+        self.offset_ = None if off is None else float(off)
 
 
 # ------------------------------------------------------------------ Gaussian densities
@@ -199,22 +279,24 @@ def _kmeans_pp(z: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
     return z[idx].clone()
 
 
-def kmeans(z: torch.Tensor, k: int, seed: int = 0, n_init: int = 1, max_iter: int = 100
-           ) -> tuple[torch.Tensor, torch.Tensor, float]:
+def kmeans(z: torch.Tensor, k: int, seed: int = 0, n_init: int = 1, max_iter: int = 100,
+           return_n_iter: bool = False) -> tuple:
     """Lloyd's k-means from k-means++ seeds, best of ``n_init`` seeded restarts.
 
     ``z``: (n, d). Returns (centres (k, d), labels (n,), inertia = mean squared distance
-    of a jet to its centre).
+    of a jet to its centre), and with ``return_n_iter`` the Lloyd iterations of the
+    best restart as a fourth entry.
     """
     if z.shape[0] < k:
         raise InputError(f"{k} clusters need at least {k} jets, got {z.shape[0]}")
     gen = torch.Generator().manual_seed(seed)
-    best: tuple[torch.Tensor, torch.Tensor, float] | None = None
+    best: tuple[torch.Tensor, torch.Tensor, float, int] | None = None
     for _ in range(n_init):
         centres = _kmeans_pp(z, k, gen)
         labels = None
         sq = (z * z).sum(dim=1, keepdim=True)
-        for _ in range(max_iter):
+        n_iter = 0
+        for n_iter in range(1, max_iter + 1):  # noqa: B007 (the count is the result)
             new = (sq - 2 * z @ centres.T + (centres * centres).sum(dim=1)).argmin(dim=1)
             if labels is not None and bool((new == labels).all()):
                 break
@@ -226,9 +308,9 @@ def kmeans(z: torch.Tensor, k: int, seed: int = 0, n_init: int = 1, max_iter: in
                                   centres)
         inertia = float(((z - centres[labels]) ** 2).sum(dim=1).mean())
         if best is None or inertia < best[2]:
-            best = (centres, labels, inertia)
+            best = (centres, labels, inertia, n_iter)
     assert best is not None
-    return best
+    return best if return_n_iter else best[:3]
 
 
 def mixture_log_prob(z: torch.Tensor, log_weights: torch.Tensor, means: torch.Tensor,
@@ -341,27 +423,31 @@ class GaussianAnomaly(_ScoreTagger):
     ----------
     n_components : principal components kept (int, or float fraction of the variance),
         None = all standardised features.
-    transform : ``"standard"`` or ``"signed_log"`` (see :class:`FeatureTransform`).
+    scaling : ``"standard"`` or ``"signed_log"`` (see :class:`FeatureTransform`).
     shrinkage : ``"ledoit-wolf"`` (default) or a float ``a`` in [0, 1]: the covariance is
         ``(1 - a) C + a (tr C / d) I``, so that tiny-variance directions, poorly measured
         on the training sample, do not dominate the distance.
     seed : unused (the fit is deterministic); accepted for a uniform interface.
 
-    ``decision_function(X)``: Mahalanobis distance, shape (n,), dimensionless.
-    Fitted attributes: ``module_`` (raw features -> distance), ``shrinkage_``.
+    contamination : fraction of the training jets that ``predict`` calls outliers
+        (sets ``offset_``; the scores do not depend on it).
+
+    ``signal_score(X)``: Mahalanobis distance, shape (n,), dimensionless
+    (``score_samples`` is its negative). Fitted attributes: ``module_`` (raw features ->
+    distance), ``shrinkage_``, ``offset_``, ``n_features_in_``.
     """
 
-    def __init__(self, n_components: int | float | None = 50, transform: str = "standard",
-                 shrinkage: str | float = "ledoit-wolf", seed: int = 0):
+    def __init__(self, n_components: int | float | None = 50, scaling: str = "standard",
+                 shrinkage: str | float = "ledoit-wolf", seed: int = 0,
+                 contamination: float = 0.1):
         self.n_components = n_components
-        self.transform = transform
+        self.scaling = scaling
         self.shrinkage = shrinkage
         self.seed = seed
+        self.contamination = contamination
 
-    def fit(self, X: Any, y: Any = None) -> GaussianAnomaly:
-        """Fit on background features X (n, F); ``y`` is ignored. Returns self."""
-        x = _features64(X)
-        tr = FeatureTransform.fit(x, self.transform, self.n_components)
+    def _fit(self, x: torch.Tensor) -> None:
+        tr = FeatureTransform.fit(x, self.scaling, self.n_components)
         z = tr(x)
         mean = z.mean(dim=0)
         zc = z - mean
@@ -380,20 +466,21 @@ class GaussianAnomaly(_ScoreTagger):
         evals = evals.clamp(min=1e-12 * float(evals.max()))
         self.module_ = _GaussianScore(tr, mean, evecs / evals.sqrt())
         self.shrinkage_ = a
-        return self
 
     def get_state(self) -> dict[str, Any]:
         self._check_fitted()
         return {"params": self.get_params(), "transform": self.module_.transform.get_state(),
-                **_buffers(self.module_, ("mean", "prec_chol")), "shrinkage_used": self.shrinkage_}
+                **_buffers(self.module_, ("mean", "prec_chol")), "shrinkage_used": self.shrinkage_,
+                "offset": self.offset_}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> GaussianAnomaly:
-        self = cls(**state["params"])
+        self = cls(**renamed_params(state["params"]))
         self.module_ = _GaussianScore(FeatureTransform.from_state(state["transform"]),
                                       torch.as_tensor(state["mean"]).double(),
                                       torch.as_tensor(state["prec_chol"]).double())
         self.shrinkage_ = float(state["shrinkage_used"])
+        self._restore_offset(state)
         return self
 
 
@@ -401,45 +488,44 @@ class GaussianAnomaly(_ScoreTagger):
 class GMMAnomaly(_ScoreTagger):
     """Negative log likelihood under a Gaussian mixture fitted to background features.
 
-    The features are standardised (``transform``), projected on ``n_components``
+    The features are standardised (``scaling``), projected on ``n_components``
     principal components and whitened; a mixture of ``n_mix`` full-covariance
     Gaussians is fitted by EM (k-means++ seeds, ``n_init`` restarts, ``reg_covar`` added
     to the diagonals). Background jets come in several populations (quark- and
     gluon-like, different multiplicities) that one Gaussian cannot follow but a few can.
 
-    ``decision_function(X)``: ``-log p(z)`` per jet, shape (n,), in nats (up to the
+    ``signal_score(X)``: ``-log p(z)`` per jet, shape (n,), in nats (up to the
     constant Jacobian of the preprocessing); ``score_samples`` is ``log p(z)``.
     ``predict_proba(X)``: posterior of each mixture component, (n, n_mix).
+    ``contamination``: as in :class:`GaussianAnomaly`.
     Fitted attributes: ``module_``, ``log_likelihood_`` (mean per training jet),
-    ``n_iter_``.
+    ``n_iter_``, ``offset_``, ``n_features_in_``.
     """
 
     def __init__(self, n_mix: int = 4, n_components: int | float | None = 20,
-                 transform: str = "standard", reg_covar: float = 1e-3, n_init: int = 2,
-                 max_iter: int = 200, tol: float = 1e-3, seed: int = 0):
+                 scaling: str = "standard", reg_covar: float = 1e-3, n_init: int = 2,
+                 max_iter: int = 200, tol: float = 1e-3, seed: int = 0,
+                 contamination: float = 0.1):
         self.n_mix = n_mix
         self.n_components = n_components
-        self.transform = transform
+        self.scaling = scaling
         self.reg_covar = reg_covar
         self.n_init = n_init
         self.max_iter = max_iter
         self.tol = tol
         self.seed = seed
+        self.contamination = contamination
 
-    def fit(self, X: Any, y: Any = None) -> GMMAnomaly:
-        """Fit on background features X (n, F); ``y`` is ignored. Returns self."""
-        x = _features64(X)
-        tr = FeatureTransform.fit(x, self.transform, self.n_components, whiten=True)
+    def _fit(self, x: torch.Tensor) -> None:
+        tr = FeatureTransform.fit(x, self.scaling, self.n_components, whiten=True)
         gm = fit_gaussian_mixture(tr(x), self.n_mix, seed=self.seed, n_init=self.n_init,
                                   max_iter=self.max_iter, tol=self.tol, reg_covar=self.reg_covar)
         self.module_ = _MixtureScore(tr, gm["log_weights"], gm["means"], gm["prec_chol"])
         self.log_likelihood_, self.n_iter_ = float(gm["log_likelihood"]), int(gm["n_iter"])
-        return self
 
     def predict_proba(self, X: Any):
         """Posterior probability of each mixture component, shape (n, n_mix)."""
-        self._check_fitted()
-        x = _features64(X)
+        x = self._features(X)
         with torch.no_grad():
             p = torch.softmax(self.module_.to(x.device).component_log_prob(x), dim=1)
         return _like_input(p, X)
@@ -448,15 +534,17 @@ class GMMAnomaly(_ScoreTagger):
         self._check_fitted()
         return {"params": self.get_params(), "transform": self.module_.transform.get_state(),
                 **_buffers(self.module_, ("log_weights", "means", "prec_chol")),
-                "log_likelihood": self.log_likelihood_, "n_iter": self.n_iter_}
+                "log_likelihood": self.log_likelihood_, "n_iter": self.n_iter_,
+                "offset": self.offset_}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> GMMAnomaly:
-        self = cls(**state["params"])
+        self = cls(**renamed_params(state["params"]))
         self.module_ = _MixtureScore(FeatureTransform.from_state(state["transform"]),
                                      *(torch.as_tensor(state[k]).double()
                                        for k in ("log_weights", "means", "prec_chol")))
         self.log_likelihood_, self.n_iter_ = float(state["log_likelihood"]), int(state["n_iter"])
+        self._restore_offset(state)
         return self
 
 
@@ -490,7 +578,7 @@ class _ReconstructionScore(torch.nn.Module):
 class AutoencoderAnomaly(_ScoreTagger):
     """Reconstruction error of a small torch autoencoder trained on background features.
 
-    Features are standardised (``transform``, optionally PCA-reduced to
+    Features are standardised (``scaling``, optionally PCA-reduced to
     ``n_components``); the network is ``d -> hidden... -> latent -> ...hidden -> d``
     with ``activation`` between layers. Training: Adam (``lr``, ``weight_decay``),
     mini-batches of ``batch_size``, mean squared error, a random ``val_fraction`` of the
@@ -499,25 +587,22 @@ class AutoencoderAnomaly(_ScoreTagger):
     split and the batch order come from ``seed`` (no global random state is touched).
     Trains in float32 on ``X``'s device; ``progress=True`` shows a tqdm bar.
 
-    ``decision_function(X)``: mean squared reconstruction error per jet in the
-    standardised space, shape (n,). Fitted attributes: ``module_``, ``history_``
-    (per-epoch ``train``/``val`` losses), ``best_epoch_``.
+    ``signal_score(X)``: mean squared reconstruction error per jet in the
+    standardised space, shape (n,). ``contamination``: as in :class:`GaussianAnomaly`.
+    Fitted attributes: ``module_``, ``history_`` (per-epoch ``train``/``val`` losses),
+    ``best_epoch_``, ``offset_``, ``n_features_in_``.
     """
 
     def __init__(self, hidden: tuple[int, ...] = (128,), latent: int = 8,
-                 n_components: int | float | None = None, transform: str = "standard",
+                 n_components: int | float | None = None, scaling: str = "standard",
                  activation: str = "gelu", lr: float = 1e-3, weight_decay: float = 0.0,
                  batch_size: int = 256, max_epochs: int = 200, patience: int = 10,
-                 val_fraction: float = 0.2, seed: int = 0, progress: bool = False):
-        if activation not in _ACTIVATIONS:
-            raise InputError(f"activation must be one of {', '.join(_ACTIVATIONS)}, "
-                             f"got {activation!r}")
-        if not 0 < val_fraction < 1:
-            raise InputError(f"val_fraction must lie in (0, 1), got {val_fraction}")
-        self.hidden = tuple(int(h) for h in hidden)
+                 val_fraction: float = 0.2, seed: int = 0, progress: bool = False,
+                 contamination: float = 0.1):
+        self.hidden = hidden
         self.latent = latent
         self.n_components = n_components
-        self.transform = transform
+        self.scaling = scaling
         self.activation = activation
         self.lr = lr
         self.weight_decay = weight_decay
@@ -527,12 +612,23 @@ class AutoencoderAnomaly(_ScoreTagger):
         self.val_fraction = val_fraction
         self.seed = seed
         self.progress = progress
+        self.contamination = contamination
 
-    def fit(self, X: Any, y: Any = None) -> AutoencoderAnomaly:
-        """Train on background features X (n, F); ``y`` is ignored. Returns self."""
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.activation not in _ACTIVATIONS:
+            raise InputError(f"activation must be one of {', '.join(_ACTIVATIONS)}, "
+                             f"got {self.activation!r}")
+        if not 0 < self.val_fraction < 1:
+            raise InputError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
+
+    @property
+    def _hidden(self) -> tuple[int, ...]:
+        return tuple(int(h) for h in self.hidden)
+
+    def _fit(self, x: torch.Tensor) -> None:
         from tqdm.auto import tqdm
 
-        x = _features64(X)
         n = x.shape[0]
         n_val = max(1, int(round(self.val_fraction * n)))
         if n - n_val < 1:
@@ -541,8 +637,8 @@ class AutoencoderAnomaly(_ScoreTagger):
         gen = torch.Generator().manual_seed(self.seed)
         perm = torch.randperm(n, generator=gen).to(x.device)
         val_idx, tr_idx = perm[:n_val], perm[n_val:]
-        tr = FeatureTransform.fit(x[tr_idx], self.transform, self.n_components)
-        mod = _ReconstructionScore(tr, self.hidden, self.latent, self.activation)
+        tr = FeatureTransform.fit(x[tr_idx], self.scaling, self.n_components)
+        mod = _ReconstructionScore(tr, self._hidden, self.latent, self.activation)
         with torch.no_grad():  # seeded initialisation (torch's default scheme)
             for m in mod.net:
                 if isinstance(m, torch.nn.Linear):
@@ -584,25 +680,26 @@ class AutoencoderAnomaly(_ScoreTagger):
         mod.net.load_state_dict(best_state)
         self.module_ = mod.eval()
         self.history_ = history
-        return self
 
     def get_state(self) -> dict[str, Any]:
         self._check_fitted()
         params = self.get_params()
-        params["hidden"] = list(params["hidden"])
+        params["hidden"] = list(self._hidden)
         return {"params": params, "transform": self.module_.transform.get_state(),
                 "network": {k: _cpu(v) for k, v in self.module_.net.state_dict().items()},
-                "best_epoch": self.best_epoch_, "history": self.history_}
+                "best_epoch": self.best_epoch_, "history": self.history_,
+                "offset": self.offset_}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> AutoencoderAnomaly:
-        self = cls(**state["params"])
-        mod = _ReconstructionScore(FeatureTransform.from_state(state["transform"]), self.hidden,
-                                   self.latent, self.activation)
+        self = cls(**renamed_params(state["params"]))
+        mod = _ReconstructionScore(FeatureTransform.from_state(state["transform"]),
+                                   self._hidden, self.latent, self.activation)
         mod.net.load_state_dict({k: torch.as_tensor(v) for k, v in state["network"].items()})
         self.module_ = mod.eval()
         self.best_epoch_ = int(state["best_epoch"])
         self.history_ = {k: [float(v) for v in vals] for k, vals in state["history"].items()}
+        self._restore_offset(state)
         return self
 
 
@@ -698,59 +795,73 @@ class EnsembleAnomaly(_ScoreTagger):
     n_knots : quantiles kept per member for the calibration.
     seed : seeds every member (plus the member's own ``seed`` offset).
 
-    ``decision_function(X)``: mean tail score, shape (n,). Fitted attributes:
-    ``module_``, ``members_`` (the fitted member detectors).
+    contamination : as in :class:`GaussianAnomaly`.
+
+    ``signal_score(X)``: mean tail score, shape (n,). Fitted attributes:
+    ``module_``, ``members_`` (the fitted member detectors), ``offset_``,
+    ``n_features_in_``.
     """
 
-    def __init__(self, members: Any = ENSEMBLE_DEFAULT, n_knots: int = 256, seed: int = 0):
-        spec = [(str(k), dict(p or {})) for k, p in members]
+    def __init__(self, members: Any = ENSEMBLE_DEFAULT, n_knots: int = 256, seed: int = 0,
+                 contamination: float = 0.1):
+        self.members = members
+        self.n_knots = n_knots
+        self.seed = seed
+        self.contamination = contamination
+
+    def _spec(self) -> list[tuple[str, dict]]:
+        """The members as checked ``(kind, params)`` pairs."""
+        spec = [(str(k), dict(p or {})) for k, p in self.members]
         if not spec:
             raise InputError("an ensemble needs at least one member")
         for kind, _ in spec:
             if kind not in _MEMBER_KINDS:
                 raise InputError(f"ensemble members must be anomaly kinds "
                                  f"({', '.join(_MEMBER_KINDS)}), got {kind!r}")
-        if int(n_knots) < 3:
-            raise InputError(f"n_knots must be at least 3, got {n_knots}")
-        self.members = [[k, p] for k, p in spec]
-        self.n_knots = int(n_knots)
-        self.seed = seed
+        return spec
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        self._spec()
+        if int(self.n_knots) < 3:
+            raise InputError(f"n_knots must be at least 3, got {self.n_knots}")
 
     def _member(self, kind: str, params: dict) -> _ScoreTagger:
-        params = {**params, "seed": int(self.seed) + int(params.get("seed", 0))}
+        params = {**renamed_params(params), "seed": int(self.seed) + int(params.get("seed", 0))}
         if "hidden" in params:
             params["hidden"] = tuple(params["hidden"])
         return _MEMBER_KINDS[kind](**params)
 
-    def fit(self, X: Any, y: Any = None) -> EnsembleAnomaly:
-        """Fit every member on background features X (n, F); ``y`` is ignored."""
-        x = _features64(X)
+    def _fit(self, x: torch.Tensor) -> None:
+        """Fit every member on background features x (n, F)."""
         fitted, cals = [], []
-        for kind, params in self.members:
+        for kind, params in self._spec():
             det = self._member(kind, params).fit(x)
             with torch.no_grad():
-                s = torch.as_tensor(det.decision_function(x))
+                s = torch.as_tensor(det.signal_score(x))
             fitted.append(det)
-            cals.append(_TailCalibration.fit(s, self.n_knots))
+            cals.append(_TailCalibration.fit(s, int(self.n_knots)))
         self.members_ = fitted
         self.module_ = _EnsembleScore([d.module_ for d in fitted], cals)
-        return self
 
     def get_state(self) -> dict[str, Any]:
         self._check_fitted()
-        return {"params": self.get_params(),
+        params = self.get_params()
+        params["members"] = [[k, p] for k, p in self._spec()]
+        return {"params": params, "offset": self.offset_,
                 "members": [{"kind": d.kind, "state": d.get_state()} for d in self.members_],
                 "knots": [_cpu(c.knots) for c in self.module_.calibrations],
                 "t_max": [c.t_max for c in self.module_.calibrations]}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> EnsembleAnomaly:
-        self = cls(**state["params"])
+        self = cls(**renamed_params(state["params"]))
         self.members_ = [_MEMBER_KINDS[m["kind"]].from_state(m["state"])
                          for m in state["members"]]
         cals = [_TailCalibration(torch.as_tensor(k).double(), float(t))
                 for k, t in zip(state["knots"], state["t_max"], strict=True)]
         self.module_ = _EnsembleScore([d.module_ for d in self.members_], cals)
+        self._restore_offset(state)
         return self
 
 

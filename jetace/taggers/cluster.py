@@ -26,18 +26,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import ClusterMixin
 
 from jetace.errors import InputError
 from jetace.taggers.anomaly import (
     FeatureTransform,
-    _features64,
     _like_input,
-    _ScoreTagger,
+    _ModuleTagger,
     fit_gaussian_mixture,
     kmeans,
     mixture_log_prob,
 )
-from jetace.taggers.base import register
+from jetace.taggers.base import register, renamed_params
+from jetace.taggers.preprocess import check_choice
 
 __all__ = ["ClusterTagger", "cluster_report"]
 
@@ -73,7 +74,7 @@ class _ClusterScore(torch.nn.Module):
 
 
 @register("cluster")
-class ClusterTagger(_ScoreTagger):
+class ClusterTagger(ClusterMixin, _ModuleTagger):
     """Unsupervised two-or-more-cluster tagger on an unlabelled sample.
 
     Parameters
@@ -82,55 +83,63 @@ class ClusterTagger(_ScoreTagger):
     method : ``"gmm"`` (full-covariance Gaussian mixture, EM) or ``"kmeans"``.
     rule : ``"smallest"`` or ``"farthest"``: which cluster is signal-like (module doc).
     n_components : principal components kept (int or variance fraction).
-    transform : ``"standard"`` or ``"signed_log"`` input scaling.
+    scaling : ``"standard"`` or ``"signed_log"`` input scaling.
     reg_covar, n_init, max_iter, tol : mixture/k-means fitting controls.
     seed : seeds the k-means++ initialisations.
 
     Fitted attributes: ``module_``, ``weights_`` (n_clusters,) fraction of the training
     sample in each cluster, ``signal_cluster_`` (index), ``distances_`` (n_clusters,)
-    distance of every centre from the sample mean.
+    distance of every centre from the sample mean, ``labels_`` (n,) the cluster of every
+    training jet (scikit-learn's ``fit_predict``), ``n_iter_`` (EM or Lloyd iterations),
+    ``n_features_in_``.
+    ``signal_score(X)`` = ``decision_function(X)``, the log-odds above.
     """
 
     def __init__(self, n_clusters: int = 2, method: str = "gmm", rule: str = "smallest",
-                 n_components: int | float | None = 10, transform: str = "standard",
+                 n_components: int | float | None = 10, scaling: str = "standard",
                  reg_covar: float = 1e-3, n_init: int = 2, max_iter: int = 200,
                  tol: float = 1e-3, seed: int = 0):
-        if method not in METHODS:
-            raise InputError(f"unknown clustering method {method!r}; choose one of "
-                             f"{', '.join(METHODS)}")
-        if rule not in RULES:
-            raise InputError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
-        if int(n_clusters) < 2:
-            raise InputError(f"n_clusters must be at least 2, got {n_clusters}")
-        self.n_clusters = int(n_clusters)
+        self.n_clusters = n_clusters
         self.method = method
         self.rule = rule
         self.n_components = n_components
-        self.transform = transform
+        self.scaling = scaling
         self.reg_covar = reg_covar
         self.n_init = n_init
         self.max_iter = max_iter
         self.tol = tol
         self.seed = seed
 
+    def _check_params(self) -> None:
+        check_choice("clustering method", self.method, METHODS)
+        check_choice("rule", self.rule, RULES)
+        if int(self.n_clusters) < 2:
+            raise InputError(f"n_clusters must be at least 2, got {self.n_clusters}")
+
     def fit(self, X: Any, y: Any = None) -> ClusterTagger:
         """Cluster the unlabelled features X (n, F); ``y`` is ignored. Returns self."""
-        x = _features64(X)
+        x = self._fit_checked(X)
+        self.labels_ = self._assign(x)
+        return self
+
+    def _fit(self, x: torch.Tensor) -> None:
         # k-means sees the standardised PCA scores unwhitened: whitening would give the
         # bulk's minor directions the same weight as the separating one
-        tr = FeatureTransform.fit(x, self.transform, self.n_components,
+        tr = FeatureTransform.fit(x, self.scaling, self.n_components,
                                   whiten=self.method == "gmm")
         z = tr(x)
-        k, d = self.n_clusters, z.shape[1]
+        k, d = int(self.n_clusters), z.shape[1]
         if self.method == "gmm":
             gm = fit_gaussian_mixture(z, k, seed=self.seed, n_init=self.n_init,
                                       max_iter=self.max_iter, tol=self.tol,
                                       reg_covar=self.reg_covar)
             log_w, means, prec = gm["log_weights"], gm["means"], gm["prec_chol"]
             weights = log_w.exp()
+            self.n_iter_ = int(gm["n_iter"])
         else:
-            means, labels, inertia = kmeans(z, k, seed=self.seed, n_init=self.n_init,
-                                            max_iter=self.max_iter)
+            means, labels, inertia, self.n_iter_ = kmeans(
+                z, k, seed=self.seed, n_init=self.n_init, max_iter=self.max_iter,
+                return_n_iter=True)
             weights = torch.bincount(labels, minlength=k).to(z.dtype) / len(labels)
             sigma2 = max(inertia / d, 1e-12)
             log_w = torch.full((k,), -float(np.log(k)), dtype=z.dtype, device=z.device)
@@ -143,21 +152,25 @@ class ClusterTagger(_ScoreTagger):
         else:
             self.signal_cluster_ = int(torch.argmax(self.distances_))
         self.module_ = _ClusterScore(tr, log_w, means, prec, self.signal_cluster_)
-        return self
+
+    def _posterior(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.softmax(self.module_.to(x.device).cluster_log_prob(x), dim=1)
+
+    def _assign(self, x: torch.Tensor) -> np.ndarray:
+        return self._posterior(x).argmax(dim=1).cpu().numpy().astype(np.int64)
+
+    def decision_function(self, X: Any):
+        """Log-odds of the signal-like cluster per jet, shape (n,) (module docstring)."""
+        return self.signal_score(X)
 
     def predict_proba(self, X: Any):
         """Posterior probability of every cluster, shape (n, n_clusters)."""
-        self._check_fitted()
-        x = _features64(X)
-        with torch.no_grad():
-            p = torch.softmax(self.module_.to(x.device).cluster_log_prob(x), dim=1)
-        return _like_input(p, X)
+        return _like_input(self._posterior(self._features(X)), X)
 
     def predict(self, X: Any) -> np.ndarray:
         """Most probable cluster per jet, numpy int array of shape (n,)."""
-        p = self.predict_proba(X)
-        p = p.detach().cpu().numpy() if isinstance(p, torch.Tensor) else p
-        return p.argmax(axis=1)
+        return self._assign(self._features(X))
 
     def get_state(self) -> dict[str, Any]:
         self._check_fitted()
@@ -169,7 +182,7 @@ class ClusterTagger(_ScoreTagger):
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ClusterTagger:
-        self = cls(**state["params"])
+        self = cls(**renamed_params(state["params"]))
         self.signal_cluster_ = int(state["signal_cluster"])
         self.module_ = _ClusterScore(FeatureTransform.from_state(state["transform"]),
                                      *(torch.as_tensor(state[k]).double()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import numpy as np
 import torch
 
 from jetace.errors import InputError
-from jetace.taggers.base import register
-from jetace.taggers.preprocess import TRANSFORMS, FeatureScaler, SupervisedTagger
+from jetace.taggers.base import register, renamed_params
+from jetace.taggers.linear import LinearTagger, weighted_log_loss
+from jetace.taggers.preprocess import TRANSFORMS, FeatureScaler, SupervisedTagger, check_choice
 
 __all__ = ["MLPTagger", "MLPNet", "MLPBody", "SCHEDULES"]
 
@@ -108,7 +110,7 @@ class MLPTagger(SupervisedTagger):
         ``linear_C``, as :class:`~jetace.taggers.linear.LinearTagger`) is fitted on all
         jets on the same scaled inputs. 0 disables it.
     linear_C : the inverse L2 strength C of that logistic model.
-    transform : input scaling, "standard" or "signed_log" (fitted on all jets, shared
+    scaling : input scaling, "standard" or "signed_log" (fitted on all jets, shared
         by the networks).
     lr, batch_size, max_epochs : optimisation.
     schedule : "cosine": one-cycle learning rate (10% warm-up to ``lr``, then cosine
@@ -129,61 +131,66 @@ class MLPTagger(SupervisedTagger):
     (one dict with keys n_epochs, best_epoch, best_val_loss per network).
     """
 
+    fitted_attribute = "net_"
+
     def __init__(self, hidden: tuple[int, ...] = (128, 64), dropout: float = 0.3,
                  weight_decay: float = 1e-2, skip: bool = False,
                  linear_start: float | None = None, linear_blend: float = 0.25,
-                 linear_C: float = 10.0, transform: str = "standard",
+                 linear_C: float = 10.0, scaling: str = "standard",
                  lr: float = 1e-3, batch_size: int = 512, max_epochs: int = 60,
                  schedule: str = "cosine", patience: int = 20, val_fraction: float = 0.2,
                  n_models: int = 3, seed: int = 0, verbose: bool = False):
-        hidden = tuple(int(h) for h in hidden)
-        if not 1 <= len(hidden) <= 3 or min(hidden) < 1:
-            raise InputError(f"hidden must list 1 to 3 positive layer widths, got {hidden}")
-        if transform not in TRANSFORMS:
-            raise InputError(f"unknown transform {transform!r}; "
-                             f"choose one of {', '.join(TRANSFORMS)}")
-        if schedule not in SCHEDULES:
-            raise InputError(f"unknown schedule {schedule!r}; "
-                             f"choose one of {', '.join(SCHEDULES)}")
-        if not 0.0 < val_fraction < 1.0:
-            raise InputError(f"val_fraction must lie in (0, 1), got {val_fraction}")
-        if linear_start is not None and not linear_start > 0:
-            raise InputError(f"linear_start must be a positive C or None, got {linear_start!r}")
-        if int(n_models) < 1:
-            raise InputError(f"n_models must be at least 1, got {n_models}")
-        if not 0.0 <= float(linear_blend) < 1.0:
-            raise InputError(f"linear_blend must lie in [0, 1), got {linear_blend!r}")
-        if not float(linear_C) > 0:
-            raise InputError(f"linear_C must be positive, got {linear_C!r}")
         self.hidden, self.dropout, self.skip = hidden, dropout, skip
         self.linear_start = linear_start
-        self.linear_blend, self.linear_C = float(linear_blend), float(linear_C)
+        self.linear_blend, self.linear_C = linear_blend, linear_C
         self.weight_decay = weight_decay
-        self.transform, self.lr, self.batch_size = transform, lr, batch_size
+        self.scaling, self.lr, self.batch_size = scaling, lr, batch_size
         self.max_epochs, self.schedule = max_epochs, schedule
         self.patience, self.val_fraction = patience, val_fraction
-        self.n_models, self.seed, self.verbose = int(n_models), seed, verbose
+        self.n_models, self.seed, self.verbose = n_models, seed, verbose
 
-    def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if out.ndim == 1:
-            return torch.nn.functional.binary_cross_entropy_with_logits(out, y.to(out.dtype))
-        return torch.nn.functional.cross_entropy(out, y)
+    def _check_params(self) -> None:
+        hidden = tuple(int(h) for h in self.hidden)
+        if not 1 <= len(hidden) <= 3 or min(hidden) < 1:
+            raise InputError(f"hidden must list 1 to 3 positive layer widths, got {hidden}")
+        check_choice("scaling", self.scaling, TRANSFORMS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        if not 0.0 < self.val_fraction < 1.0:
+            raise InputError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
+        if self.linear_start is not None and not self.linear_start > 0:
+            raise InputError(f"linear_start must be a positive C or None, got "
+                             f"{self.linear_start!r}")
+        if int(self.n_models) < 1:
+            raise InputError(f"n_models must be at least 1, got {self.n_models}")
+        if not 0.0 <= float(self.linear_blend) < 1.0:
+            raise InputError(f"linear_blend must lie in [0, 1), got {self.linear_blend!r}")
+        if not float(self.linear_C) > 0:
+            raise InputError(f"linear_C must be positive, got {self.linear_C!r}")
 
-    def _fit(self, X: torch.Tensor, y: torch.Tensor, **kwargs) -> None:
+    @property
+    def _hidden(self) -> tuple[int, ...]:
+        return tuple(int(h) for h in self.hidden)
+
+    def _fit(self, X: torch.Tensor, y: torch.Tensor, sample_weight: torch.Tensor | None
+             ) -> None:
         dtype = X.dtype if X.dtype == torch.float64 else torch.float32
         device = X.device
+        sw = sample_weight
         n_val = max(1, int(round(self.val_fraction * X.shape[0])))
         if X.shape[0] - n_val < 1:
-            raise InputError(f"too few jets ({X.shape[0]}) for a validation split")
-        scaler = FeatureScaler(X.shape[1], self.transform, dtype=dtype).to(device).fit(X)
+            raise InputError(f"too few jets ({X.shape[0]}) for a validation split: "
+                             f"n_samples = {X.shape[0]}")
+        scaler = FeatureScaler(X.shape[1], self.scaling, dtype=dtype).to(device).fit(
+            X, sample_weight=sw)
         k = len(self.classes_)
-        net = MLPNet(scaler, self.hidden, 1 if k == 2 else k, self.dropout, self.skip,
-                     self.n_models, self.linear_blend)
+        hidden = self._hidden
+        net = MLPNet(scaler, hidden, 1 if k == 2 else k, self.dropout, self.skip,
+                     int(self.n_models), float(self.linear_blend))
         start = None
         if self.skip and self.linear_start is not None:
-            start = self._linear_start(scaler, X, y, k, self.linear_start)
+            start = self._linear_start(scaler, X, y, k, self.linear_start, sw)
         if net.linear is not None:
-            w = self._linear_start(scaler, X, y, k, self.linear_C)
+            w = self._linear_start(scaler, X, y, k, float(self.linear_C), sw)
             with torch.no_grad():
                 net.linear.weight.copy_(w[:, :-1])
                 net.linear.bias.copy_(w[:, -1])
@@ -194,7 +201,7 @@ class MLPTagger(SupervisedTagger):
             torch.manual_seed(seed)  # initialisation and dropout (CPU and current device)
             if device.type == "cuda":
                 torch.cuda.manual_seed_all(seed)
-            net.members[i] = member = MLPBody(scaler.mean.shape[0], self.hidden,
+            net.members[i] = member = MLPBody(scaler.mean.shape[0], hidden,
                                               1 if k == 2 else k, self.dropout, self.skip,
                                               dtype, device)
             if start is not None:
@@ -203,7 +210,7 @@ class MLPTagger(SupervisedTagger):
                     member.body[-1].weight.zero_()
                     member.body[-1].bias.copy_(start[:, -1])
                 member.skip.weight.requires_grad_(False)
-            stats, history = self._fit_member(member, scaler, X, y, n_val, seed, i)
+            stats, history = self._fit_member(member, scaler, X, y, sw, n_val, seed, i)
             self.members_.append(stats)
             if first is None:
                 first = stats, history
@@ -213,9 +220,11 @@ class MLPTagger(SupervisedTagger):
         self.best_val_loss_ = stats["best_val_loss"]
 
     def _fit_member(self, member: MLPBody, scaler: FeatureScaler, X: torch.Tensor,
-                    y: torch.Tensor, n_val: int, seed: int, index: int
-                    ) -> tuple[dict[str, Any], list[tuple[float, float]]]:
-        """Train one network on its own seeded split; keeps its best-epoch weights."""
+                    y: torch.Tensor, sw: torch.Tensor | None, n_val: int, seed: int,
+                    index: int) -> tuple[dict[str, Any], list[tuple[float, float]]]:
+        """Train one network on its own seeded split; keeps its best-epoch weights.
+        With weights ``sw``, every minibatch loss and the validation loss are weighted
+        means (the loss reported per epoch too)."""
         device = X.device
         g = torch.Generator().manual_seed(seed)
         perm = torch.randperm(X.shape[0], generator=g).to(device)
@@ -236,31 +245,46 @@ class MLPTagger(SupervisedTagger):
         with torch.no_grad():
             Ztr, Zva = scaler(X[tr]), scaler(X[va])
         ytr, yva = y[tr], y[va]
+        wtr = None if sw is None else sw[tr].to(Ztr.dtype)
+        wva = None if sw is None else sw[va].to(Ztr.dtype)
+        if wva is not None and not float(wva.sum()) > 0:
+            raise InputError("the validation jets of the early stopping all have weight 0; "
+                             "use another seed or val_fraction")
         best, best_state, best_epoch, history = float("inf"), None, 0, []
         for epoch in range(self.max_epochs):
             member.train()
             order = torch.randperm(len(tr), generator=g).to(device)
-            total = 0.0
+            total, seen = 0.0, 0.0
             for i in range(0, len(tr), self.batch_size):
                 idx = order[i:i + self.batch_size]
+                bw = None if wtr is None else wtr[idx]
+                if bw is not None and not float(bw.sum()) > 0:
+                    continue  # a minibatch of zero-weight jets carries no gradient
                 opt.zero_grad(set_to_none=True)
-                loss = self._loss(self._squeeze(member(Ztr[idx])), ytr[idx])
+                loss = weighted_log_loss(self._squeeze(member(Ztr[idx])), ytr[idx], bw)
                 loss.backward()
                 opt.step()
                 if self.schedule == "cosine":
                     sched.step()
-                total += float(loss.detach()) * len(idx)
+                share = len(idx) if bw is None else float(bw.sum())
+                total, seen = total + float(loss.detach()) * share, seen + share
             member.eval()
             with torch.no_grad():
-                val = float(sum(self._loss(self._squeeze(member(Zva[i:i + 8192])),
-                                           yva[i:i + 8192]) * len(yva[i:i + 8192])
-                                for i in range(0, len(va), 8192)) / len(va))
-            history.append((total / len(tr), val))
+                val, val_seen = 0.0, 0.0
+                for i in range(0, len(va), 8192):
+                    bw = None if wva is None else wva[i:i + 8192]
+                    share = len(yva[i:i + 8192]) if bw is None else float(bw.sum())
+                    if share > 0:
+                        val += float(weighted_log_loss(self._squeeze(member(Zva[i:i + 8192])),
+                                                       yva[i:i + 8192], bw)) * share
+                        val_seen += share
+                val /= val_seen
+            history.append((total / max(seen, 1e-300), val))
             if self.schedule != "cosine":
                 sched.step(val)
             if self.verbose:
                 print(f"network {index + 1}, epoch {epoch + 1}: "
-                      f"train loss {total / len(tr):.5f}, val loss {val:.5f}")
+                      f"train loss {history[-1][0]:.5f}, val loss {val:.5f}")
             if val < best - 1e-6:
                 best, best_epoch, best_state = val, epoch + 1, copy.deepcopy(member.state_dict())
             elif epoch + 1 - best_epoch >= self.patience:
@@ -274,15 +298,12 @@ class MLPTagger(SupervisedTagger):
         return out[:, 0] if out.shape[1] == 1 else out
 
     def _linear_start(self, scaler: FeatureScaler, X: torch.Tensor, y: torch.Tensor,
-                      k: int, C: float) -> torch.Tensor:
+                      k: int, C: float, sw: torch.Tensor | None = None) -> torch.Tensor:
         """Logistic weights (n_out, F + 1) on the scaled inputs, bias last."""
-        from jetace.taggers.linear import LinearTagger
-
         lin = LinearTagger(C=C)
-        lin.classes_ = self.classes_
         with torch.no_grad():
             Z = scaler(X)
-        w, _ = lin._lbfgs(Z, y, k, float(C), None)
+        w, _ = lin._lbfgs(Z, y, k, float(C), None, sample_weight=sw)
         return w.detach()
 
     def as_module(self) -> MLPNet:
@@ -293,10 +314,10 @@ class MLPTagger(SupervisedTagger):
     def get_state(self) -> dict[str, Any]:
         self._check_fitted()
         params = self.get_params()
-        params["hidden"] = list(params["hidden"])
+        params["hidden"] = list(self._hidden)
         return {
             "params": params,
-            "classes": list(self.classes_),
+            "classes": np.asarray(self.classes_).tolist(),
             "n_features_in": self.n_features_in_,
             "scaler": self.net_.scaler.get_state(),
             "weights": {k: v.detach().cpu() for k, v in self.net_.state_dict().items()
@@ -314,14 +335,14 @@ class MLPTagger(SupervisedTagger):
         legacy = not any(k.startswith("members.") for k in state["weights"])
         # files written before the linear blend have none
         params = {"n_models": 1, "schedule": "plateau", "linear_blend": 0.0,
-                  **state["params"]}
+                  **renamed_params(state["params"])}
         out = cls(**params)
-        out.classes_ = list(state["classes"])
+        out.classes_ = np.asarray(state["classes"])
         out.n_features_in_ = int(state["n_features_in"])
         scaler = FeatureScaler.from_state(state["scaler"])
         k = len(out.classes_)
-        net = MLPNet(scaler, out.hidden, 1 if k == 2 else k, out.dropout, out.skip,
-                     out.n_models, out.linear_blend)
+        net = MLPNet(scaler, out._hidden, 1 if k == 2 else k, out.dropout, out.skip,
+                     int(out.n_models), float(out.linear_blend))
         weights = {("members.0." + k if legacy else k): torch.as_tensor(v)
                    for k, v in state["weights"].items()}
         net.load_state_dict({**{f"scaler.{k}": v for k, v in scaler.state_dict().items()},
@@ -333,5 +354,5 @@ class MLPTagger(SupervisedTagger):
             {"n_epochs": out.n_epochs_, "best_epoch": out.best_epoch_,
              "best_val_loss": out.best_val_loss_}]
         out.history_ = []
-        out._module = None
+        out._module = {}
         return out

@@ -7,6 +7,9 @@
 * :class:`SupervisedTagger`: the plumbing of :class:`~jetace.taggers.linear.LinearTagger`
   and :class:`~jetace.taggers.mlp.MLPTagger`: input checks, label encoding,
   ``predict``/``predict_proba`` from the decision function, numpy-in/numpy-out.
+* :func:`check_fit_input`, :func:`check_predict_input`, :func:`check_sample_weight`:
+  the input checks of every tagger (scikit-learn's for array-likes, jetace's for torch
+  tensors, which stay on their device).
 """
 
 from __future__ import annotations
@@ -16,11 +19,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d, validate_data
 
 from jetace.errors import InputError
 from jetace.taggers.base import Tagger
 
-__all__ = ["FeatureScaler", "SupervisedTagger", "as_features", "to_numpy", "TRANSFORMS"]
+__all__ = ["FeatureScaler", "SupervisedTagger", "as_features", "to_numpy", "TRANSFORMS",
+           "check_fit_input", "check_predict_input", "check_sample_weight", "check_choice"]
 
 TRANSFORMS = ("standard", "signed_log")
 
@@ -45,6 +52,107 @@ def as_features(X: Any, name: str = "X") -> torch.Tensor:
         rows = int(bad.any(dim=1).sum())
         raise InputError(f"{name} has non-finite values in {rows} of {t.shape[0]} jets")
     return t
+
+
+_FLOATS = (np.float64, np.float32)
+
+
+def _from_numpy(X: np.ndarray) -> torch.Tensor:
+    """A CPU tensor of a validated numpy matrix (copied when read-only)."""
+    X = np.ascontiguousarray(X)
+    return torch.from_numpy(X if X.flags.writeable else X.copy())
+
+
+def _check_width(est: Any, n_features: int) -> None:
+    expected = getattr(est, "n_features_in_", None)
+    if expected is not None and n_features != expected:
+        raise InputError(f"X has {n_features} features, but {type(est).__name__} is "
+                         f"expecting {expected} features as input")
+
+
+def _validated(est: Any, X: Any, *y: Any, reset: bool = True):
+    """scikit-learn's ``validate_data`` (floats kept), its ValueErrors as InputError."""
+    try:
+        return validate_data(est, X, *y, dtype=_FLOATS, reset=reset)
+    except InputError:
+        raise
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+
+
+def check_fit_input(est: Any, X: Any, y: Any = None, *, requires_y: bool = False
+                    ) -> tuple[torch.Tensor, np.ndarray | None]:
+    """The training matrix of ``est.fit`` as a floating tensor (n, F), and ``y`` (n,).
+
+    A torch tensor is checked with :func:`as_features` and stays on its device; anything
+    else goes through scikit-learn's ``validate_data`` (float64 or float32 kept,
+    ``n_features_in_`` and ``feature_names_in_`` set, NaN and inf refused). With
+    ``requires_y``, ``y`` must be one label per jet (a column vector is flattened with
+    scikit-learn's DataConversionWarning); otherwise ``y`` is ignored and None returned.
+    """
+    if not isinstance(X, torch.Tensor):
+        if requires_y:
+            Xn, yn = _validated(est, X, y)
+            return _from_numpy(Xn), yn
+        return _from_numpy(_validated(est, X)), None
+    t = as_features(X)
+    est.n_features_in_ = int(t.shape[1])
+    if hasattr(est, "feature_names_in_"):
+        del est.feature_names_in_
+    if not requires_y:
+        return t, None
+    if y is None:
+        raise InputError(f"{type(est).__name__} requires y to be passed, but the target y "
+                         "is None")
+    yn = column_or_1d(to_numpy(y), warn=True)
+    if len(yn) != t.shape[0]:
+        raise InputError(f"y must have shape ({t.shape[0]},) (one label per jet), "
+                         f"got {yn.shape}")
+    return t, yn
+
+
+def check_predict_input(est: Any, X: Any) -> torch.Tensor:
+    """The matrix of a fitted ``est``'s predict/score methods as a floating tensor (n, F),
+    with as many features as in ``fit`` (torch tensors stay on their device)."""
+    if isinstance(X, torch.Tensor):
+        t = as_features(X)
+        _check_width(est, t.shape[1])
+        return t
+    return _from_numpy(_validated(est, X, reset=False))
+
+
+def check_sample_weight(sample_weight: Any, n: int, device: torch.device | str = "cpu",
+                        dtype: torch.dtype = torch.float64) -> torch.Tensor | None:
+    """Per-jet training weights (n,) as a tensor on ``device``, or None for none given.
+
+    A scalar applies to every jet. Weights must be finite and non-negative with a
+    positive sum (negative event weights, as NLO generators write, are accepted by
+    :mod:`jetace.metrics`, not by the fits: drop or absorb them first).
+    """
+    if sample_weight is None:
+        return None
+    w = np.asarray(to_numpy(sample_weight), dtype=np.float64)
+    if w.ndim == 0:
+        w = np.full(n, float(w))
+    if w.shape != (n,):
+        raise InputError(f"sample_weight.shape == {w.shape}, expected {(n,)} (one weight "
+                         "per jet)")
+    if not np.isfinite(w).all():
+        raise InputError(f"sample_weight has {int((~np.isfinite(w)).sum())} non-finite values")
+    if (w < 0).any():
+        raise InputError(f"sample_weight has {int((w < 0).sum())} negative values; fits "
+                         "need non-negative weights")
+    if not w.sum() > 0:
+        raise InputError("sample_weight: all weights are zero; at least one non-zero "
+                         "weight is needed")
+    return torch.as_tensor(w, device=device).to(dtype)
+
+
+def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
+    """Raise InputError unless ``value`` is one of ``choices`` (named in the message)."""
+    if value not in choices:
+        raise InputError(f"unknown {name} {value!r}; choose one of "
+                         f"{', '.join(map(str, choices))}")
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -77,9 +185,14 @@ class FeatureScaler(torch.nn.Module):
         self.mean.zero_()
 
     @torch.no_grad()
-    def fit(self, X: torch.Tensor, max_rows_for_scale: int = 20000) -> FeatureScaler:
-        """Fit the scales on X (n, F); statistics accumulate in float64."""
+    def fit(self, X: torch.Tensor, max_rows_for_scale: int = 20000,
+            sample_weight: torch.Tensor | None = None) -> FeatureScaler:
+        """Fit the scales on X (n, F); statistics accumulate in float64. With
+        ``sample_weight`` (n,), mean and standard deviation are weighted (the median of
+        "signed_log" is not)."""
         X = X.to(self.mean.device)
+        w = None if sample_weight is None else \
+            sample_weight.to(device=X.device, dtype=torch.float64)
         if self.transform == "signed_log":
             step = max(1, X.shape[0] // max_rows_for_scale)
             med = X[::step].abs().median(dim=0).values.to(torch.float64)
@@ -90,9 +203,10 @@ class FeatureScaler(torch.nn.Module):
         s2 = torch.zeros_like(s1)
         for i in range(0, X.shape[0], 8192):
             z = self._shape(X[i:i + 8192]).to(torch.float64)
-            s1 += z.sum(0)
-            s2 += (z * z).sum(0)
-        n = X.shape[0]
+            wz = z if w is None else z * w[i:i + 8192, None]
+            s1 += wz.sum(0)
+            s2 += (wz * z).sum(0)
+        n = X.shape[0] if w is None else float(w.sum())
         mean = s1 / n
         var = (s2 / n - mean * mean).clamp_min(0)
         std = var.sqrt()
@@ -125,62 +239,61 @@ class FeatureScaler(torch.nn.Module):
         return out
 
 
-class SupervisedTagger(Tagger):
-    """Shared base of the supervised torch taggers.
+class SupervisedTagger(ClassifierMixin, Tagger):
+    """Shared base of the supervised torch taggers (scikit-learn classifiers).
 
-    Subclasses implement ``_fit(X, y_index)`` (X a tensor, y class indices 0..K-1) and
-    ``as_module()`` (a ``torch.nn.Module`` mapping raw features (B, F) to the decision
-    function: (B,) logit of ``classes_[1]`` for two classes, (B, K) logits otherwise).
+    Subclasses implement ``_check_params()`` (raise InputError for bad constructor
+    arguments), ``_fit(X, y_index, sample_weight)`` (X a tensor, y class indices
+    0..K-1, weights (n,) float64 on X's device or None) and ``as_module()`` (a
+    ``torch.nn.Module`` mapping raw features (B, F) to the decision function: (B,) logit
+    of ``classes_[1]`` for two classes, (B, K) logits otherwise).
     """
 
     logit_scores = True
-    classes_: list
+    classes_: np.ndarray
     n_features_in_: int
 
     # -- labels ---------------------------------------------------------------------
-    def _encode(self, y: Any, n: int) -> torch.Tensor:
-        if y is None:
-            raise InputError(f"{type(self).__name__}.fit needs labels y")
-        arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-        if arr.ndim != 1 or len(arr) != n:
-            raise InputError(f"y must have shape ({n},) (one label per jet), got {arr.shape}")
-        classes, index = np.unique(arr, return_inverse=True)
+    def _encode(self, y: np.ndarray) -> torch.Tensor:
+        check_classification_targets(y)
+        classes, index = np.unique(y, return_inverse=True)
         if len(classes) < 2:
-            raise InputError(f"y holds a single class ({classes.tolist()}); "
-                             "a tagger needs at least two")
-        self.classes_ = classes.tolist()
-        return torch.as_tensor(index, dtype=torch.long)
+            raise InputError(f"y holds only one class ({classes.tolist()}); a tagger needs "
+                             "at least two classes")
+        self.classes_ = classes
+        return torch.as_tensor(index.reshape(-1), dtype=torch.long)
 
-    def fit(self, X: Any, y: Any = None, **kwargs) -> SupervisedTagger:
-        """Fit on features X (n, F) and labels y (n,) of two or more classes; returns self."""
-        Xt = as_features(X)
-        yi = self._encode(y, Xt.shape[0]).to(Xt.device)
-        self.n_features_in_ = int(Xt.shape[1])
-        self._fit(Xt, yi, **kwargs)
-        self._module = None
+    def _check_params(self) -> None:
+        raise NotImplementedError
+
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> SupervisedTagger:
+        """Fit on features X (n, F) and labels y (n,) of two or more classes; returns self.
+
+        ``sample_weight`` (n,): per-jet weights of the loss, the validation loss and the
+        input scaling (non-negative; see :func:`check_sample_weight`)."""
+        self._check_params()
+        Xt, yn = check_fit_input(self, X, y, requires_y=True)
+        yi = self._encode(yn).to(Xt.device)
+        w = check_sample_weight(sample_weight, Xt.shape[0], Xt.device)
+        self._fit(Xt, yi, w)
+        self._module = {}  # fitted modules per (device, dtype), filled by the first use
         return self
 
-    def _fit(self, X: torch.Tensor, y: torch.Tensor, **kwargs) -> None:
+    def _fit(self, X: torch.Tensor, y: torch.Tensor, sample_weight: torch.Tensor | None
+             ) -> None:
         raise NotImplementedError
 
     def as_module(self) -> torch.nn.Module:
         raise NotImplementedError
 
     # -- prediction -----------------------------------------------------------------
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "classes_"):
-            raise InputError(f"this {type(self).__name__} is not fitted yet; call fit first")
-
     def _run(self, X: Any) -> tuple[torch.Tensor, bool]:
         self._check_fitted()
-        Xt = as_features(X)
-        if Xt.shape[1] != self.n_features_in_:
-            raise InputError(f"X has {Xt.shape[1]} features, the tagger was fitted on "
-                             f"{self.n_features_in_}")
+        Xt = check_predict_input(self, X)
         # the fitted module, copied once per (device, dtype) it is asked to run in:
         # float64 features are scored in float64 throughout
         cache = getattr(self, "_module", None)
-        if not isinstance(cache, dict):
+        if not isinstance(cache, dict):  # taggers built before the cache was a dict
             cache = self._module = {}
         key = (Xt.device, Xt.dtype if Xt.dtype == torch.float64 else None)
         mod = cache.get(key)

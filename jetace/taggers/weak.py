@@ -35,10 +35,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
 
 from jetace.errors import InputError
-from jetace.taggers.base import TAGGERS, Tagger, register, tagger_from_state
-from jetace.taggers.preprocess import SupervisedTagger, as_features
+from jetace.taggers.base import TAGGERS, Tagger, register, renamed_params, tagger_from_state
+from jetace.taggers.preprocess import (
+    SupervisedTagger,
+    as_features,
+    check_choice,
+    check_fit_input,
+    check_predict_input,
+    check_sample_weight,
+    to_numpy,
+)
 
 __all__ = ["CWoLaTagger", "make_mixture", "LINKS"]
 
@@ -92,7 +102,7 @@ def make_mixture(signal_X: Any, background_X: Any, fraction: float, n: int,
 
 
 @register("cwola")
-class CWoLaTagger(Tagger):
+class CWoLaTagger(ClassifierMixin, Tagger):
     """Classification without labels: a tagger trained to tell mixture A from mixture B.
 
     Parameters
@@ -134,37 +144,36 @@ class CWoLaTagger(Tagger):
     log-loss for ``link_C="auto"``).
     """
 
+    fitted_attribute = "classifier_"
+
     def __init__(self, classifier: str = "linear", classifier_params: dict | None = None,
                  balance: bool = True, link: str | None = None, ratio: float = 10.0,
                  link_C: float | str = "auto",
                  link_C_grid: tuple[float, ...] = (0.01, 0.05, 0.2, 0.5, 2.0),
                  val_fraction: float = 0.2, seed: int = 0):
-        if link is not None and link not in LINKS:
-            raise InputError(f"unknown link {link!r}; choose one of {', '.join(LINKS)}")
+        self.classifier = classifier
+        self.classifier_params = classifier_params
+        self.balance = balance
+        self.link = link
+        self.ratio = ratio
+        self.link_C = link_C
+        self.link_C_grid = link_C_grid
+        self.val_fraction = val_fraction
+        self.seed = seed
+
+    def _check_params(self) -> None:
+        link, classifier, link_C = self.link, self.classifier, self.link_C
+        if link is not None:
+            check_choice("link", link, LINKS)
         if link == "mixture" and classifier != "linear":
             raise InputError(f"the mixture link needs the 'linear' classifier, got "
                              f"{classifier!r}; use link='logistic'")
-        if not float(ratio) > 1:
-            raise InputError(f"ratio (f_A / f_B) must be larger than 1, got {ratio!r}")
+        if not float(self.ratio) > 1:
+            raise InputError(f"ratio (f_A / f_B) must be larger than 1, got {self.ratio!r}")
         if not (link_C == "auto" or (isinstance(link_C, int | float) and link_C > 0)):
             raise InputError(f"link_C must be a positive number or 'auto', got {link_C!r}")
-        if not 0 < val_fraction < 1:
-            raise InputError(f"val_fraction must lie in (0, 1), got {val_fraction}")
-        self.classifier = classifier
-        self.classifier_params = dict(classifier_params or {})
-        self.balance = balance
-        self.link = link
-        self.ratio = float(ratio)
-        self.link_C = link_C if link_C == "auto" else float(link_C)
-        self.link_C_grid = tuple(float(c) for c in link_C_grid)
-        self.val_fraction = float(val_fraction)
-        self.seed = seed
-
-    def get_params(self) -> dict[str, Any]:
-        return {"classifier": self.classifier, "classifier_params": dict(self.classifier_params),
-                "balance": self.balance, "link": self.link, "ratio": self.ratio,
-                "link_C": self.link_C, "link_C_grid": list(self.link_C_grid),
-                "val_fraction": self.val_fraction, "seed": self.seed}
+        if not 0 < self.val_fraction < 1:
+            raise InputError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
 
     def _link(self) -> str:
         if self.link is not None:
@@ -186,26 +195,31 @@ class CWoLaTagger(Tagger):
         defaults: dict[str, Any] = {"seed": self.seed}
         if self.classifier == "linear":
             defaults["C"] = "auto"
-        return cls(**{**defaults, **self.classifier_params})
+        return cls(**{**defaults, **renamed_params(self.classifier_params or {})})
 
-    def fit(self, X: Any, y: Any = None) -> CWoLaTagger:
-        """Train on jets X (n, F) with mixture membership y (n,): 1 = A, 0 = B."""
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> CWoLaTagger:
+        """Train on jets X (n, F) with mixture membership y (n,): 1 = A, 0 = B (any two
+        labels: the larger one, ``classes_[1]``, is mixture A). ``sample_weight`` (n,):
+        per-jet weights of the inner fit and of the mixture-link fit (non-negative)."""
+        self._check_params()
         if y is None:
             raise InputError("CWoLa needs the mixture of every jet: y = 1 for mixture A "
-                             "(signal-richer), 0 for mixture B; or call fit_mixtures(X_a, X_b)")
-        n = as_features(X).shape[0]  # raises for an empty, ragged or non-finite matrix
-        yy = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-        if yy.ndim != 1 or len(yy) != n:
-            raise InputError(f"y must have shape ({n},) (one mixture label per jet), "
-                             f"got {yy.shape}")
-        if not np.isin(yy, (0, 1)).all():
-            raise InputError("y must hold mixture labels 1 (A) and 0 (B), got values "
-                             f"{np.unique(yy)[:5].tolist()}")
-        yy = yy.astype(bool)
+                             "(signal-richer), 0 for mixture B; or call fit_mixtures(X_a, X_b)"
+                             " (CWoLaTagger requires y to be passed, but the target y is None)")
+        Xt, yy = check_fit_input(self, X, y, requires_y=True)
+        n = Xt.shape[0]
+        check_classification_targets(yy)
+        classes, index = np.unique(yy, return_inverse=True)
+        if len(classes) > 2:
+            raise InputError(f"Only binary classification is supported: y must hold mixture "
+                             f"labels 1 (A) and 0 (B), got "
+                             f"{len(classes)} classes: {classes[:5].tolist()}")
+        yy = index.reshape(-1).astype(bool)
         a, b = np.flatnonzero(yy), np.flatnonzero(~yy)
-        if len(a) == 0 or len(b) == 0:
-            raise InputError(f"CWoLa needs jets of both mixtures, got {len(a)} of A and "
-                             f"{len(b)} of B")
+        if len(classes) < 2:
+            raise InputError(f"CWoLa needs jets of both mixtures (one class in y: "
+                             f"{classes.tolist()}), got {n} jets of one mixture")
+        w = check_sample_weight(sample_weight, n)
         idx = np.arange(n)
         if self.balance and len(a) != len(b):
             small, big = (a, b) if len(a) < len(b) else (b, a)
@@ -213,15 +227,18 @@ class CWoLaTagger(Tagger):
             q, r = divmod(len(big), len(small))
             extra = np.r_[np.tile(small, q - 1), rng.choice(small, r, replace=False)]
             idx = np.r_[idx, extra.astype(np.int64)]
-        X_fit, y_fit = _take(X, idx), yy[idx].astype(np.int64)
-        self.classifier_ = self._inner().fit(X_fit, y_fit)
+        X_fit, y_fit = _take(Xt, idx), yy[idx].astype(np.int64)
+        w_fit = None if w is None else w[torch.as_tensor(idx)]
+        self.classes_ = classes
+        self.classifier_ = self._inner().fit(X_fit, y_fit, sample_weight=w_fit)
         self.link_, self.link_n_iter_, self.link_C_, self.link_scan_ = self._link(), 0, None, {}
         if self.link_ == "mixture":
-            self._fit_link(X_fit, y_fit, idx, n)
+            self._fit_link(X_fit, y_fit, idx, n, w_fit)
         self.n_mixture_a_, self.n_mixture_b_ = len(a), len(b)
         return self
 
-    def _fit_link(self, X_fit: Any, y_fit: np.ndarray, rows: np.ndarray, n: int) -> None:
+    def _fit_link(self, X_fit: Any, y_fit: np.ndarray, rows: np.ndarray, n: int,
+                  w_fit: torch.Tensor | None = None) -> None:
         """Refit the inner linear tagger through the mixture link (``link_C`` chosen on
         held-out jets for "auto"; ``rows``: the original jet of every training row, so
         that oversampled copies of a jet stay on one side of the split)."""
@@ -230,37 +247,70 @@ class CWoLaTagger(Tagger):
         Z = inner.scaler_.to(Xt.device)(Xt).to(inner.coef_.dtype)
         yt = torch.as_tensor(y_fit, device=Z.device, dtype=Z.dtype)
         w0 = torch.cat([inner.coef_[0], inner.intercept_]).to(Z.device, Z.dtype)
+        sw = None if w_fit is None else w_fit.to(Z.device, Z.dtype)
+
+        def part(mask):
+            return None if sw is None else sw[mask]
+
         if self.link_C == "auto":
             rng = np.random.default_rng(self.seed)
             val_jets = rng.permutation(n)[:max(1, int(round(self.val_fraction * n)))]
             is_val = torch.as_tensor(np.isin(rows, val_jets), device=Z.device)
             scan = {}
-            for c in sorted(self.link_C_grid):
-                w, _ = _fit_mixture_link(Z[~is_val], yt[~is_val], w0, self.ratio, c)
+            for c in sorted(float(c) for c in self.link_C_grid):
+                w, _ = _fit_mixture_link(Z[~is_val], yt[~is_val], w0, float(self.ratio), c,
+                                         sample_weight=part(~is_val))
                 u = Z[is_val] @ w[:-1] + w[-1]
-                scan[c] = float(_mixture_nll(u, yt[is_val], float(np.log(self.ratio))))
+                scan[c] = float(_mixture_nll(u, yt[is_val], float(np.log(self.ratio)),
+                                             part(is_val)))
             self.link_scan_ = scan
             self.link_C_ = min(scan, key=scan.get)
         else:
             self.link_C_ = float(self.link_C)
-        w, self.link_n_iter_ = _fit_mixture_link(Z, yt, w0, self.ratio, self.link_C_)
+        w, self.link_n_iter_ = _fit_mixture_link(Z, yt, w0, float(self.ratio), self.link_C_,
+                                                 sample_weight=sw)
         inner.coef_ = w[None, :-1].to(inner.coef_.device).clone()
         inner.intercept_ = w[-1:].to(inner.coef_.device).clone()
-        inner._module = None
+        inner._module = {}
 
     def fit_mixtures(self, X_a: Any, X_b: Any) -> CWoLaTagger:
         """Train on the two mixtures: X_a (n_a, F) signal-richer, X_b (n_b, F)."""
         X = _concat([X_a, X_b])
         return self.fit(X, np.r_[np.ones(_rows(X_a), np.int64), np.zeros(_rows(X_b), np.int64)])
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "classifier_"):
-            raise InputError("this CWoLaTagger is not fitted yet: call fit first")
+    def _inner_out(self, method: str, X: Any):
+        """The inner tagger's ``method`` on checked X, numpy for numpy input."""
+        self._check_fitted()
+        out = getattr(self.classifier_, method)(check_predict_input(self, X))
+        return out if isinstance(X, torch.Tensor) else to_numpy(out)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False  # two mixtures, A and B
+        return tags
+
+    def signal_score(self, X: Any):
+        """Signal-likeness per jet, shape (n,): the inner tagger's score (the logit of
+        "from mixture A" for the logistic link, the signal score ``u`` for the mixture
+        link); what evaluation and model files use."""
+        return self._inner_out("decision_function", X)
 
     def decision_function(self, X: Any):
-        """Signal-likeness per jet, shape (n,): the logit of "from mixture A"."""
-        self._check_fitted()
-        return self.classifier_.decision_function(X)
+        """Log-odds of "from mixture A" per jet, shape (n,), for equal-sized mixtures
+        (scikit-learn's convention: > 0 where :meth:`predict` says A). The logistic
+        link: equal to :meth:`signal_score`; the mixture link: a monotone, saturating
+        function of it (same ranking)."""
+        u = self.signal_score(X)
+        if self.link_ != "mixture":
+            return u
+        ut = u if isinstance(u, torch.Tensor) else torch.as_tensor(u)
+        out = _mixture_logit(ut, float(np.log(self.ratio)))
+        return out if isinstance(u, torch.Tensor) else out.numpy()
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The more probable mixture per jet (``classes_[1]`` = A), numpy (n,)."""
+        d = to_numpy(self.decision_function(X))
+        return np.asarray(self.classes_)[(d > 0).astype(np.int64)]
 
     def raw_affine(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The inner tagger's (the decision function is its score)."""
@@ -271,12 +321,11 @@ class CWoLaTagger(Tagger):
         """Probability of (B, A) membership per jet, shape (n, 2), for equal-sized mixtures."""
         self._check_fitted()
         if self.link_ != "mixture":
-            return self.classifier_.predict_proba(X)
-        u = self.classifier_.decision_function(X)
-        ut = u if isinstance(u, torch.Tensor) else torch.as_tensor(u)
-        pa = torch.sigmoid(_mixture_logit(ut, float(np.log(self.ratio))))
+            return self._inner_out("predict_proba", X)
+        d = self.decision_function(X)
+        pa = torch.sigmoid(d if isinstance(d, torch.Tensor) else torch.as_tensor(d))
         out = torch.stack([1 - pa, pa], dim=1)
-        return out if isinstance(u, torch.Tensor) else out.numpy()
+        return out if isinstance(d, torch.Tensor) else out.numpy()
 
     def as_module(self) -> torch.nn.Module:
         """The inner tagger's module: raw features (B, F) -> decision function (B,)."""
@@ -285,7 +334,11 @@ class CWoLaTagger(Tagger):
 
     def get_state(self) -> dict[str, Any]:
         self._check_fitted()
-        return {"params": self.get_params(), "inner_kind": self.classifier_.kind,
+        params = self.get_params()
+        params["classifier_params"] = dict(self.classifier_params or {})
+        params["link_C_grid"] = [float(c) for c in self.link_C_grid]
+        return {"params": params, "inner_kind": self.classifier_.kind,
+                "classes": np.asarray(self.classes_).tolist(),
                 "inner_state": self.classifier_.get_state(),
                 "n_mixture_a": self.n_mixture_a_, "n_mixture_b": self.n_mixture_b_,
                 "link": self.link_, "link_n_iter": self.link_n_iter_, "link_C_used": self.link_C_,
@@ -300,6 +353,7 @@ class CWoLaTagger(Tagger):
             params["link_C_grid"] = tuple(params["link_C_grid"])
         self = cls(**params)
         self.classifier_ = tagger_from_state(state["inner_kind"], state["inner_state"])
+        self.classes_ = np.asarray(state.get("classes", [0, 1]))
         self.link_ = state.get("link", "logistic")
         self.link_n_iter_ = int(state.get("link_n_iter", 0))
         c = state.get("link_C_used")
@@ -317,18 +371,22 @@ def _mixture_logit(u: torch.Tensor, log_ratio: float) -> torch.Tensor:
             - torch.nn.functional.softplus(u - log_ratio))
 
 
-def _mixture_nll(u: torch.Tensor, y: torch.Tensor, log_ratio: float) -> torch.Tensor:
+def _mixture_nll(u: torch.Tensor, y: torch.Tensor, log_ratio: float,
+                 sample_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean log-loss of mixture labels y (1 = A) given signal scores u (balanced prior
-    from y itself)."""
-    m = float(y.mean())
+    from y itself); weighted means with ``sample_weight``."""
+    m = float(y.mean()) if sample_weight is None else \
+        float((y * sample_weight).sum() / sample_weight.sum())
     prior = float(np.log(m / (1 - m))) if 0 < m < 1 else 0.0
     return torch.nn.functional.binary_cross_entropy_with_logits(
-        prior + _mixture_logit(u, log_ratio), y)
+        prior + _mixture_logit(u, log_ratio), y, weight=sample_weight,
+        reduction="mean" if sample_weight is None else "sum") / (
+        1.0 if sample_weight is None else sample_weight.sum())
 
 
 def _fit_mixture_link(Z: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, ratio: float,
-                      C: float, max_iter: int = 500, tol: float = 1e-6
-                      ) -> tuple[torch.Tensor, int]:
+                      C: float, max_iter: int = 500, tol: float = 1e-6,
+                      sample_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
     """Linear signal score ``u = Z w + b`` fitted by penalised maximum likelihood of the
     mixture labels ``y`` (1 = A) under the mixture link, from the A-vs-B logistic
     weights ``w0`` = (w, b) (F + 1,). ``Z`` (n, F): standardised features. Returns
@@ -338,7 +396,8 @@ def _fit_mixture_link(Z: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, ratio:
     n, f = Z.shape
     dtype = Z.dtype
     log_r = float(np.log(ratio))
-    lam = 1.0 / (C * n)
+    sw = sample_weight
+    lam = 1.0 / (C * (n if sw is None else float(sw.sum())))
     w_init, b_init = w0[:-1], float(w0[-1])
     s0 = Z @ w_init + b_init
 
@@ -350,7 +409,7 @@ def _fit_mixture_link(Z: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, ratio:
 
     def closure_ac():
         opt.zero_grad()
-        loss = _mixture_nll(ac[0] * s0 + ac[1], y, log_r) + 0.5 * lam * ac[0] ** 2 * norm2
+        loss = _mixture_nll(ac[0] * s0 + ac[1], y, log_r, sw) + 0.5 * lam * ac[0] ** 2 * norm2
         loss.backward()
         return loss
 
@@ -359,7 +418,7 @@ def _fit_mixture_link(Z: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, ratio:
     if not a > 0:  # the logistic direction does not separate the mixtures: keep its sign
         a = 1.0
     # 2) all weights, preconditioned as in LinearTagger (gram / 4 + lam)
-    gram = LinearTagger._gram(Z)
+    gram = LinearTagger._gram(Z, sw)
     eye = torch.eye(f, dtype=gram.dtype, device=gram.device)
     L = torch.linalg.cholesky(gram / 4 + lam * eye)
     P = torch.linalg.solve_triangular(L, eye, upper=False).to(dtype)  # w = v @ P
@@ -374,7 +433,7 @@ def _fit_mixture_link(Z: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, ratio:
     def closure():
         opt.zero_grad()
         w = v[:-1] @ P
-        loss = _mixture_nll(Z @ w + v[-1], y, log_r) + 0.5 * lam * (w * w).sum()
+        loss = _mixture_nll(Z @ w + v[-1], y, log_r, sw) + 0.5 * lam * (w * w).sum()
         loss.backward()
         return loss
 
