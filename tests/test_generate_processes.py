@@ -194,11 +194,16 @@ def test_constituent_charge_and_pid(made):
         for code, q in [(211, 1.0), (-211, -1.0), (22, 0.0), (130, 0.0), (321, 1.0)]:
             assert np.all(charge[pid == code] == q)
         assert (charge != 0).any() and (charge == 0).any()
-    # the lepton of H -> l nu q q' is a constituent of its jet
-    for pid, (_, truth) in zip(made["hqql"][1]["part_pid"], _jets(made["hqql"][0]),
-                               strict=True):
-        lepton = int(next(i for i in truth[1:, 2] if abs(i) in LEPTONS))
-        assert lepton in set(pid.tolist())
+    # the lepton of H -> l nu q q' and t -> b l nu is a constituent of its jet, and
+    # leptons of both charges occur (no W charge is forced leptonic)
+    signs = set()
+    for process in ("hqql", "tbl"):
+        for pid, (_, truth) in zip(made[process][1]["part_pid"], _jets(made[process][0]),
+                                   strict=True):
+            lepton = int(next(i for i in truth[1:, 2] if abs(i) in LEPTONS))
+            assert lepton in set(pid.tolist())
+            signs.add(np.sign(lepton))
+    assert signs == {-1, 1}
 
 
 @pytest.mark.generate

@@ -40,9 +40,10 @@ hbb      H + jet (top loop: gg -> Hg, qg -> Hq, qqbar -> Hg) label_Hbb
 hcc      H + jet, H -> c cbar                                label_Hcc
 hgg      H + jet, H -> g g                                   label_Hgg
 h4q      H + jet, H -> W W* or Z Z*, W -> q q', Z -> q qbar  label_H4q
-hqql     H + jet, H -> W+ W-, W+ -> q q', W- -> e/mu nu      label_Hqql
-tbl      t tbar, W+ -> q q', W- -> e/mu nu; the leptonic     label_Tbl
-         top (b, lepton) matched
+hqql     H + jet, H -> W W*, W -> q q' or e/mu nu; the       label_Hqql
+         decays with one lepton matched (q, q', lepton)
+tbl      t tbar, W -> q q' or e/mu nu; a leptonic top        label_Tbl
+         matched (b, lepton)
 =======  ==================================================  ============
 
 and the quark/gluon benchmark (defaults R = 0.4, 500-550 GeV, |y| < 1.7, no |eta| cut,

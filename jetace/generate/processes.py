@@ -49,8 +49,9 @@ _QG_OPTIONS = {"radius": 0.4, "pt_min": 500.0, "pt_max": 550.0, "eta_max": None,
 _QUARKS = (1, 2, 3, 4, 5)
 _HADRONIC_W = ("24:onMode = off", "24:onIfAny = 1 2 3 4 5")
 _HADRONIC_Z = ("23:onMode = off", "23:onIfAny = 1 2 3 4 5")
-# W+ -> q q', W- -> e nu or mu nu ("Pos"/"Neg" are Pythia's particle / antiparticle)
-_ONE_LEPTONIC_W = ("24:onMode = off", "24:onPosIfAny = 1 2 3 4 5", "24:onNegIfAny = 11 13")
+# W -> q q', e nu or mu nu, both charges alike: the matching keeps the decays with one
+# lepton (forcing W+ hadronic and W- leptonic instead would give every lepton charge -1)
+_W_TO_QUARKS_OR_LEPTON = ("24:onMode = off", "24:onIfAny = 1 2 3 4 5 11 13")
 _INVISIBLE_Z = ("WeakZ0:gmZmode = 2", "23:onMode = off", "23:onIfAny = 12 14 16")
 _TTBAR = ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on")
 # H + jet through the top loop (Pythia's g g -> H g, q g -> H q, q qbar -> H g)
@@ -84,7 +85,7 @@ class ProcessSpec:
     n_leptons: int = 0
     partons: tuple[int, ...] = ()
     labels: tuple[str, ...] = LABELS
-    options: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict, hash=False)
 
     @property
     def matched(self) -> bool:
@@ -113,9 +114,9 @@ PROCESSES: dict[str, ProcessSpec] = {
                        _higgs("25:onIfMatch = 24 -24", "25:onIfMatch = 23 23",
                               *_HADRONIC_W, *_HADRONIC_Z), 25, 4),
     "hqql": ProcessSpec("H + jet, H -> W W* -> l nu q q' (l = e, mu)", "label_Hqql",
-                        _higgs("25:onIfMatch = 24 -24", *_ONE_LEPTONIC_W), 25, 3, 1),
-    "tbl": ProcessSpec("t tbar, one t -> b l nu (l = e, mu), the other t -> b q q'",
-                       "label_Tbl", (*_TTBAR, *_ONE_LEPTONIC_W), 6, 2, 1),
+                        _higgs("25:onIfMatch = 24 -24", *_W_TO_QUARKS_OR_LEPTON), 25, 3, 1),
+    "tbl": ProcessSpec("t tbar, t -> b l nu (l = e, mu), matched to the leptonic top",
+                       "label_Tbl", (*_TTBAR, *_W_TO_QUARKS_OR_LEPTON), 6, 2, 1),
     "zq": ProcessSpec("Z(-> nu nu) + quark, q g -> Z q, jet of a u, d or s quark "
                       "(energyflow's quark jets)", "label_q",
                       ("WeakBosonAndParton:qg2gmZq = on", *_INVISIBLE_Z),
