@@ -576,14 +576,19 @@ def _flat(array: ak.Array) -> np.ndarray:
 
 
 def to_packed(jets: ak.Array, max_particles: int | None = 128,
-              dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+              dtype: torch.dtype = torch.float32,
+              species: Sequence[str] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """Constituents of ``jets`` as one flat tensor, ordered and truncated as by
     :func:`to_padded` but without padding.
 
-    Returns ``flat`` of shape (N, 4) with (E, px, py, pz) in GeV, the kept constituents of
-    jet 0, then of jet 1, ..., and ``counts`` of shape (B,), int64, constituents kept per
-    jet (at most ``max_particles``; None keeps all). ``flat`` is column-major: the
-    transpose of four contiguous component planes (4, N), so ``flat.T`` is free (call
+    ``species``: names of species channels (:mod:`jetace.species`); each adds a column of
+    channel weights after the momenta, ordered and truncated with them.
+
+    Returns ``flat`` of shape (N, 4 + len(species)) with (E, px, py, pz) in GeV (then the
+    channel weights), the kept constituents of jet 0, then of jet 1, ..., and ``counts``
+    of shape (B,), int64, constituents kept per jet (at most ``max_particles``; None keeps
+    all). ``flat`` is column-major: the transpose of contiguous component planes
+    (4 + len(species), N), so ``flat.T`` is free (call
     ``flat.contiguous()`` for rows). On CPU; ``jets`` as in
     :func:`to_padded`. :func:`to_padded` scatters exactly these rows into its (B, P, 4)
     block, so features computed from either form agree.
@@ -614,6 +619,10 @@ def to_packed(jets: ak.Array, max_particles: int | None = 128,
         order = _flat(local) + np.repeat(starts[:-1], counts)
 
     columns = [_flat(cons["energy"]), px, py, _flat(cons["pz"])]
+    if species:
+        from jetace.species import species_columns
+
+        columns += species_columns(cons, species)
     if order is not None:
         columns = [c[order] for c in columns]
     over = np.flatnonzero(counts > max_particles) if max_particles is not None \
@@ -624,7 +633,7 @@ def to_packed(jets: ak.Array, max_particles: int | None = 128,
     keep_from = np.r_[0, starts[over + 1]].tolist()
     # one contiguous plane per component, (4, N): the feature code works on planes, and
     # filling planes is a sequential copy (interleaving rows is not)
-    planes = np.empty((4, sum(b - a for a, b in zip(keep_from, keep_to, strict=True))),
+    planes = np.empty((len(columns), sum(b - a for a, b in zip(keep_from, keep_to, strict=True))),
                       dtype=np_dtype)
     for plane, column in zip(planes, columns, strict=True):
         np.concatenate([column[a:b] for a, b in zip(keep_from, keep_to, strict=True)],
@@ -637,7 +646,8 @@ def to_packed(jets: ak.Array, max_particles: int | None = 128,
 
 def to_padded(jets: ak.Array, max_particles: int | None = 128,
               device: str | torch.device = "cpu",
-              dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+              dtype: torch.dtype = torch.float32,
+              species: Sequence[str] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad or truncate the constituents of ``jets`` into dense tensors.
 
     ``jets``: records with a ``constituents`` field (as from :func:`read_jets`), or the
@@ -650,8 +660,10 @@ def to_padded(jets: ak.Array, max_particles: int | None = 128,
     not depend on the stored order; padding is zeros with mask False. Jets without
     constituents give an all-False mask row. pT is computed in float64; values are copied
     exactly into ``dtype`` (float32 or float64 directly, other dtypes through float32).
+    ``species`` adds channel weights after the momenta (:func:`to_packed`): p4 is then
+    (B, P, 4 + len(species)), as species-aware feature modules take it.
     """
-    flat, counts = to_packed(jets, max_particles, dtype=_float_dtype(dtype))
+    flat, counts = to_packed(jets, max_particles, dtype=_float_dtype(dtype), species=species)
     size = max(int(counts.max()) if len(counts) else 0, 1) if max_particles is None \
         else int(max_particles)
     # row of each constituent in the padded (B * P, 4) block; torch's index_copy_ is a
@@ -660,9 +672,10 @@ def to_padded(jets: ak.Array, max_particles: int | None = 128,
     starts = torch.cumsum(counts, 0) - counts
     dest = torch.arange(len(flat)) + (torch.arange(len(counts)) * size - starts
                                       ).repeat_interleave(counts)
-    p4_t = flat.new_zeros((len(counts) * size, 4))
+    width = flat.shape[1]
+    p4_t = flat.new_zeros((len(counts) * size, width))
     p4_t.index_copy_(0, dest, flat)
-    p4_t = p4_t.view(len(counts), size, 4)
+    p4_t = p4_t.view(len(counts), size, width)
     mask_t = torch.arange(size)[None, :] < counts[:, None]
 
     device = torch.device(device)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tolerances import SCALE_FLOOR
 
 __all__ = ["random_rotation", "rotate", "boost", "boost_along_axis", "jet_rapidity_along_axis",
            "random_axis_rapidity", "random_lorentz",
@@ -87,7 +88,8 @@ def pad(jets: list[np.ndarray], width: int | None = None,
 
 
 def assert_invariant(features, p4: torch.Tensor, mask: torch.Tensor, transform,
-                     rtol: float, what: str = "", floor: float = 1e-3) -> float:
+                     rtol: float, what: str = "",
+                     floor: float = SCALE_FLOOR[torch.float64]) -> float:
     """Check features(transform(p4), mask) == features(p4, mask) to ``rtol``.
 
     The error of each entry is measured against max(|x|, scale) where scale is ``floor``

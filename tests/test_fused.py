@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from symmetry import pad
+from tolerances import EXACT, FUSED, absolute
 from toyjets import toy_jets
 
 from jetace import BIPFeatures
@@ -39,13 +40,12 @@ def test_fused_equals_features_times_weights(monkeypatch, kw, k):
     ref = torch.stack([(x * w[j]).sum(dim=1) + b[j] for j in range(k)], dim=1)
     fused = FusedLinear(f, w, b)
     assert fused.num_features == k and fused.spec == f.spec
-    scale = float(ref.abs().max())
-    torch.testing.assert_close(fused(p4, mask), ref, rtol=0, atol=1e-12 * scale)
+    within = absolute(FUSED["float64"] * float(ref.abs().max()))
+    torch.testing.assert_close(fused(p4, mask), ref, **within)
     flat, counts = torch.tensor(np.concatenate(jets)), torch.tensor([len(j) for j in jets])
     monkeypatch.setattr(bip, "CPU_CHUNK", 4)  # several sub-batches
-    torch.testing.assert_close(fused.forward_packed(flat, counts), ref, rtol=0,
-                               atol=1e-12 * scale)
-    torch.testing.assert_close(fused(p4, mask), ref, rtol=0, atol=1e-12 * scale)
+    torch.testing.assert_close(fused.forward_packed(flat, counts), ref, **within)
+    torch.testing.assert_close(fused(p4, mask), ref, **within)
 
 
 def test_fused_float32_tolerance():
@@ -61,7 +61,8 @@ def test_fused_float32_tolerance():
     ref = x @ w.T + b
     out = FusedLinear(f, w, b)(p4, mask)
     assert out.dtype == torch.float32
-    torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-5 * float(ref.abs().max()))
+    torch.testing.assert_close(out.double(), ref,
+                               **absolute(FUSED["float32"] * float(ref.abs().max())))
 
 
 def test_level_weights_checks_shape():
@@ -91,7 +92,8 @@ def test_model_scores_through_the_fused_path(transform, fused):
     expected = torch.as_tensor(tagger.decision_function(X))
     got = model.score(p4, mask)
     assert got.shape == expected.shape
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-4 * float(expected.abs().max()))
+    torch.testing.assert_close(got, expected,
+                               **absolute(FUSED["tagger"] * float(expected.abs().max())))
 
 
 def test_mlp_and_multiclass_models():
@@ -105,8 +107,8 @@ def test_mlp_and_multiclass_models():
     model = JetaceModel(f, lin, ["a", "b", "c"])
     assert model.fused() is not None
     expected = torch.as_tensor(lin.decision_function(X))
-    torch.testing.assert_close(model.score(p4, mask), expected, rtol=0,
-                               atol=1e-4 * float(expected.abs().max()))
+    torch.testing.assert_close(model.score(p4, mask), expected,
+                               **absolute(FUSED["tagger"] * float(expected.abs().max())))
 
 
 def test_fused_pickles_for_spawned_workers():
@@ -117,4 +119,4 @@ def test_fused_pickles_for_spawned_workers():
     f = BIPFeatures(3, 5, mirror=True)
     fused = FusedLinear(f, *_random_affine(f, 2, seed=3))
     copy = pickle.loads(pickle.dumps(fused))
-    torch.testing.assert_close(copy(p4, mask), fused(p4, mask), rtol=0, atol=0)
+    torch.testing.assert_close(copy(p4, mask), fused(p4, mask), **EXACT)

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import uproot
+from tolerances import FLOAT32_DERIVED, FLOAT32_ROUNDING, GENERATED_JET_MASS
 
 from jetace.cli import main
 from jetace.errors import JetaceError
@@ -86,17 +87,20 @@ def test_jetclass_layout(samples, sample_files, process):
 def test_jets_pass_cuts_and_sum_to_constituents(samples, process):
     jets = samples[process]
     pt, eta = np.asarray(jets["jet_pt"]), np.asarray(jets["jet_eta"])
-    assert np.all((pt >= CUTS["pt_min"] * (1 - 1e-6)) & (pt <= CUTS["pt_max"] * (1 + 1e-6)))
+    lo, hi = CUTS["pt_min"] * (1 - FLOAT32_ROUNDING), CUTS["pt_max"] * (1 + FLOAT32_ROUNDING)
+    assert np.all((pt >= lo) & (pt <= hi))
     assert np.all(np.abs(eta) < CUTS["eta_max"])
     sums = {c: np.array([np.sum(np.asarray(x, np.float64)) for x in jets[f"part_{c}"]])
             for c in ("px", "py", "pz", "energy")}
     spt = np.hypot(sums["px"], sums["py"])
-    np.testing.assert_allclose(spt, pt, rtol=1e-5)
-    np.testing.assert_allclose(sums["energy"], jets["jet_energy"], rtol=1e-5)
-    np.testing.assert_allclose(np.arcsinh(sums["pz"] / spt), eta, atol=1e-5)
-    np.testing.assert_allclose(np.arctan2(sums["py"], sums["px"]), jets["jet_phi"], atol=1e-5)
+    np.testing.assert_allclose(spt, pt, rtol=FLOAT32_DERIVED)
+    np.testing.assert_allclose(sums["energy"], jets["jet_energy"], rtol=FLOAT32_DERIVED)
+    np.testing.assert_allclose(np.arcsinh(sums["pz"] / spt), eta, atol=FLOAT32_DERIVED)
+    np.testing.assert_allclose(np.arctan2(sums["py"], sums["px"]), jets["jet_phi"],
+                               atol=FLOAT32_DERIVED)
     m2 = sums["energy"] ** 2 - sums["px"] ** 2 - sums["py"] ** 2 - sums["pz"] ** 2
-    np.testing.assert_allclose(np.sqrt(np.maximum(m2, 0)), jets["jet_mass"], atol=0.05)
+    np.testing.assert_allclose(np.sqrt(np.maximum(m2, 0)), jets["jet_mass"],
+                               atol=GENERATED_JET_MASS)
     n = np.asarray([len(x) for x in jets["part_px"]])
     assert n.tolist() == jets["npart"].tolist() == jets["jet_nparticles"].tolist()
 
@@ -137,7 +141,7 @@ def test_readable_by_read_jets(samples, sample_files):
     energy = np.concatenate([np.asarray(samples[p]["jet_energy"]) for p in JETCLASS])
     nparticles = np.concatenate([np.asarray(samples[p]["jet_nparticles"]) for p in JETCLASS])
     assert mask.sum(1).tolist() == nparticles.tolist()
-    np.testing.assert_allclose((p4[..., 0] * mask).sum(1).numpy(), energy, rtol=1e-5)
+    np.testing.assert_allclose((p4[..., 0] * mask).sum(1).numpy(), energy, rtol=FLOAT32_DERIVED)
 
 
 @pytest.mark.generate

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 import uproot
-from tolerances import GENERATED_DELTA_R_ATOL, GENERATED_FLOAT32_RTOL, GENERATED_RADIUS_RTOL
+from tolerances import EXACT_RAPIDITY, FLOAT32_DERIVED, GENERATED_DELTA_R, GENERATED_RADIUS
 
 from jetace.cli import main
 from jetace.errors import JetaceError
@@ -84,7 +84,8 @@ def test_process_defaults_and_overrides():
 
 def test_rapidity():
     # E = 5, pz = 3: y = 0.5 ln(8 / 2) = ln 2, while eta of (px, py) = (4, 0) is asinh(0.75)
-    assert _rapidity(np.array([4.0, 0.0, 3.0, 5.0])) == pytest.approx(math.log(2.0), rel=1e-15)
+    y = _rapidity(np.array([4.0, 0.0, 3.0, 5.0]))
+    assert y == pytest.approx(math.log(2.0), rel=EXACT_RAPIDITY)
     assert _rapidity(np.array([0.0, 0.0, -1.0, 1.0])) == -math.inf
 
 
@@ -110,7 +111,7 @@ def test_truth_matching_rule(made, process):
         _, eta, _, phi = _axis(p4)
         ids = truth[:, 2].astype(int).tolist()
         dr = np.hypot(truth[:, 0] - eta, _dphi(truth[:, 1], phi))
-        assert np.all(dr < radius + GENERATED_DELTA_R_ATOL), (process, ids, dr)
+        assert np.all(dr < radius + GENERATED_DELTA_R), (process, ids, dr)
         head, rest = ids[0], sorted(abs(i) for i in ids[1:])
         if process in ("zq", "zg"):
             assert len(ids) == 1 and abs(head) in ({1, 2, 3} if process == "zq" else {21})
@@ -143,15 +144,15 @@ def test_default_window(made, process):
         # anti-kT of radius R: every constituent within R of the axis (rapidity-azimuth)
         cy = 0.5 * np.log((p4[:, 3] + p4[:, 2]) / (p4[:, 3] - p4[:, 2]))
         dr = np.hypot(cy - y, _dphi(np.arctan2(p4[:, 1], p4[:, 0]), phi))
-        assert dr.max() <= opt["radius"] * (1 + GENERATED_RADIUS_RTOL), dr.max()
+        assert dr.max() <= opt["radius"] * (1 + GENERATED_RADIUS), dr.max()
     sums = {c: np.array([np.sum(np.asarray(x, np.float64)) for x in stored[f"part_{c}"]])
             for c in ("px", "py", "pz", "energy")}
     pt = np.hypot(sums["px"], sums["py"])
-    assert np.all(pt >= opt["pt_min"] * (1 - GENERATED_FLOAT32_RTOL))
-    assert np.all(pt <= opt["pt_max"] * (1 + GENERATED_FLOAT32_RTOL))
+    assert np.all(pt >= opt["pt_min"] * (1 - FLOAT32_DERIVED))
+    assert np.all(pt <= opt["pt_max"] * (1 + FLOAT32_DERIVED))
     if opt["y_max"] is not None:
         y = 0.5 * np.log((sums["energy"] + sums["pz"]) / (sums["energy"] - sums["pz"]))
-        assert np.all(np.abs(y) < opt["y_max"] * (1 + GENERATED_FLOAT32_RTOL))
+        assert np.all(np.abs(y) < opt["y_max"] * (1 + FLOAT32_DERIVED))
 
 
 @pytest.mark.generate
@@ -230,8 +231,8 @@ def test_cli_options_override_process_defaults(tmp_path):
     for name in got.keys():
         assert got[name].array(library="ak").tolist() == want[name].array(library="ak").tolist()
     pt = got["jet_pt"].array(library="np")
-    assert np.all(pt >= 520 * (1 - GENERATED_FLOAT32_RTOL))
-    assert np.all(pt <= 600 * (1 + GENERATED_FLOAT32_RTOL))
+    assert np.all(pt >= 520 * (1 - FLOAT32_DERIVED))
+    assert np.all(pt <= 600 * (1 + FLOAT32_DERIVED))
 
 
 def test_label_families_in_errors(tmp_path):

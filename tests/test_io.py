@@ -9,6 +9,7 @@ import awkward as ak
 import numpy as np
 import pytest
 import torch
+from tolerances import FLOAT32_DERIVED, FLOAT32_REST_FRAME, FLOAT32_ROUNDING, VECTOR_ETA
 from toyjets import toy_jets, write_branches, write_jetclass
 
 import jetace
@@ -69,17 +70,20 @@ def test_read_layout_values_and_labels(toy_file, toy):
 def test_vector_behaviour(toy_file):
     jets = read_jets(toy_file)
     c = jets.constituents
-    np.testing.assert_allclose(ak.flatten(c.pt), ak.flatten(np.hypot(c.px, c.py)), rtol=1e-6)
+    np.testing.assert_allclose(ak.flatten(c.pt), ak.flatten(np.hypot(c.px, c.py)),
+                               rtol=FLOAT32_ROUNDING)
     eta = np.arcsinh(ak.flatten(c.pz) / ak.flatten(c.pt))
-    np.testing.assert_allclose(ak.flatten(c.eta), eta, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ak.flatten(c.eta), eta, **VECTOR_ETA)
     # energy is the temporal coordinate: boosting a jet into its rest frame gives zero momentum
     total = ak.sum(ak.Array(c, with_name="Momentum4D"), axis=1)
     rest = c.boost_beta3(-total.to_beta3())
-    assert np.all(np.abs(ak.sum(rest.px, axis=1)) < 1e-3 * total.p)
+    assert np.all(np.abs(ak.sum(rest.px, axis=1)) < FLOAT32_REST_FRAME["momentum"] * total.p)
     # float32 inputs, boosts with gamma ~ 50: agreement to 1e-2 is all one can ask
-    np.testing.assert_allclose(ak.sum(rest.energy, axis=1), total.mass, rtol=1e-2)
+    np.testing.assert_allclose(ak.sum(rest.energy, axis=1), total.mass,
+                               rtol=FLOAT32_REST_FRAME["mass"])
     # the jet record (pt, eta, phi, energy) is a vector too
-    np.testing.assert_allclose(jets.jet.px, jets.jet.pt * np.cos(jets.jet.phi), rtol=1e-5)
+    np.testing.assert_allclose(jets.jet.px, jets.jet.pt * np.cos(jets.jet.phi),
+                               rtol=FLOAT32_DERIVED)
 
 
 def test_jet_mass_and_energy_kept_exactly(tmp_path):
@@ -97,7 +101,7 @@ def test_jet_mass_and_energy_kept_exactly(tmp_path):
     np.testing.assert_array_equal(out.jet.mass, mass)
     np.testing.assert_array_equal(out.jet.raw_energy, e)
     np.testing.assert_allclose(out.jet.energy, np.sqrt(500.0**2 + mass.astype(float) ** 2),
-                               rtol=1e-6)
+                               rtol=FLOAT32_ROUNDING)
 
 
 def test_extras_read_when_present_and_optional(tmp_path):

@@ -13,7 +13,19 @@ from numpy.polynomial import chebyshev as npcheb
 from numpy.polynomial import legendre as nplegendre
 from scipy.special import sph_harm_y
 from sympy.physics.wigner import clebsch_gordan
-from tolerances import STORED_INVARIANCE
+from tolerances import (
+    COLUMN_SCALE,
+    CUDA_VS_CPU,
+    DIFFERS,
+    FLOAT32_VS_FLOAT64,
+    FOX_WOLFRAM,
+    IRC_SAFETY,
+    LORENTZ_DROPPED_COUPLINGS,
+    LORENTZ_INVARIANCE,
+    REFERENCE,
+    REORDERED_SUMS,
+    STORED_INVARIANCE,
+)
 from toyjets import toy_jets
 
 import jetace
@@ -74,7 +86,7 @@ def assert_close_scaled(f, p4, mask, got, want, rtol):
     assert err <= rtol, f"max scaled deviation {err:.3g} > {rtol:g}"
 
 
-def assert_invariant(f, p4, mask, transform: np.ndarray, rtol=1e-8):
+def assert_invariant(f, p4, mask, transform: np.ndarray, rtol=LORENTZ_INVARIANCE):
     """f(p4) and f(p4 transformed by the 4x4 matrix) agree to rtol relative to the
     size of the terms summed in each feature."""
     lam = torch.as_tensor(transform, dtype=p4.dtype)
@@ -115,7 +127,7 @@ def test_lorentz_invariance_on_stored_jets(kw):
     x = f(p4, mask)
     for _ in range(3):
         lam = torch.as_tensor(random_lorentz(rng), dtype=p4.dtype)
-        err = deviation(x, f((p4 @ lam.T) * mask[..., None], mask), floor=1.0)
+        err = deviation(x, f((p4 @ lam.T) * mask[..., None], mask), floor=COLUMN_SCALE)
         assert err <= STORED_INVARIANCE["lorentz"], f"{kw}: {err:.3g}"
 
 
@@ -135,12 +147,12 @@ def test_permutation_and_padding(jets):
     perm = [j[rng.permutation(len(j))] for j in jets]
     p4p, maskp = pad(perm, width=p4.shape[1] + 7)
     p4p[~maskp] = torch.as_tensor(rng.normal(size=(int((~maskp).sum()), 4)))  # finite junk
-    assert_close_scaled(f, p4, mask, f(p4p, maskp), want, 1e-12)
+    assert_close_scaled(f, p4, mask, f(p4p, maskp), want, REORDERED_SUMS)
     # interleaved padding
     wide = torch.zeros(len(jets), 2 * p4.shape[1], 4, dtype=p4.dtype)
     wmask = torch.zeros(len(jets), 2 * p4.shape[1], dtype=torch.bool)
     wide[:, ::2], wmask[:, ::2] = p4, mask
-    assert_close_scaled(f, p4, mask, f(wide, wmask), want, 1e-12)
+    assert_close_scaled(f, p4, mask, f(wide, wmask), want, REORDERED_SUMS)
 
 
 # ------------------------------------------------------------------ brute-force reference
@@ -230,7 +242,8 @@ def test_brute_force_reference():
     keys = list(f.terms)
     assert set(keys) <= set(refs[0])
     want = np.array([[r[k] for k in keys] for r in refs])
-    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * np.abs(want).max())
+    tol = REFERENCE["lorentz"]
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
     # couplings the module drops are combinations of the kept ones of the same multiset
     more = toy_jets(30, seed=9, n_prongs=2, mass=0.2, min_particles=3, max_particles=6)
     rmore = [reference_features(j, **SMALL) for j in more]
@@ -240,11 +253,13 @@ def test_brute_force_reference():
         for k in dropped:
             y = np.array([r[k] for r in rmore])
             if not kept:
-                assert np.abs(y).max() < 1e-9 * (1 + np.abs([r[k] for r in rmore]).max())
+                vanish = LORENTZ_DROPPED_COUPLINGS["vanish"]
+                assert np.abs(y).max() < vanish * (1 + np.abs([r[k] for r in rmore]).max())
                 continue
             x = np.array([[r[c] for c in kept] for r in rmore])
             coef, *_ = np.linalg.lstsq(x, y, rcond=None)
-            assert np.abs(x @ coef - y).max() <= 1e-8 * max(1.0, np.abs(y).max())
+            dependent = LORENTZ_DROPPED_COUPLINGS["dependent"]
+            assert np.abs(x @ coef - y).max() <= dependent * max(1.0, np.abs(y).max())
 
 
 # ------------------------------------------------------------------ counts, spec, names
@@ -292,11 +307,11 @@ def test_irc_safety():
     want = f(p4, mask)
     for other in (split, soft):
         q4, qmask = pad(other)
-        assert_close_scaled(f, p4, mask, f(q4, qmask), want, 1e-6)
+        assert_close_scaled(f, p4, mask, f(q4, qmask), want, IRC_SAFETY)
     # the default (not IRC safe) features do see the split
     g = LorentzACEFeatures()
     q4, qmask = pad(split)
-    assert not torch.allclose(g(q4, qmask), g(p4, mask), rtol=1e-3)
+    assert not torch.allclose(g(q4, qmask), g(p4, mask), rtol=DIFFERS["features"])
 
 
 def test_fox_wolfram_moments():
@@ -314,10 +329,10 @@ def test_fox_wolfram_moments():
                     h_l += rest[i, 0] * rest[j, 0] * p_l
             h_l /= mass**2
             if l == 1:  # momentum balance in the rest frame: H_1 = 0, so no l = 1 column
-                assert abs(h_l) <= 1e-5 and f"lor_l{l}_l{l}" not in f.feature_names
+                assert abs(h_l) <= FOX_WOLFRAM["h1"] and f"lor_l{l}_l{l}" not in f.feature_names
                 continue
             col = f.feature_names.index(f"lor_l{l}_l{l}")
-            assert abs(got[b, col].item() - h_l) <= 1e-10 * max(1.0, abs(h_l))
+            assert abs(got[b, col].item() - h_l) <= FOX_WOLFRAM["features"] * max(1.0, abs(h_l))
 
 
 # ------------------------------------------------------------------ numerics, edge cases
@@ -343,14 +358,16 @@ def test_edge_cases_finite():
     assert (out[0] == 0).all() and (out[2] == 0).all()  # no direction: all l >= 1 vanish
     # back to back with equal energies: H_l = (1 + (-1)^l) / 2
     h = {l: out[1, f.feature_names.index(f"lor_l{l}_l{l}")].item() for l in (2, 3)}
-    assert abs(h[3]) < 1e-12 and abs(h[2] - 1.0) < 1e-12
+    exact = FOX_WOLFRAM["back_to_back"]
+    assert abs(h[3]) < exact and abs(h[2] - 1.0) < exact
 
 
 def test_float32_matches_float64(jets):
     # measured ~4e-4 (default) on these jets: float32 resolves a constituent's
     # m^2 = E^2 - |p|^2 only to ~eps E^2, which moves the rest-frame energy of soft
     # massive constituents; the float64 reference sees the same float32-rounded inputs
-    for kw, tol in (({}, 1e-3), ({"irc_safe": True}, 1e-3)):
+    tol = FLOAT32_VS_FLOAT64["lorentz"]
+    for kw in ({}, {"irc_safe": True}):
         f = LorentzACEFeatures(**kw)
         p4, mask = pad(jets)
         p32 = p4.float()
@@ -369,7 +386,7 @@ def test_highly_boosted_float64():
     beta = np.sqrt(1 - 1 / gamma**2)
     lam[0, 0] = lam[3, 3] = gamma
     lam[0, 3] = lam[3, 0] = gamma * beta
-    assert_invariant(f, p4, mask, lam, rtol=1e-8)
+    assert_invariant(f, p4, mask, lam, rtol=LORENTZ_INVARIANCE)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -378,4 +395,5 @@ def test_cuda_matches_cpu(jets):
     p4, mask = pad(jets)
     out = f.to("cuda")(p4.cuda(), mask.cuda())
     assert out.device.type == "cuda"
-    torch.testing.assert_close(out.cpu(), f.cpu()(p4, mask), rtol=1e-9, atol=1e-9)
+    tol = CUDA_VS_CPU["lorentz"]
+    torch.testing.assert_close(out.cpu(), f.cpu()(p4, mask), rtol=tol, atol=tol)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tolerances import FLOAT32_SCORES_REBATCHED, LOG_ODDS, ONNX_VS_TORCH
 from toyjets import toy_jets, write_jetclass
 
 import jetace
@@ -67,7 +68,7 @@ def test_save_load_scores_equal(toy, tmp_path, kind):
     # raw jets, without the training data: same scores as the padded path, up to float32
     # rounding (batch composition changes the padded width, so the summation order)
     np.testing.assert_allclose(back.score_jets(toy["jets"], batch_size=100),
-                               m.score(toy["p4"], toy["mask"]).numpy(), rtol=1e-5, atol=1e-5)
+                               m.score(toy["p4"], toy["mask"]).numpy(), **FLOAT32_SCORES_REBATCHED)
 
 
 def test_multiclass_scores_and_signal_score(toy):
@@ -77,7 +78,7 @@ def test_multiclass_scores_and_signal_score(toy):
     assert s.shape == (len(toy["p4"]), 3)
     logit_b = m.signal_score(s.numpy(), "b")
     p = torch.softmax(s.double(), 1)[:, 1].numpy()
-    np.testing.assert_allclose(logit_b, np.log(p / (1 - p)), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(logit_b, np.log(p / (1 - p)), **LOG_ODDS["signal_score"])
 
 
 def test_version_mismatch_and_corruption(toy, tmp_path):
@@ -162,4 +163,4 @@ def test_onnx_agrees_with_torch(toy, tmp_path, kind):
         (out,) = sess.run(None, {"p4": p4.numpy(), "mask": mask.numpy()})
         ref = m.score(p4.double(), mask).numpy()  # the graph computes in float64 inside
         assert out.shape == ref.shape and out.dtype == np.float32
-        np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(out, ref, **ONNX_VS_TORCH)

@@ -17,9 +17,10 @@ files record the number they were trained with.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # the plans (jetace.features.plan, .bip_plan) import without torch
+    import torch
 
 __all__ = ["features_from_spec", "FAMILIES", "FEATURE_DEFINITION", "definition_change"]
 

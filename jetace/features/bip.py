@@ -35,20 +35,21 @@ prefers a handedness about the jet axis). Duplicates go too: (4, 7) gives 694 co
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from jetace.basis import chebyshev, fourier_powers
-from jetace.features.plan import build_plan, enumerate_products
+from jetace.features.bip_plan import COLUMN_PROPERTIES, L_MAX, N_CHEB, N_MAX, bip_plan
+from jetace.features.plan import parse_selection
 from jetace.frames import axis_frame_kinematics
+from jetace.species import channel_mixing, check_species
 
 __all__ = ["BIPFeatures", "R_OFFSET", "U_SHIFT", "U_SCALE"]
 
 R_OFFSET = 1e-4  #: GeV added to every r_t (part of the definition)
 U_SHIFT, U_SCALE = 4.7, 6.0  #: u = (ln x + U_SHIFT) / U_SCALE
-N_CHEB, L_MAX, N_MAX = 6, 3, 3
 CPU_CHUNK = 512  #: jets per internal sub-batch on CPU (see BIPFeatures.forward)
 
 #: last step of an evaluation: pooled A (Re, Im), each (n_elements, B) -> (B, width)
@@ -60,22 +61,6 @@ def _cropped(p4: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.
     used = torch.nonzero(mask.any(dim=0))
     size = int(used[-1]) + 1 if len(used) else 1
     return p4[:, :size], mask[:, :size]
-
-
-def _element_table(degree: int) -> list[tuple[int, int, int]]:
-    """One-particle indices (k, l, n) with k + |l| + |n| <= degree, lexicographic."""
-    return [(k, l, n) for k in range(N_CHEB) for l in range(-L_MAX, L_MAX + 1)
-            for n in range(-N_MAX, N_MAX + 1) if k + abs(l) + abs(n) <= degree]
-
-
-def _half_pairs() -> list[tuple[int, int]]:
-    """(l, n) frequencies computed explicitly; the others are their complex conjugates."""
-    return [(l, n) for n in range(N_MAX + 1) for l in range(-L_MAX, L_MAX + 1)
-            if n > 0 or l >= 0]
-
-
-def _name(term: tuple[tuple[int, int, int], ...]) -> str:
-    return "bip_" + "_".join(f"k{k}l{l}n{n}".replace("-", "m") for k, l, n in term)
 
 
 class BIPFeatures(torch.nn.Module):
@@ -92,6 +77,15 @@ class BIPFeatures(torch.nn.Module):
     mirror : bool
         Mean of each product and its mirror image theta -> -theta, one column per pair
         (see module docstring); not combined with ``complete``.
+    select : str or list of str, optional
+        Keep only the columns whose metadata pass every clause, as energyflow's
+        ``EFPSet('d<=5')``: ``"nu<=3"`` (body order), ``"d<=6"`` (degree sum
+        k + |l| + |n|), also ``k``, ``l``, ``n`` (sums of k, |l|, |n|); see
+        :class:`jetace.features.plan.Selection`. The product tree is built for the kept
+        columns alone.
+
+    The plan (:attr:`plan`, a :class:`jetace.features.bip_plan.BIPPlan`) holds the
+    columns with their metadata; ``print(module.plan)`` summarises it.
 
     ``forward(p4, mask)``: ``p4`` (B, P, 4) constituents (E, px, py, pz) in GeV, ``mask``
     (B, P) bool; returns (B, num_features) on p4's device in p4's dtype. Padded positions
@@ -102,134 +96,85 @@ class BIPFeatures(torch.nn.Module):
     """
 
     def __init__(self, order: int = 4, degree: int = 7, complete: bool = False,
-                 mirror: bool = False) -> None:
+                 mirror: bool = False, select: str | Sequence[str] | None = None,
+                 species: str | Sequence[str] | None = None, channel_mode: str = "reduced",
+                 rank: int = 2, mixing_seed: int = 0) -> None:
         super().__init__()
-        if int(order) < 1 or int(degree) < 0:
-            raise ValueError(f"need order >= 1 and degree >= 0, got order={order}, degree={degree}")
-        if complete and mirror:
-            raise ValueError("complete=True and mirror=True cannot be combined")
         self.order, self.degree = int(order), int(degree)
         self.complete, self.mirror = bool(complete), bool(mirror)
-        elements = _element_table(self.degree)
-        index = {e: i for i, e in enumerate(elements)}
-        terms = enumerate_products([(l, n) for _, l, n in elements],
-                                   [k + abs(l) + abs(n) for k, l, n in elements],
-                                   self.order, self.degree)
+        selection = parse_selection(select, COLUMN_PROPERTIES)
+        self.select = selection.texts()
+        self.species = check_species(species)
+        self.channel_mode, self.rank = str(channel_mode), int(rank)
+        self.mixing_seed = int(mixing_seed)
+        self.n_inputs = 4 + len(self.species)  #: columns of p4: momenta, channel weights
+        self.plan = plan = bip_plan(self.order, self.degree, self.complete, self.mirror,
+                                    selection, 1 + len(self.species), self.channel_mode,
+                                    self.rank)
+        # (k, l, n) of one channel, (c, k, l, n) with species channels
+        elements = [e if self.species else e[1:] for e in plan.elements]
+        self.terms = [tuple(elements[i] for i in col.terms[0]) for col in plan.columns]
+        self.feature_names = plan.feature_names
+        self.num_features = plan.num_features
+        self.n_elements = len(plan.elements)
 
-        def image(term: tuple[int, ...], sign_l: int, sign_n: int) -> tuple[int, ...]:
-            return tuple(sorted(index[(k, sign_l * l, sign_n * n)]
-                                for k, l, n in (elements[i] for i in term)))
+        def buffer(name: str, values, dtype=torch.long) -> None:
+            self.register_buffer(name, torch.tensor(values, dtype=dtype), persistent=False)
 
-        pairs: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
-        if self.complete:
-            outputs = []
-            for term in terms:
-                conj = image(term, -1, -1)
-                if term <= conj:
-                    outputs.append((term, 0))
-                    if term != conj:
-                        outputs.append((term, 1))
-        elif self.mirror:
-            # one pair (product, mirror image) per set {t, conj t, mirror t, conj mirror t}
-            # of equal or mirrored real parts; the mirror image of a term is a term
-            seen: set[tuple[int, ...]] = set()
-            for term in terms:
-                if term not in seen:
-                    seen.update((term, image(term, -1, -1), image(term, -1, 1),
-                                 image(term, 1, -1)))
-                    pairs.append((term, image(term, -1, 1)))
-            position = {t: i for i, t in enumerate(terms)}
-            outputs = [(t, 0) for t in sorted({t for p in pairs for t in p}, key=position.get)]
-        else:
-            outputs = [(term, 0) for term in terms]
-        if self.mirror:
-            self.terms = [tuple(elements[i] for i in a) for a, _ in pairs]
-            self.feature_names = [_name(t) + "_mirror" for t in self.terms]
-        else:
-            self.terms = [tuple(elements[i] for i in term) for term, _ in outputs]
-            self.feature_names = [_name(t) + ("_im" if part else "_re" if self.complete else "")
-                                  for t, (_, part) in zip(self.terms, outputs, strict=True)]
-        self.num_features = len(self.terms)
-        row = {term: i for i, (term, _) in enumerate(outputs)}
-        self.register_buffer("_mirror_rows", torch.tensor(
-            [[row[a] for a, _ in pairs], [row[b] for _, b in pairs]], dtype=torch.long
-        ).reshape(2, -1), persistent=False)
-
-        # element e = (k, l, n) with n >= 0 combines four sums of the pooled table (see
-        # pooled_basis), rows (theta row, k, y row) of the flattened table: Re A = cc -+ ss,
-        # Im A = sc +- cs (lower signs for l < 0); n < 0 elements are conjugates of
-        # (k, -l, -n). One gather takes [cc; ss; sc; cs] for all elements; a sine of
-        # frequency 0 has no row: row 0 is taken with sign 0.
-        def row(sin_l: bool, l: int, k: int, sin_n: bool, n: int) -> int | None:
-            if (sin_l and l == 0) or (sin_n and n == 0):
-                return None
-            return ((l + sin_l * L_MAX) * N_CHEB + k) * (2 * N_MAX + 1) + n + sin_n * N_MAX
-
-        rows: list[list[int]] = [[], [], [], []]
-        signs: list[list[float]] = [[], [], []]  # of ss in Re, sc in Im, cs in Im
-        for k, l, n in elements:
-            conj = -1.0 if n < 0 else 1.0
-            l, n = (-l, -n) if n < 0 else (l, n)
-            mirror = 1.0 if l < 0 else -1.0
-            found = [row(sin_l, abs(l), k, sin_n, n) for sin_l, sin_n in
-                     ((False, False), (True, True), (False, True), (True, False))]
-            for part, r in zip(rows, found, strict=True):
-                part.append(r or 0)
-            for part, r, sign in zip(signs, found[1:], (mirror, conj, -mirror * conj),
-                                     strict=True):
-                part.append(0.0 if r is None else sign)
-        self.n_elements = len(elements)
-        self.register_buffer("_el_rows", torch.tensor(rows).view(-1), persistent=False)
-        self.register_buffer("_el_signs", torch.tensor(signs, dtype=torch.float64)[..., None],
-                             persistent=False)
-
-        plan = build_plan(len(elements), outputs)
-        self._n_levels = len(plan.levels)
-        for t, (parent, factor) in enumerate(plan.levels):
-            self.register_buffer(f"_parent{t}", torch.tensor(parent, dtype=torch.long),
-                                 persistent=False)
-            self.register_buffer(f"_factor{t}", torch.tensor(factor, dtype=torch.long),
-                                 persistent=False)
-        # imaginary parts are needed at every level but the last, and there only for outputs
-        last = len(plan.levels)
-        self._last_im = any(lvl == last and part for lvl, _, part in plan.outputs)
-        # outputs come grouped by level (terms are ordered by size): per level, the rows
-        # to take from that level's [Re | Im] nodes (None when it is all of Re, in order)
-        sizes = [len(elements)] + [len(p) for p, _ in plan.levels]
-        levels = [lvl for lvl, _, _ in plan.outputs]
-        if levels != sorted(levels):
-            raise AssertionError("product plan outputs must be grouped by level")
+        buffer("_mirror_rows", plan.mirror_rows or [[], []])
+        buffer("_el_rows", [r for part in plan.gather_rows for r in part])
+        self.register_buffer("_el_signs", torch.tensor(plan.gather_signs, dtype=torch.float64
+                                                       )[..., None], persistent=False)
+        self._n_levels = len(plan.product.levels)
+        for t, (parent, factor) in enumerate(plan.product.levels):
+            buffer(f"_parent{t}", parent)
+            buffer(f"_factor{t}", factor)
+        self._last_im = plan.last_im
         self._out_rows: list[tuple[int, bool, bool]] = []  # (level, uses Im, takes all Re)
-        for lvl, size in enumerate(sizes):
-            rows = [part * size + node for l_, node, part in plan.outputs if l_ == lvl]
-            if rows:
-                self._out_rows.append((lvl, any(r >= size for r in rows),
-                                       rows == list(range(size))))
-                self.register_buffer(f"_out{lvl}", torch.tensor(rows, dtype=torch.long),
-                                     persistent=False)
+        for lvl, uses_im, take_all, rows in plan.out_rows:
+            self._out_rows.append((lvl, uses_im, take_all))
+            buffer(f"_out{lvl}", rows)
+        shape = plan.mixing_shape
+        self._mixed = shape is not None
+        if self._mixed:
+            self.register_buffer("_mixing", channel_mixing(shape, self.rank, self.mixing_seed),
+                                 persistent=False)
 
     @property
     def spec(self) -> dict:
         """JSON-serialisable description; ``features_from_spec(spec)`` rebuilds this module."""
-        return {"family": "bip", "order": self.order, "degree": self.degree,
+        spec = {"family": "bip", "order": self.order, "degree": self.degree,
                 "complete": self.complete, "mirror": self.mirror}
+        if self.select:
+            spec["select"] = list(self.select)
+        if self.species:
+            spec.update(species=list(self.species), channel_mode=self.channel_mode,
+                        rank=self.rank, mixing_seed=self.mixing_seed)
+        return spec
 
     def extra_repr(self) -> str:
+        sel = f", select={self.select}" if self.select else ""
         return (f"order={self.order}, degree={self.degree}, complete={self.complete}, "
-                f"mirror={self.mirror}, num_features={self.num_features}")
+                f"mirror={self.mirror}{sel}, num_features={self.num_features}")
 
     def pooled_basis(self, p4: torch.Tensor,
                      mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Real and imaginary parts of A for every one-particle element, each (n_elements, B)."""
         m = mask.to(p4.dtype)
-        kin = axis_frame_kinematics(p4, m)
+        kin = axis_frame_kinematics(p4[..., :4], m)
         r = kin.rt + R_OFFSET  # > 0 at every position, padding included
         # u = (ln(r / sum r) + shift) / scale, the sum over real constituents only; finite
         # at padded positions too, where the radial weight below is zero
         shift = torch.log((r * m).sum(dim=1, keepdim=True).clamp_min(R_OFFSET)) - U_SHIFT
         u = (torch.log(r) - shift) * (1.0 / U_SCALE)
         # particle index last in the left factor, so broadcasts run over contiguous memory
-        radial = chebyshev(u, N_CHEB, dim=1, weight=torch.log1p(kin.mt2) * m)  # (B, K, P)
+        weight = torch.log1p(kin.mt2) * m
+        if self.species:  # per channel: "all" (1), then the species weights, (B, C, P)
+            channels = torch.cat([torch.ones_like(m)[:, None], p4[..., 4:].transpose(1, 2)], 1)
+            radial = chebyshev(u[:, None].expand_as(channels), N_CHEB, dim=2,
+                               weight=weight[:, None] * channels).flatten(1, 2)  # (B, C K, P)
+        else:
+            radial = chebyshev(u, N_CHEB, dim=1, weight=weight)  # (B, K, P)
         y = kin.y  # finite everywhere; padded positions have radial weight 0
         # cos(n y) for n = 0..N, sin(n y) for n = 1..N, (B, 2 N + 1, P); so for theta
         fy = fourier_powers(torch.cos(y), torch.sin(y), N_MAX, dim=1)
@@ -244,10 +189,15 @@ class BIPFeatures(torch.nn.Module):
         # rows (theta row, k, y row) of the table, each (b,); Re and Im of A combine four
         # of them per element
         table = pooled.view(b, -1).T.contiguous()
-        cc, ss, sc, cs = table.index_select(0, self._el_rows).view(4, self.n_elements,
-                                                                    b).unbind(0)
+        cc, ss, sc, cs = table.index_select(0, self._el_rows).view(4, -1, b).unbind(0)
         signs = self._el_signs.to(p4.dtype)
-        return torch.addcmul(cc, ss, signs[0]), torch.addcmul(sc * signs[1], cs, signs[2])
+        a_re, a_im = torch.addcmul(cc, ss, signs[0]), torch.addcmul(sc * signs[1], cs, signs[2])
+        if self._mixed:  # product channels: mixtures of the species channels
+            mix = self._mixing.to(p4.dtype)
+            n = len(self.plan.kinematic)
+            a_re = (mix @ a_re.view(mix.shape[1], n * b)).view(-1, b)
+            a_im = (mix @ a_im.view(mix.shape[1], n * b)).view(-1, b)
+        return a_re, a_im
 
     def forward(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.evaluate(p4, mask, self._products, self.num_features)
@@ -265,9 +215,9 @@ class BIPFeatures(torch.nn.Module):
         """``finish(a_re, a_im)`` of the pooled basis of padded jets, (B, width): the
         sub-batching of ``forward`` with another last step (``_products`` gives the
         features, :class:`jetace.features.fused.FusedLinear` an affine map of them)."""
-        if p4.ndim != 3 or p4.shape[-1] != 4 or mask.shape != p4.shape[:2]:
-            raise ValueError(f"expected p4 (B, P, 4) and mask (B, P), got {tuple(p4.shape)} "
-                             f"and {tuple(mask.shape)}")
+        if p4.ndim != 3 or p4.shape[-1] != self.n_inputs or mask.shape != p4.shape[:2]:
+            raise ValueError(f"expected p4 (B, P, {self.n_inputs}) and mask (B, P), got "
+                             f"{tuple(p4.shape)} and {tuple(mask.shape)}{self._input_hint()}")
         mask = mask.to(torch.bool)
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             return finish(*self.pooled_basis(p4, mask))
@@ -283,11 +233,11 @@ class BIPFeatures(torch.nn.Module):
                         width: int) -> torch.Tensor:
         """As :meth:`evaluate`, for packed constituents (see :meth:`forward_packed`)."""
         counts = counts.to(device=flat.device, dtype=torch.long)
-        if flat.ndim != 2 or flat.shape[-1] != 4 or counts.ndim != 1 \
+        if flat.ndim != 2 or flat.shape[-1] != self.n_inputs or counts.ndim != 1 \
                 or int(counts.sum()) != len(flat) or bool((counts < 0).any()):
-            raise ValueError(f"expected flat (N, 4) and counts (B,) of sum N, got "
-                             f"{tuple(flat.shape)} and {tuple(counts.shape)} of sum "
-                             f"{int(counts.sum())}")
+            raise ValueError(f"expected flat (N, {self.n_inputs}) and counts (B,) of sum N, "
+                             f"got {tuple(flat.shape)} and {tuple(counts.shape)} of sum "
+                             f"{int(counts.sum())}{self._input_hint()}")
         empty = counts == 0
         if bool(empty.any()):
             # a jet without constituents reads nothing: its row is ``finish`` of an
@@ -305,7 +255,7 @@ class BIPFeatures(torch.nn.Module):
         # view of contiguous planes, the layout the kinematics work on. The index and
         # the (1/0) mask come from clamps: comparisons and torch.where cost several
         # times more on CPU.
-        planes = (flat if len(flat) else flat.new_zeros(1, 4)).T
+        planes = (flat if len(flat) else flat.new_zeros(1, self.n_inputs)).T
         starts = torch.cumsum(counts, 0) - counts
 
         def take(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,13 +264,19 @@ class BIPFeatures(torch.nn.Module):
             beyond = (slot - (n - 1)[:, None]).clamp_min(0)  # slots past the jet's last
             index = starts[idx, None] + slot - beyond
             mask = (n.to(flat.dtype)[:, None] - slot.to(flat.dtype)).clamp(0, 1)
-            p4 = planes.index_select(1, index.view(-1)).view(4, *index.shape)
+            p4 = planes.index_select(1, index.view(-1)).view(len(planes), *index.shape)
             return p4.permute(1, 2, 0), mask
 
         if not self._use_sub_batches(flat, len(counts)):
             return self._finish(*take(torch.arange(len(counts), device=flat.device)),
                                 finish, width)
         return self._sub_batches(counts, take, flat, finish, width)
+
+    def _input_hint(self) -> str:
+        if not self.species:
+            return ""
+        return (f" (momenta, then the weights of the species channels {list(self.species)}: "
+                "jetace.to_padded(jets, species=module.species) gives them)")
 
     @staticmethod
     def _use_sub_batches(p: torch.Tensor, n_jets: int) -> bool:

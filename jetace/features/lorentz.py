@@ -76,6 +76,7 @@ constituents gives all-zero features. Padded entries (mask False) contribute not
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from typing import NamedTuple
 
@@ -84,12 +85,15 @@ import torch
 
 from jetace.basis import chebyshev
 from jetace.features.angular import real_coupling, real_spherical_harmonics
+from jetace.features.plan import enumerate_multisets, parse_selection
+from jetace.species import channel_mixing, check_species
 
-__all__ = ["LorentzACEFeatures", "RestFrame", "rest_frame", "U_SHIFT", "U_SCALE",
-           "RESOLVED_EPS"]
+__all__ = ["LorentzACEFeatures", "RestFrame", "rest_frame", "column_meta", "U_SHIFT",
+           "U_SCALE", "RESOLVED_EPS", "COLUMN_PROPERTIES"]
 
 U_SHIFT, U_SCALE = 0.0, 5.0  #: u = (ln(E* / GeV) - U_SHIFT) / U_SCALE, clipped to [-1, 1]
 RESOLVED_EPS = 16.0  #: jets with M^2 <= RESOLVED_EPS * eps * E^2 use the fallback
+COLUMN_PROPERTIES = ("nu", "d", "k", "l", "L")  #: what a selection may compare
 _RANK_TOL = 1e-9
 
 
@@ -217,26 +221,42 @@ def _independent_couplings(ls: tuple[int, ...], pattern: tuple[int, ...]) -> tup
     return tuple(keep)
 
 
-def _enumerate(labels: list[tuple[int, int]], order: int, degree: int
-               ) -> list[tuple[tuple[int, ...], int]]:
-    """(sorted label-index multiset, intermediate L) for every feature, by body order."""
-    by_size: list[list[tuple[tuple[int, ...], int]]] = [[] for _ in range(order + 1)]
+def _enumerate(labels: list[tuple[int, int]], order: int, degree: int,
+               reduced: tuple[int, int] | None = None) -> list[tuple[tuple[int, ...], int]]:
+    """(sorted label-index multiset, intermediate L) for every feature, by body order:
+    the multisets of :func:`jetace.features.plan.enumerate_multisets` (degree k + l per
+    label) that have an independent coupling, each with its couplings in order.
+    ``reduced = (n_kin, rank)`` for tensor-reduced species channels: ``labels`` are
+    product channels of n_kin labels each, channel p serving body order p // rank + 1,
+    and a multiset takes all its labels from one product channel of its own order."""
 
-    def extend(start: int, prefix: tuple[int, ...], deg: int) -> None:
-        if prefix:
-            ls = tuple(labels[i][1] for i in prefix)
-            pattern = tuple(prefix.index(i) for i in prefix)
-            for big_l in _independent_couplings(ls, pattern):
-                by_size[len(prefix)].append((prefix, big_l))
-        if len(prefix) == order:
-            return
-        for i in range(start, len(labels)):
-            d = deg + sum(labels[i])
-            if d <= degree:
-                extend(i, (*prefix, i), d)
+    def couplings(ms: tuple[int, ...]) -> tuple[int, ...]:
+        ls = tuple(labels[i][1] for i in ms)
+        return _independent_couplings(ls, tuple(ms.index(i) for i in ms))
 
-    extend(0, (), 0)
-    return [f for size in by_size for f in size]
+    def fits(ms: tuple[int, ...], complete: bool) -> bool:
+        if reduced is None:
+            return True
+        n_kin, rank = reduced
+        size = ms[0] // n_kin // rank + 1  # the body order of the first label's channel
+        same = ms[-1] // n_kin == ms[0] // n_kin
+        return same and (len(ms) == size if complete else len(ms) <= size)
+
+    multisets = enumerate_multisets(
+        [k + l for k, l in labels], order, degree, prune=lambda ms, _: fits(ms, False),
+        keep=lambda ms: fits(ms, True) and bool(couplings(ms)))
+    return [(ms, big_l) for ms in multisets for big_l in couplings(ms)]
+
+
+def column_meta(labels: list[tuple[int, int]], term: tuple[tuple[int, ...], int]
+                ) -> dict[str, int]:
+    """Metadata of a feature (label multiset, L) for selection: ``nu`` body order, ``d``
+    degree sum(k + l), ``k`` and ``l`` the sums of the radial and angular degrees, ``L``
+    the intermediate degree of a 4-body coupling (0 otherwise)."""
+    ms, big_l = term
+    ks, ls = [labels[i][0] for i in ms], [labels[i][1] for i in ms]
+    return {"nu": len(ms), "d": sum(ks) + sum(ls), "k": sum(ks), "l": sum(ls),
+            "L": big_l if len(ms) == 4 else 0}
 
 
 class LorentzACEFeatures(torch.nn.Module):
@@ -259,6 +279,9 @@ class LorentzACEFeatures(torch.nn.Module):
         Energy-weighted, infrared and collinear safe variant: w_j = x_j, angular
         functions only; its body-order-2 features sum_ij x_i x_j P_l(cos theta*_ij) are
         the rest-frame Fox-Wolfram moments H_l (energy-weighted).
+    select : str or list of str, optional
+        Keep only the features whose metadata (:func:`column_meta`: ``nu``, ``d``,
+        ``k``, ``l``, ``L``) pass every clause, e.g. ``"nu<=3"``; as for BIPFeatures.
 
     ``forward(p4, mask)``: ``p4`` (B, P, 4) constituents (E, px, py, pz) in GeV, ``mask``
     (B, P) bool (padded entries False); returns (B, num_features) on p4's device and in
@@ -266,7 +289,10 @@ class LorentzACEFeatures(torch.nn.Module):
     """
 
     def __init__(self, order: int = 4, degree: int | None = None, lmax: int | None = None,
-                 n_radial: int = 6, irc_safe: bool = False, weight: str = "log") -> None:
+                 n_radial: int = 6, irc_safe: bool = False, weight: str = "log",
+                 select: str | Sequence[str] | None = None,
+                 species: str | Sequence[str] | None = None, channel_mode: str = "reduced",
+                 rank: int = 2, mixing_seed: int = 0) -> None:
         super().__init__()
         if weight not in ("none", "log"):
             raise ValueError(f"weight must be 'none' or 'log', got {weight!r}")
@@ -282,31 +308,66 @@ class LorentzACEFeatures(torch.nn.Module):
         self.order, self.degree, self.lmax = int(order), int(degree), int(lmax)
         self.n_radial = 1 if self.irc_safe else int(n_radial)
         self._n_radial_arg = int(n_radial)
-        labels = _label_table(self.degree, self.lmax, self.n_radial, self.irc_safe)
-        feats = _enumerate(labels, self.order, self.degree)
-        used = sorted({i for ms, _ in feats for i in ms})  # drop labels no feature uses
-        remap = {i: n for n, i in enumerate(used)}
-        labels = [labels[i] for i in used]
-        feats = [(tuple(remap[i] for i in ms), big_l) for ms, big_l in feats]
-        self._sh_lmax = max((l for _, l in labels), default=0)
-        self.labels = labels
+        selection = parse_selection(select, COLUMN_PROPERTIES)
+        self.select = selection.texts()
+        self.species = check_species(species)
+        self.channel_mode, self.rank = str(channel_mode), int(rank)
+        self.mixing_seed = int(mixing_seed)
+        if self.channel_mode not in ("full", "reduced") or self.rank < 1:
+            raise ValueError(f"need channel_mode 'full' or 'reduced' and rank >= 1, got "
+                             f"{channel_mode!r}, {rank}")
+        n_species = 1 + len(self.species)
+        reduced = bool(self.species) and self.channel_mode == "reduced"
+        n_prod = self.order * self.rank if reduced else n_species  # product channels
+        kin = _label_table(self.degree, self.lmax, self.n_radial, self.irc_safe)
+        labels = kin * n_prod  # product channel p holds labels[p * len(kin):][:len(kin)]
+        feats = [f for f in _enumerate(labels, self.order, self.degree,
+                                       (len(kin), self.rank) if reduced else None)
+                 if selection(column_meta(labels, f))]
+        if not feats:
+            raise ValueError(f"the selection {' and '.join(self.select)} keeps no column")
+        # drop kinematic labels no feature uses (in any channel): label i of the full
+        # table is kinematic label i % k0 of product channel i // k0
+        k0 = len(kin)
+        used = sorted({i % k0 for ms, _ in feats for i in ms})
+        remap = {j: n for n, j in enumerate(used)}
+        kin = [kin[j] for j in used]
+        feats = [(tuple(i // k0 * len(kin) + remap[i % k0] for i in ms), big_l)
+                 for ms, big_l in feats]
+        labels = kin * n_prod
+        self._n_prod, self._n_kin_labels = n_prod, len(kin)
+        self._sh_lmax = max((l for _, l in kin), default=0)
+        self.labels = kin
+        channel = [i // len(kin) for i in range(len(labels))]
         self.terms = [(tuple(labels[i] for i in ms), big_l) for ms, big_l in feats]
+        if self.species:  # the product channel of every factor, in front of (k, l)
+            self.terms = [(tuple((channel[i], *labels[i]) for i in ms), big_l)
+                          for ms, big_l in feats]
+        self.column_meta = [column_meta(labels, f) for f in feats]
         self.feature_names = [self._name(t) for t in self.terms]
         self.num_features = len(feats)
         self._build_tables(labels, feats)
 
     # -- naming, spec ------------------------------------------------------------------
-    def _name(self, term: tuple[tuple[tuple[int, int], ...], int]) -> str:
+    def _name(self, term: tuple[tuple[tuple[int, ...], ...], int]) -> str:
         labels, big_l = term
-        body = "_".join(f"l{l}" if self.irc_safe else f"k{k}l{l}" for k, l in labels)
+        body = "_".join((f"c{lab[0]}" if len(lab) == 3 else "")
+                        + (f"l{lab[-1]}" if self.irc_safe else f"k{lab[-2]}l{lab[-1]}")
+                        for lab in labels)
         return f"lor_{body}" + (f"_L{big_l}" if len(labels) == 4 else "")
 
     @property
     def spec(self) -> dict:
         """JSON-serialisable description; ``features_from_spec(spec)`` rebuilds this module."""
-        return {"family": "lorentz", "order": self.order, "degree": self.degree,
+        spec = {"family": "lorentz", "order": self.order, "degree": self.degree,
                 "lmax": self.lmax, "n_radial": self._n_radial_arg, "irc_safe": self.irc_safe,
                 "weight": self.weight}
+        if self.select:
+            spec["select"] = list(self.select)
+        if self.species:
+            spec.update(species=list(self.species), channel_mode=self.channel_mode,
+                        rank=self.rank, mixing_seed=self.mixing_seed)
+        return spec
 
     def extra_repr(self) -> str:
         return (f"order={self.order}, degree={self.degree}, lmax={self.lmax}, "
@@ -322,7 +383,9 @@ class LorentzACEFeatures(torch.nn.Module):
             k += 2 * l + 1
         n_a = k
         nlm = (self._sh_lmax + 1) ** 2
-        a_src = [kk * nlm + l * l + mm for kk, l in labels for mm in range(2 * l + 1)]
+        # rows of one channel's pooled table (n_radial x nlm): the kinematic labels
+        a_src = [kk * nlm + l * l + mm for kk, l in labels[:self._n_kin_labels]
+                 for mm in range(2 * l + 1)]
 
         pair_off: dict[tuple[int, int, int], int] = {}
         p_out, p_i, p_j, p_c = [], [], [], []
@@ -374,20 +437,29 @@ class LorentzACEFeatures(torch.nn.Module):
         buf("_f_out", f_out)
         buf("_f_i", f_i)
         buf("_f_j", f_j)
+        if self.species and self.channel_mode == "reduced":
+            self.register_buffer("_mixing", channel_mixing(
+                (self._n_prod, 1 + len(self.species)), self.rank, self.mixing_seed),
+                persistent=False)
 
     # -- evaluation --------------------------------------------------------------------
     def radial_angular(self, p4: torch.Tensor, mask: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         """Radial parts w_j R_k(j), (B, P, n_radial), and harmonics Y_lm(n_j), (B, P, nlm)."""
-        rf = rest_frame(p4, mask)
+        rf = rest_frame(p4[..., :4], mask)
         ylm = real_spherical_harmonics(rf.direction, self._sh_lmax)
         if self.irc_safe:
-            return rf.x[..., None], ylm
-        e_star = rf.x * torch.sqrt(rf.mass2.clamp_min(0))[:, None]
-        tiny = torch.finfo(p4.dtype).tiny
-        u = ((torch.log(e_star.clamp_min(tiny)) - U_SHIFT) / U_SCALE).clamp(-1, 1)
-        w = torch.log1p(e_star) if self.weight == "log" else mask.to(p4.dtype)
-        return chebyshev(u, self.n_radial) * (w * mask)[..., None], ylm
+            radial = rf.x[..., None]
+        else:
+            e_star = rf.x * torch.sqrt(rf.mass2.clamp_min(0))[:, None]
+            tiny = torch.finfo(p4.dtype).tiny
+            u = ((torch.log(e_star.clamp_min(tiny)) - U_SHIFT) / U_SCALE).clamp(-1, 1)
+            w = torch.log1p(e_star) if self.weight == "log" else mask.to(p4.dtype)
+            radial = chebyshev(u, self.n_radial) * (w * mask)[..., None]
+        if self.species:  # one block of radial parts per channel: "all", then the species
+            channels = torch.cat([torch.ones_like(p4[..., :1]), p4[..., 4:]], -1)
+            radial = (channels[..., :, None] * radial[..., None, :]).flatten(2)
+        return radial, ylm
 
     def one_particle_basis(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """phi_{k,l,m}(j) as (B, P, n_radial, (l_used+1)^2), l_used the largest angular
@@ -398,13 +470,22 @@ class LorentzACEFeatures(torch.nn.Module):
     def pooled_basis(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """A_{a,m} for every label a = (k, l) and m = -l..l, concatenated: (B, n_A)."""
         radial, ylm = self.radial_angular(p4, mask)
-        pooled = torch.bmm(radial.transpose(1, 2), ylm)  # (B, n_radial, nlm)
-        return pooled.reshape(len(p4), -1)[:, self._a_src]
+        pooled = torch.bmm(radial.transpose(1, 2), ylm)  # (B, C n_radial, nlm)
+        if not self.species:
+            return pooled.reshape(len(p4), -1)[:, self._a_src]
+        per_channel = pooled.reshape(len(p4), 1 + len(self.species), -1)[..., self._a_src]
+        if self.channel_mode == "reduced":  # product channels: mixtures of the species
+            per_channel = torch.matmul(self._mixing.to(p4.dtype), per_channel)
+        return per_channel.reshape(len(p4), -1)
 
     def forward(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if p4.ndim != 3 or p4.shape[-1] != 4 or mask.shape != p4.shape[:2]:
-            raise ValueError(f"expected p4 (B, P, 4) and mask (B, P), got {tuple(p4.shape)} "
-                             f"and {tuple(mask.shape)}")
+        width = 4 + len(self.species)
+        if p4.ndim != 3 or p4.shape[-1] != width or mask.shape != p4.shape[:2]:
+            hint = (f" (momenta, then the weights of the species channels "
+                    f"{list(self.species)}: jetace.to_padded(jets, species=module.species))"
+                    if self.species else "")
+            raise ValueError(f"expected p4 (B, P, {width}) and mask (B, P), got "
+                             f"{tuple(p4.shape)} and {tuple(mask.shape)}{hint}")
         mask = mask.to(torch.bool)
         if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()) and mask.numel():
             used = torch.nonzero(mask.any(dim=0))

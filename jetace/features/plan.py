@@ -10,10 +10,43 @@ gather-multiply, so a batch costs ``order`` tensor operations whatever the count
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["enumerate_products", "ProductPlan", "build_plan"]
+__all__ = ["enumerate_multisets", "enumerate_products", "ProductPlan", "build_plan",
+           "Selection", "parse_selection"]
+
+
+def enumerate_multisets(degrees: Sequence[int], order: int, degree: int,
+                        prune: Callable[[tuple[int, ...], int], bool] | None = None,
+                        keep: Callable[[tuple[int, ...]], bool] | None = None
+                        ) -> list[tuple[int, ...]]:
+    """Sorted multisets of element indices of size 1..order whose degrees add up to at
+    most ``degree``, ordered by size, then in depth-first (lexicographic) order.
+
+    ``prune(prefix, used)`` (used: the degree the prefix spends) returns False to cut a
+    prefix and everything that extends it; ``keep(multiset)`` decides which visited
+    multisets are returned. Shared by the ``bip`` and ``lorentz`` families.
+    """
+    by_size: list[list[tuple[int, ...]]] = [[] for _ in range(order + 1)]
+
+    def extend(start: int, prefix: tuple[int, ...], used: int) -> None:
+        if prefix and (keep is None or keep(prefix)):
+            by_size[len(prefix)].append(prefix)
+        if len(prefix) == order:
+            return
+        for i in range(start, len(degrees)):
+            d = used + degrees[i]
+            if d > degree:
+                continue
+            nxt = (*prefix, i)
+            if prune is None or prune(nxt, d):
+                extend(i, nxt, d)
+
+    extend(0, (), 0)
+    return [m for size in by_size for m in size]
 
 
 def enumerate_products(charges: Sequence[tuple[int, ...]], degrees: Sequence[int], order: int,
@@ -25,28 +58,18 @@ def enumerate_products(charges: Sequence[tuple[int, ...]], degrees: Sequence[int
     azimuthal and rapidity frequencies (l, n)); ``degrees[i]`` its non-negative degree,
     which must bound the sum of its absolute charges (used to prune the search).
     """
-    n = len(charges)
     if any(sum(abs(c) for c in ch) > d for ch, d in zip(charges, degrees, strict=True)):
         raise ValueError("each element's degree must bound the sum of its absolute charges")
-    width = len(charges[0]) if n else 0
-    by_size: list[list[tuple[int, ...]]] = [[] for _ in range(order + 1)]
+    width = len(charges[0]) if charges else 0
 
-    def extend(start: int, prefix: tuple[int, ...], total: tuple[int, ...], deg: int) -> None:
-        if prefix and not any(total):
-            by_size[len(prefix)].append(prefix)
-        if len(prefix) == order:
-            return
-        for i in range(start, n):
-            d = deg + degrees[i]
-            if d > degree:
-                continue
-            t = tuple(a + b for a, b in zip(total, charges[i], strict=True))
-            # the remaining factors can cancel at most (degree - d) units of charge
-            if sum(abs(c) for c in t) <= degree - d:
-                extend(i, (*prefix, i), t, d)
+    def total(ms: tuple[int, ...]) -> list[int]:
+        return [sum(charges[i][c] for i in ms) for c in range(width)]
 
-    extend(0, (), (0,) * width, 0)
-    return [term for size in by_size for term in size]
+    def prune(prefix: tuple[int, ...], used: int) -> bool:
+        # the remaining factors can cancel at most (degree - used) units of charge
+        return sum(abs(c) for c in total(prefix)) <= degree - used
+
+    return enumerate_multisets(degrees, order, degree, prune, lambda ms: not any(total(ms)))
 
 
 @dataclass
@@ -75,3 +98,56 @@ def build_plan(n_elements: int, outputs: Sequence[tuple[tuple[int, ...], int]]) 
         plan.levels.append(([nodes[t - 1][p[:-1]] for p in prefixes], [p[-1] for p in prefixes]))
     plan.outputs = [(len(term) - 1, nodes[len(term) - 1][term], part) for term, part in outputs]
     return plan
+
+
+_OPS: dict[str, Callable[[int, int], bool]] = {
+    "<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
+    "<": operator.lt, ">": operator.gt}
+_CLAUSE = re.compile(r"^\s*([A-Za-z_]\w*)\s*(<=|>=|==|!=|<|>)\s*(-?\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A conjunction of integer comparisons on column metadata, as energyflow's
+    ``EFPSet('d<=5', 'n==3')`` selects graphs: ``Selection.parse("nu<=3", "d<=6")``
+    keeps columns of body order at most 3 and degree at most 6. ``clauses`` are (name,
+    operator, value); an empty selection keeps every column."""
+
+    clauses: tuple[tuple[str, str, int], ...] = ()
+
+    @classmethod
+    def parse(cls, *texts: str, names: Sequence[str] = ()) -> Selection:
+        """Parse clauses such as ``"d<=5"``; several per string may be joined by
+        ``,`` or ``and``. ``names`` lists the metadata names allowed (all if empty)."""
+        clauses = []
+        for text in texts:
+            for part in re.split(r",|\band\b", str(text)):
+                if not part.strip():
+                    continue
+                m = _CLAUSE.match(part)
+                if m is None:
+                    raise ValueError(f"cannot read the selection {part.strip()!r}: write "
+                                     "NAME OP INTEGER, e.g. 'd<=5' (OP one of "
+                                     f"{', '.join(_OPS)})")
+                name, op, value = m.group(1), m.group(2), int(m.group(3))
+                if names and name not in names:
+                    raise ValueError(f"unknown column property {name!r} in selection "
+                                     f"{part.strip()!r}; choose from {', '.join(names)}")
+                clauses.append((name, op, value))
+        return cls(tuple(clauses))
+
+    def __call__(self, meta: Mapping[str, int]) -> bool:
+        return all(_OPS[op](meta[name], value) for name, op, value in self.clauses)
+
+    def texts(self) -> list[str]:
+        """The clauses as strings (JSON-serialisable, parse back to the same selection)."""
+        return [f"{name}{op}{value}" for name, op, value in self.clauses]
+
+
+def parse_selection(select: str | Sequence[str] | None, names: Sequence[str]) -> Selection:
+    """A :class:`Selection` from a string, a list of strings or None (keep all)."""
+    if select is None:
+        return Selection()
+    if isinstance(select, str):
+        select = [select]
+    return Selection.parse(*select, names=names)
