@@ -10,12 +10,19 @@ computed for them, to compare the generator setup against a known sample.
 
     python benchmarks/generation.py --n-top 2000 --n-qcd 1000 --workers 1 \\
         --json benchmarks/results/generation.json
+
+With ``--processes`` it instead measures the listed processes (``all``: every one),
+``--n-per-process`` jets each with the process's default cuts, one after the other:
+
+    python benchmarks/generation.py --processes all --n-per-process 500 \\
+        --json benchmarks/results/generation_processes.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 from pathlib import Path
@@ -23,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import uproot
 
-from jetace.generate import generate
+from jetace.generate import PROCESSES, generate, resolve_options
 
 
 def mass_peak(mass: np.ndarray, lo: float = 0.0, hi: float = 300.0, width: float = 5.0) -> float:
@@ -50,6 +57,19 @@ def describe(path: Path, max_jets: int | None = None) -> dict:
     }
 
 
+def measure(process: str, n: int, outdir: Path, seed: int, workers: int) -> tuple[dict, Path]:
+    """Generate ``n`` jets of ``process`` (its default cuts); its rates and jet figures."""
+    s = generate(process, n, outdir / f"bench_{process}.root", seed=seed, workers=workers)
+    return {
+        "jets_per_second_per_worker": round(s.jets_per_second_per_worker, 1),
+        "jets_per_second_total": round(s.jets_per_second, 1),
+        "jets_per_cpu_second": round(s.jets_per_cpu_second, 1),
+        "events_per_jet": round(s.n_events / s.n_jets, 2),
+        "seconds": round(s.seconds, 1),
+        **{k: v for k, v in describe(s.files[0]).items() if k != "file"},
+    }, s.files[0]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-top", type=int, default=2000, help="top jets to generate")
@@ -60,7 +80,17 @@ def main() -> None:
     ap.add_argument("--reference-top", default=None, help="a top-jet file to compare with")
     ap.add_argument("--reference-qcd", default=None, help="a QCD-jet file to compare with")
     ap.add_argument("--json", default=None, help="also write the JSON result to this file")
+    ap.add_argument("--processes", default=None,
+                    help="comma-separated processes to measure instead of top and QCD, "
+                         "or 'all'")
+    ap.add_argument("--n-per-process", type=int, default=500,
+                    help="jets per process with --processes")
     args = ap.parse_args()
+    if args.processes is None:
+        plan = [("top", args.n_top), ("qcd", args.n_qcd)]
+    else:
+        names = list(PROCESSES) if args.processes == "all" else args.processes.split(",")
+        plan = [(name, args.n_per_process) for name in names]
 
     with tempfile.TemporaryDirectory() as tmp:
         outdir = Path(args.outdir or tmp)
@@ -68,23 +98,18 @@ def main() -> None:
         result: dict = {"machine": f"{platform.processor() or platform.machine()}, "
                                    f"{platform.python_implementation()} "
                                    f"{platform.python_version()}",
-                        "workers": args.workers, "seed": args.seed}
-        for process, n in (("top", args.n_top), ("qcd", args.n_qcd)):
+                        "workers": args.workers, "seed": args.seed,
+                        "load_average_start": round(os.getloadavg()[0], 2)}
+        for process, n in plan:
             if n <= 0:
                 continue
-            s = generate(process, n, outdir / f"bench_{process}.root", seed=args.seed,
-                         workers=args.workers)
-            result[process] = {
-                "jets_per_second_per_worker": round(s.jets_per_second_per_worker, 1),
-                "jets_per_second_total": round(s.jets_per_second, 1),
-                "jets_per_cpu_second": round(s.jets_per_cpu_second, 1),
-                "events_per_jet": round(s.n_events / s.n_jets, 2),
-                "seconds": round(s.seconds, 1),
-                **{k: v for k, v in describe(s.files[0]).items() if k != "file"},
-            }
-            ref = getattr(args, f"reference_{process}")
+            result[process], _ = measure(process, n, outdir, args.seed, args.workers)
+            if args.processes is not None:
+                result[process]["options"] = resolve_options(process)
+            ref = getattr(args, f"reference_{process}", None)
             if ref:
                 result[process]["reference"] = describe(Path(ref), max_jets=max(n, 5000))
+    result["load_average_end"] = round(os.getloadavg()[0], 2)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

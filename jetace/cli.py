@@ -153,32 +153,51 @@ def _add_generate(sub) -> None:
         description="Generate pp events with Pythia 8, cluster anti-kT jets of all visible "
                     "final-state particles with FastJet, and write the two leading jets of each "
                     "event that pass the cuts in the JetClass layout (TTree 'tree').\n\n"
-                    "processes:\n"
-                    "  top  t tbar, both W -> q q'; jet kept if the top and its b, q, q'\n"
-                    "       lie within Delta R < R of the jet axis\n"
-                    "  qcd  all hard QCD 2 -> 2 (light-quark and gluon jets)\n"
-                    "  w    W + jet (q qbar -> W g, q g -> W q), W -> q q'; W and quarks within R\n"
-                    "  z    Z + jet (q qbar -> Z g, q g -> Z q), Z -> q qbar; Z and quarks\n"
-                    "       within R\n\n"
+                    "processes (JetClass label names; a jet of a decay is kept only when the\n"
+                    "particle and all its visible decay products lie within Delta R < R of\n"
+                    "the jet axis):\n"
+                    "  top   t tbar, both W -> q q'                  label_Tbqq\n"
+                    "  qcd   all hard QCD 2 -> 2 (no matching)        label_QCD\n"
+                    "  w     W + jet, W -> q q'                       label_Wqq\n"
+                    "  z     Z + jet, Z -> q qbar                     label_Zqq\n"
+                    "  hbb   H + jet, H -> b bbar                     label_Hbb\n"
+                    "  hcc   H + jet, H -> c cbar                     label_Hcc\n"
+                    "  hgg   H + jet, H -> g g                        label_Hgg\n"
+                    "  h4q   H + jet, H -> W W* / Z Z* -> 4 quarks    label_H4q\n"
+                    "  hqql  H + jet, H -> W W* -> l nu q q'          label_Hqql\n"
+                    "  tbl   t tbar, one t -> b l nu                  label_Tbl\n"
+                    "  (defaults: R = 0.8, 550-650 GeV, |eta| < 2, MPI off)\n"
+                    "quark/gluon benchmark (energyflow's dataset; jet matched to the hard\n"
+                    "parton within R):\n"
+                    "  zq    Z(-> nu nu) + u/d/s quark (q g -> Z q)   label_q\n"
+                    "  zg    Z(-> nu nu) + gluon (q qbar -> Z g)      label_g\n"
+                    "  (defaults: R = 0.4, 500-550 GeV, |y| < 1.7, MPI on)\n\n"
                     "The same --seed, --workers and -n give the same jets: worker k runs its "
                     "own Pythia seeded from (seed, k) and the workers' jets are written in "
                     "worker order.")
-    p.add_argument("process", help="top, qcd, w or z")
+    p.add_argument("process", help="top, qcd, w, z, hbb, hcc, hgg, h4q, hqql, tbl, zq or zg")
     p.add_argument("-n", "--n-jets", type=int, required=True, help="number of jets to write")
     p.add_argument("-o", "--output", required=True, help="output ROOT file")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--sqrts", type=float, default=14000.0,
                    help="pp centre-of-mass energy in GeV (default: 14000)")
-    p.add_argument("--radius", type=float, default=0.8, help="anti-kT jet radius (default: 0.8)")
-    p.add_argument("--pt-min", type=float, default=550.0, help="minimal jet pT, GeV (default: 550)")
-    p.add_argument("--pt-max", type=float, default=650.0, help="maximal jet pT, GeV (default: 650)")
-    p.add_argument("--eta-max", type=float, default=2.0, help="maximal jet |eta| (default: 2)")
+    p.add_argument("--radius", type=float, default=None,
+                   help="anti-kT jet radius (default: the process's, 0.8 or 0.4)")
+    p.add_argument("--pt-min", type=float, default=None,
+                   help="minimal jet pT, GeV (default: the process's, 550 or 500)")
+    p.add_argument("--pt-max", type=float, default=None,
+                   help="maximal jet pT, GeV (default: the process's, 650 or 550)")
+    p.add_argument("--eta-max", type=float, default=None,
+                   help="maximal jet |eta| (default: the process's, 2 or none; inf: no cut)")
+    p.add_argument("--y-max", type=float, default=None,
+                   help="maximal jet rapidity |y| (default: the process's, none or 1.7; "
+                        "inf: no cut)")
     p.add_argument("--pthat", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
                    help="Pythia pTHat window in GeV (default: the pT window widened on each "
                         "side by 0.7 of its width, at least 10%% of pt-min: 480 720 for "
                         "550-650)")
-    p.add_argument("--mpi", action=argparse.BooleanOptionalAction, default=False,
-                   help="multi-parton interactions (default: off)")
+    p.add_argument("--mpi", action=argparse.BooleanOptionalAction, default=None,
+                   help="multi-parton interactions (default: the process's, off or on)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
     p.add_argument("--split", action="store_true",
                    help="with --workers W: write one file per worker, OUTPUT_<k>.root")
@@ -194,7 +213,8 @@ def _add_generate(sub) -> None:
 
         s = generate(args.process, args.n_jets, args.output, seed=args.seed, sqrts=args.sqrts,
                      radius=args.radius, pt_min=args.pt_min, pt_max=args.pt_max,
-                     eta_max=args.eta_max, mpi=args.mpi, workers=args.workers,
+                     eta_max=args.eta_max, y_max=args.y_max, mpi=args.mpi,
+                     workers=args.workers,
                      rntuple=args.rntuple, split=args.split, compression=args.compression,
                      pthat=tuple(args.pthat) if args.pthat else None,
                      pythia_settings=args.pythia, progress=not args.quiet)

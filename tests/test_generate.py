@@ -18,6 +18,7 @@ from jetace.errors import JetaceError
 from jetace.generate import (
     LABELS,
     PROCESSES,
+    QG_LABELS,
     demo_files,
     generate,
     generate_jets,
@@ -26,10 +27,13 @@ from jetace.generate import (
 )
 from jetace.generate.pythia import _contained
 
-# the branches of the JetClass-layout development samples, plus the W and Z labels
-BRANCHES = ["npart", "part_px", "part_py", "part_pz", "part_energy", "part_pid", "part_charge",
-            "jet_pt", "jet_eta", "jet_phi", "jet_energy", "jet_mass", "jet_nparticles",
-            *LABELS]
+# the branches of the JetClass-layout development samples, then the label branches
+COMMON = ["npart", "part_px", "part_py", "part_pz", "part_energy", "part_pid", "part_charge",
+          "jet_pt", "jet_eta", "jet_phi", "jet_energy", "jet_mass", "jet_nparticles"]
+BRANCHES = [*COMMON, *LABELS]  # every JetClass-style file
+DEMO_LABELS = LABELS[:4]  # files written before the Higgs processes (the demo samples)
+# the JetClass-style processes (one label family: their files can be read together)
+JETCLASS = [p for p, spec in PROCESSES.items() if spec.labels == LABELS]
 CUTS = dict(pt_min=500.0, pt_max=700.0, eta_max=1.5)
 N_JETS = 6
 
@@ -64,7 +68,8 @@ def samples(sample_files) -> dict[str, dict]:
 @pytest.mark.parametrize("process", list(PROCESSES))
 def test_jetclass_layout(samples, sample_files, process):
     jets = samples[process]
-    assert list(jets) == BRANCHES
+    assert list(jets) == [*COMMON, *PROCESSES[process].labels]
+    assert PROCESSES[process].labels == (QG_LABELS if process in ("zq", "zg") else LABELS)
     assert len(jets["jet_pt"]) == N_JETS
     tree = uproot.open(sample_files[process])["tree"]
     for name in ("part_px", "part_py", "part_pz", "part_energy", "part_charge"):
@@ -73,7 +78,7 @@ def test_jetclass_layout(samples, sample_files, process):
     for name in ("jet_pt", "jet_eta", "jet_phi", "jet_energy", "jet_mass"):
         assert tree[name].interpretation.to_dtype == np.dtype("f4"), name
     assert tree["jet_nparticles"].interpretation.to_dtype == np.dtype("i4")
-    for name in LABELS:
+    for name in PROCESSES[process].labels:
         assert tree[name].interpretation.to_dtype == np.dtype("bool"), name
 
 
@@ -118,7 +123,7 @@ def test_constituents_sorted_visible_and_charged(samples, process):
 @pytest.mark.parametrize("process", list(PROCESSES))
 def test_labels_one_hot(samples, process):
     jets = samples[process]
-    onehot = np.stack([np.asarray(jets[name]) for name in LABELS], axis=1)
+    onehot = np.stack([np.asarray(jets[name]) for name in PROCESSES[process].labels], axis=1)
     assert np.all(onehot.sum(axis=1) == 1)
     assert np.all(np.asarray(jets[PROCESSES[process].label]))
 
@@ -129,12 +134,12 @@ def test_readable_by_read_jets(samples, sample_files):
 
     import jetace
 
-    jets = jetace.read_jets([sample_files[p] for p in PROCESSES])
-    assert len(jets) == len(PROCESSES) * N_JETS
+    jets = jetace.read_jets([sample_files[p] for p in JETCLASS])
+    assert len(jets) == len(JETCLASS) * N_JETS
     assert all(name in jets.fields for name in LABELS)
     p4, mask = jetace.to_padded(jets, max_particles=400, dtype=torch.float64)
-    energy = np.concatenate([np.asarray(samples[p]["jet_energy"]) for p in PROCESSES])
-    nparticles = np.concatenate([np.asarray(samples[p]["jet_nparticles"]) for p in PROCESSES])
+    energy = np.concatenate([np.asarray(samples[p]["jet_energy"]) for p in JETCLASS])
+    nparticles = np.concatenate([np.asarray(samples[p]["jet_nparticles"]) for p in JETCLASS])
     assert mask.sum(1).tolist() == nparticles.tolist()
     np.testing.assert_allclose((p4[..., 0] * mask).sum(1).numpy(), energy, rtol=FLOAT32_DERIVED)
 
@@ -258,10 +263,10 @@ def test_demo_files():
     top, qcd = demo_files()
     for path, label in ((top, "label_Tbqq"), (qcd, "label_QCD")):
         tree = uproot.open(path)["tree"]
-        assert list(tree.keys()) == BRANCHES
-        labels = tree.arrays(list(LABELS), library="np")
+        assert list(tree.keys()) == [*COMMON, *DEMO_LABELS]
+        labels = tree.arrays(list(DEMO_LABELS), library="np")
         assert labels[label].all() and tree.num_entries >= 1000
-        assert sum(labels[name].sum() for name in LABELS) == tree.num_entries
+        assert sum(labels[name].sum() for name in DEMO_LABELS) == tree.num_entries
     # top jets peak near the top mass, QCD jets are lighter
     assert 150 < np.median(uproot.open(top)["tree"]["jet_mass"].array(library="np")) < 200
     assert np.median(uproot.open(qcd)["tree"]["jet_mass"].array(library="np")) < 120

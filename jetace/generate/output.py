@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from jetace.errors import JetaceError
-from jetace.generate.processes import LABELS
+from jetace.generate.processes import LABEL_SETS
 
 __all__ = ["write_jets", "parse_compression"]
 
@@ -43,13 +43,17 @@ def write_jets(path: str | Path, jets: dict, label: str, *, rntuple: bool = Fals
                compression: str | None = "zlib:1", tree: str = "tree") -> Path:
     """Write packed jets (see :func:`generate_jets`) in the JetClass layout to ``path``.
 
-    ``label`` is the label branch set true for every jet (one of :data:`LABELS`).
+    ``label`` is the label branch set true for every jet; the file carries every label
+    branch of its family (:data:`~jetace.generate.processes.LABELS` or
+    :data:`~jetace.generate.processes.QG_LABELS`), the others false.
     """
     import awkward as ak
     import uproot
 
-    if label not in LABELS:
-        raise JetaceError(f"unknown label {label!r}; labels: {', '.join(LABELS)}")
+    family = next((s for s in LABEL_SETS if label in s), None)
+    if family is None:
+        raise JetaceError(f"unknown label {label!r}; labels: "
+                          + "; ".join(", ".join(s) for s in LABEL_SETS))
     comp = parse_compression(compression)
     counts = jets["counts"]
     p4 = jets["p4"]
@@ -62,7 +66,7 @@ def write_jets(path: str | Path, jets: dict, label: str, *, rntuple: bool = Fals
         "jet_energy": jet[:, 3], "jet_mass": jet[:, 4], "jet_nparticles": counts,
     }
     data = {k: np.asarray(v, dtype=_JET[k]) for k, v in data.items()}
-    for name in LABELS:
+    for name in family:
         data[name] = np.full(len(counts), name == label, dtype=bool)
     path = Path(path)
     if not path.parent.is_dir():

@@ -12,7 +12,14 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from jetace.errors import JetaceError
-from jetace.generate.processes import ProcessSpec, check_options, pthat_window, worker_seed
+from jetace.generate.processes import (
+    ProcessSpec,
+    check_options,
+    describe_cuts,
+    pthat_window,
+    resolve_options,
+    worker_seed,
+)
 
 __all__ = ["generate_jets", "import_generators"]
 
@@ -62,11 +69,13 @@ class _JetStream:
     """Events from one seeded Pythia instance -> accepted jets, in event order."""
 
     def __init__(self, spec: ProcessSpec, seed: int, sqrts: float, radius: float,
-                 pt_min: float, pt_max: float, eta_max: float, mpi: bool,
-                 pthat: tuple[float, float], extra_settings: Sequence[str]):
+                 pt_min: float, pt_max: float, eta_max: float | None, y_max: float | None,
+                 mpi: bool, pthat: tuple[float, float], extra_settings: Sequence[str]):
         pythia8mc, fastjet = import_generators()
         self.spec, self.radius = spec, radius
-        self.pt_min, self.pt_max, self.eta_max = pt_min, pt_max, eta_max
+        self.pt_min, self.pt_max = pt_min, pt_max
+        self.eta_max = math.inf if eta_max is None else eta_max
+        self.y_max = math.inf if y_max is None else y_max
         settings = [*_QUIET, f"Beams:eCM = {sqrts:g}", f"PhaseSpace:pTHatMin = {pthat[0]:g}",
                     f"PhaseSpace:pTHatMax = {pthat[1]:g}",
                     f"PartonLevel:MPI = {'on' if mpi else 'off'}",
@@ -133,17 +142,23 @@ class _JetStream:
                 glob = offsets[iev] + np.asarray(idx, dtype=np.int64)
                 cands.append((p4[glob].sum(axis=0), glob))
             cands.sort(key=lambda c: -math.hypot(c[0][0], c[0][1]))
-            partons = None
+            truth = None
             for total, glob in cands[:2]:
                 pt, eta, phi = _pt_eta_phi(total)
-                if not (self.pt_min <= pt <= self.pt_max and abs(eta) < self.eta_max):
+                if not (self.pt_min <= pt <= self.pt_max and abs(eta) < self.eta_max
+                        and abs(_rapidity(total)) < self.y_max):
                     continue
-                if self.spec.resonance is not None:
-                    if partons is None:
-                        partons = _decay_partons(events.prt[iev], self.spec)
-                    if not any(_contained(eta, phi, group, self.radius) for group in partons):
+                match = np.zeros((0, 3))
+                if self.spec.matched:
+                    if truth is None:
+                        truth = _truth_groups(events.prt[iev], self.spec)
+                    inside = [g for g in truth if _contained(eta, phi, g, self.radius)]
+                    if not inside:
                         continue
-                jets.append(self._jet_record(p4[glob], ids[glob], charge[glob], total))
+                    match = np.array(inside[0], dtype=np.float64)
+                record = self._jet_record(p4[glob], ids[glob], charge[glob], total)
+                record["truth"] = match
+                jets.append(record)
         return jets
 
     @staticmethod
@@ -163,6 +178,14 @@ def _pt_eta_phi(p: np.ndarray) -> tuple[float, float, float]:
     return pt, eta, math.atan2(p[1], p[0])
 
 
+def _rapidity(p: np.ndarray) -> float:
+    """Rapidity 0.5 ln((E + pz) / (E - pz)) of (px, py, pz, E)."""
+    plus, minus = p[3] + p[2], p[3] - p[2]
+    if minus <= 0 or plus <= 0:
+        return math.copysign(math.inf, p[2])
+    return 0.5 * math.log(plus / minus)
+
+
 def _daughters(d1: int, d2: int) -> list[int]:
     """Pythia's daughter1/daughter2 convention -> list of daughter indices."""
     if d1 <= 0:
@@ -172,12 +195,37 @@ def _daughters(d1: int, d2: int) -> list[int]:
     return list(range(d1, d2 + 1)) if d2 > d1 else [d1, d2]
 
 
-def _decay_partons(event, spec: ProcessSpec) -> list[list[tuple[float, float]]]:
-    """For each top/boson of ``spec`` in ``event``: (eta, phi) of it and its decay quarks.
+#: PDG ids (absolute) of the visible decay products followed in a truth match
+_PARTONS = frozenset((1, 2, 3, 4, 5, 21))
+_LEPTONS = frozenset((11, 13, 15))
+
+
+def _truth_groups(event, spec: ProcessSpec) -> list[list[tuple[float, float, int]]]:
+    """The (eta, phi, PDG id) groups of ``event`` one of which a jet of ``spec`` must
+    contain.
+
+    With ``spec.resonance``: for each top/boson of that id, it and its decay products
+    (:func:`_decay_groups`); with ``spec.partons``: each outgoing parton of the hard
+    process (status +-23) of one of those flavours, alone.
+    """
+    if spec.resonance is not None:
+        return _decay_groups(event, spec)
+    ids, status = np.asarray(event.id), np.asarray(event.status)
+    mom = event.p
+    px, py, pz = np.asarray(mom.px), np.asarray(mom.py), np.asarray(mom.pz)
+    hard = np.flatnonzero((np.abs(status) == 23) & np.isin(np.abs(ids), spec.partons))
+    return [[(*_pt_eta_phi((px[j], py[j], pz[j]))[1:], int(ids[j]))] for j in hard.tolist()]
+
+
+def _decay_groups(event, spec: ProcessSpec) -> list[list[tuple[float, float, int]]]:
+    """For each top/boson of ``spec`` in ``event``: (eta, phi, PDG id) of it and of its
+    decay products.
 
     The last copy of the particle (after recoils in the shower) is used, and its decay
-    quarks as produced in the decay (for top: the b and the W's two quarks). A
-    particle whose decay does not give ``spec.n_quarks`` quarks is left out.
+    products as produced in the decay: quarks, gluons and charged leptons, with W and Z
+    followed to their own decays (for top: the b and the W's two quarks; neutrinos are
+    not followed). A particle whose decay does not give ``spec.n_products`` products,
+    ``spec.n_leptons`` of them charged leptons, is left out.
     """
     ids = np.asarray(event.id)
     d1s, d2s = np.asarray(event.daughter1), np.asarray(event.daughter2)
@@ -191,28 +239,30 @@ def _decay_partons(event, spec: ProcessSpec) -> list[list[tuple[float, float]]]:
                 return i
             i = same[0]
 
-    def quarks(i: int) -> list[int]:
+    def products(i: int) -> list[int]:
         out = []
         for d in _daughters(d1s[last_copy(i)], d2s[last_copy(i)]):
-            if 1 <= abs(ids[d]) <= 5:
+            if abs(ids[d]) in _PARTONS or abs(ids[d]) in _LEPTONS:
                 out.append(d)
             elif abs(ids[d]) in (23, 24):
-                out.extend(quarks(d))
+                out.extend(products(d))
         return out
 
     groups = []
     for i in np.flatnonzero(np.abs(ids) == spec.resonance).tolist():
         if last_copy(i) != i:
             continue
-        qs = quarks(i)
-        if len(qs) == spec.n_quarks:
-            groups.append([_pt_eta_phi((px[j], py[j], pz[j]))[1:] for j in [i, *qs]])
+        ps = products(i)
+        n_leptons = sum(abs(ids[j]) in _LEPTONS for j in ps)
+        if len(ps) == spec.n_products and n_leptons == spec.n_leptons:
+            groups.append([(*_pt_eta_phi((px[j], py[j], pz[j]))[1:], int(ids[j]))
+                           for j in [i, *ps]])
     return groups
 
 
-def _contained(eta: float, phi: float, group: list[tuple[float, float]], radius: float) -> bool:
-    """Whether every (eta, phi) of ``group`` lies within Delta R < radius of (eta, phi)."""
-    for e, p in group:
+def _contained(eta: float, phi: float, group: Sequence[tuple], radius: float) -> bool:
+    """Whether every (eta, phi, ...) of ``group`` lies within Delta R < radius of (eta, phi)."""
+    for e, p, *_ in group:
         dphi = (p - phi + math.pi) % (2 * math.pi) - math.pi
         if (e - eta) ** 2 + dphi ** 2 >= radius ** 2:
             return False
@@ -224,32 +274,43 @@ def _pack(jets: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     if not jets:
         return {"p4": np.zeros((0, 4)), "pid": np.zeros(0, np.int32),
                 "charge": np.zeros(0, np.float32), "counts": np.zeros(0, np.int64),
-                "jet": np.zeros((0, 5))}
+                "jet": np.zeros((0, 5)), "truth": []}
     return {"p4": np.concatenate([j["p4"] for j in jets]),
             "pid": np.concatenate([j["pid"] for j in jets]),
             "charge": np.concatenate([j["charge"] for j in jets]),
             "counts": np.array([len(j["pid"]) for j in jets], dtype=np.int64),
-            "jet": np.stack([j["jet"] for j in jets])}
+            "jet": np.stack([j["jet"] for j in jets]),
+            "truth": [j["truth"] for j in jets]}
 
 
 def generate_jets(process: str, n_jets: int, *, seed: int = 0, worker: int = 0,
-                  sqrts: float = 14000.0, radius: float = 0.8, pt_min: float = 550.0,
-                  pt_max: float = 650.0, eta_max: float = 2.0, mpi: bool = False,
-                  pthat: tuple[float, float] | None = None,
+                  sqrts: float = 14000.0, radius: float | None = None,
+                  pt_min: float | None = None, pt_max: float | None = None,
+                  eta_max: float | None = None, y_max: float | None = None,
+                  mpi: bool | None = None, pthat: tuple[float, float] | None = None,
                   pythia_settings: Sequence[str] = (),
                   progress: Callable[[int], None] | None = None) -> dict:
     """The first ``n_jets`` accepted jets of worker ``worker``'s event stream, in memory.
 
     Returns a dict: ``p4`` (N, 4) float64 constituent (px, py, pz, E) in GeV, ``pid``
     (N,) int32, ``charge`` (N,) float32, ``counts`` (n_jets,) constituents per jet,
-    ``jet`` (n_jets, 5) float64 (pt, eta, phi, energy, mass), ``n_events``, ``seconds``
-    (wall time) and ``cpu_seconds`` (CPU time of this process). ``progress`` is called
-    with the number of new jets after each batch.
+    ``jet`` (n_jets, 5) float64 (pt, eta, phi, energy, mass), ``truth`` (a list, per jet
+    a (k, 3) float64 array of (eta, phi, PDG id) of the truth particles the jet was
+    matched to: the top or boson, then its decay products, or the hard parton; (0, 3)
+    for QCD), ``n_events``, ``seconds`` (wall time) and ``cpu_seconds`` (CPU time of
+    this process). ``progress`` is called
+    with the number of new jets after each batch. Options left None take the process's
+    defaults (:func:`~jetace.generate.processes.resolve_options`).
     """
-    spec = check_options(process, n_jets, seed, sqrts, radius, pt_min, pt_max, eta_max, 1)
+    opt = resolve_options(process, radius=radius, pt_min=pt_min, pt_max=pt_max,
+                          eta_max=eta_max, y_max=y_max, mpi=mpi)
+    radius, pt_min, pt_max = opt["radius"], opt["pt_min"], opt["pt_max"]
+    spec = check_options(process, n_jets, seed, sqrts, radius, pt_min, pt_max, opt["eta_max"],
+                         1, opt["y_max"])
     start, cpu_start = time.perf_counter(), time.process_time()
     stream = _JetStream(spec, worker_seed(seed, worker), sqrts, radius, pt_min, pt_max,
-                        eta_max, mpi, pthat or pthat_window(pt_min, pt_max), pythia_settings)
+                        opt["eta_max"], opt["y_max"], opt["mpi"],
+                        pthat or pthat_window(pt_min, pt_max), pythia_settings)
     jets: list[dict[str, np.ndarray]] = []
     barren = 0
     while len(jets) < n_jets:
@@ -259,8 +320,8 @@ def generate_jets(process: str, n_jets: int, *, seed: int = 0, worker: int = 0,
         barren = 0 if new else barren + stream.n_events - before
         if barren >= _MAX_BARREN_EVENTS:
             raise JetaceError(f"{barren} events in a row gave no {process} jet with "
-                              f"{pt_min} <= pT <= {pt_max} GeV and |eta| < {eta_max}: "
-                              "the cuts are out of reach of this process at this energy")
+                              f"{describe_cuts(pt_min, pt_max, opt['eta_max'], opt['y_max'])}"
+                              ": the cuts are out of reach of this process at this energy")
         if progress is not None and new:
             progress(len(new))
     out = _pack(jets)
