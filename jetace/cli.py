@@ -131,7 +131,7 @@ def _add_features(sub) -> None:
         for w in caught:
             print(f"jetace features: warning: {w.message}", file=sys.stderr)
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, paths=lambda a: ([a.output], [*a.files, a.schema]))
 
 
 def _add_generate(sub) -> None:
@@ -190,7 +190,28 @@ def _add_generate(sub) -> None:
         print(f"wrote {s.n_jets} {args.process} jets from {s.n_events} events to {files} "
               f"in {s.seconds:.1f} s ({s.jets_per_second_per_worker:.1f} jets/s per worker)")
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, paths=_generate_paths)
+
+
+#: Pythia settings whose value is a file that Pythia reads
+_PYTHIA_FILE_SETTINGS = ("beams:lhef", "beams:lhefheader", "slha:file")
+
+
+def _generate_paths(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """(outputs, inputs) of ``generate``: the output (one per worker with --split) and
+    the files named by --pythia settings."""
+    from pathlib import Path
+
+    from jetace.generate.parallel import worker_paths
+
+    out = Path(args.output)
+    outputs = worker_paths(out, args.workers) if args.split and args.workers > 1 else [out]
+    inputs = []
+    for setting in args.pythia:
+        key, _, value = setting.partition("=")
+        if key.strip().lower() in _PYTHIA_FILE_SETTINGS and value.strip():
+            inputs.append(value.strip())
+    return [str(o) for o in outputs], inputs
 
 
 # -- supervised taggers: train, evaluate, predict, export-onnx -------------------------
@@ -365,7 +386,9 @@ def _add_train(sub) -> None:
                   + ", ".join(f"{k}: {v:.4g}" for k, v in q.items()))
         print(f"wrote {args.output}")
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, paths=lambda a: ([a.output], [
+        *(a.signal or []), *(a.background or []), *(a.inputs or []),
+        *(a.mixture_a or []), *(a.mixture_b or []), a.schema]))
 
 
 def _add_skip_bad(p: argparse.ArgumentParser) -> None:
@@ -433,7 +456,8 @@ def _add_evaluate(sub) -> None:
         if args.plot:
             print(f"wrote {args.plot}")
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, paths=lambda a: ([a.plot], [a.model, *a.signal, *a.background,
+                                                           a.schema]))
 
 
 def _add_predict(sub) -> None:
@@ -456,7 +480,7 @@ def _add_predict(sub) -> None:
                             args.output, progress=not args.quiet, **_input_kwargs(args))
         print(f"wrote scores of {n} jets to {args.output}")
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, paths=lambda a: ([a.output], [a.model, *a.files, a.schema]))
 
 
 def _add_export_onnx(sub) -> None:
@@ -474,7 +498,7 @@ def _add_export_onnx(sub) -> None:
         load_model(args.model).to_onnx(args.output)
         print(f"wrote {args.output}")
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, paths=lambda a: ([a.output], [a.model]))
 
 
 def _add_demo(sub) -> None:
@@ -541,7 +565,8 @@ def _add_mix(sub) -> None:
         print(f"wrote {r['n_jets']} jets ({r['n_signal']} signal, {r['n_background']} "
               f"background) to {args.output}")
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, paths=lambda a: ([a.output], [*a.signal, *a.background,
+                                                           a.schema]))
 
 
 _COMMANDS.append(_add_mix)
@@ -568,6 +593,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jetace.errors import JetaceError
 
     try:
+        paths = getattr(args, "paths", None)
+        if paths is not None:  # before any work: an output never replaces an input
+            from jetace.outputs import check_outputs
+
+            check_outputs(*paths(args))
         return args.func(args) or 0
     except JetaceError as exc:
         print(f"jetace {args.command}: error: {exc}", file=sys.stderr)

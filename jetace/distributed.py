@@ -44,6 +44,7 @@ from jetace.extract import (
     write_feature_table,
 )
 from jetace.io import JetFiles, Paths, SchemaLike, StepSize
+from jetace.outputs import check_output_of
 
 __all__ = ["connect", "feature_ranges", "write_features_dask"]
 
@@ -144,6 +145,7 @@ def write_features_dask(paths: Paths, output: str | os.PathLike,
     """
     if batch_size < 1:
         raise JetaceError(f"batch size must be positive, got {batch_size}")
+    check_output_of(output, paths)
     module, max_particles, names, metadata = feature_table_layout(spec)
     files = JetFiles(paths, tree, schema, extras=False, skip_bad=skip_bad)
     ranges = feature_ranges(files, _rows_per_yield(module, batch_size, dtype), step_size,

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 from jetace.errors import InputError, JetaceError
 from jetace.io import TEMPORAL_PRIORITY, JetFiles, Paths, SchemaLike, StepSize, to_packed, to_padded
+from jetace.outputs import check_output_of
 from jetace.parallel import map_blocks
 
 __all__ = [
@@ -500,6 +501,7 @@ def write_features(paths: Paths, output: str | os.PathLike,
     (see :class:`jetace.io.JetFiles`); otherwise such a file stops the run before any
     feature is computed. ``workers`` > 1: CPU worker processes (see :func:`iter_features`).
     """
+    check_output_of(output, paths)
     module, max_particles, names, metadata = feature_table_layout(spec)
     pieces = _host_pieces(iter_features(
         paths, module, tree=tree, schema=schema, step_size=step_size, max_jets=max_jets,

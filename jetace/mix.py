@@ -20,10 +20,15 @@ import numpy as np
 from jetace.errors import InputError, JetaceError
 from jetace.extract import jet_columns
 from jetace.io import read_jets
+from jetace.outputs import check_output_of
 
 __all__ = ["mix_files", "MIX_TRUTH"]
 
 MIX_TRUTH = "mix_is_signal"  #: branch holding the truth of every mixed jet
+
+
+def _items(paths: Any) -> list:
+    return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
 
 
 def _draw(paths: Any, n: int, what: str, rng: np.random.Generator, read_kw: dict) -> ak.Array:
@@ -49,6 +54,7 @@ def mix_files(signal: Any, background: Any, output: str | os.PathLike, fraction:
     if n < 1:
         raise InputError(f"the mixture needs at least one jet, got -n {n}")
     out = Path(output)
+    check_output_of(out, [*_items(signal), *_items(background)])
     if out.suffix.lower() != ".root":
         raise JetaceError(f"{out}: mixtures are written as ROOT files; use a .root name")
     if not out.parent.is_dir():

@@ -73,7 +73,9 @@ def predict_to_file(model: JetaceModel, paths, output, *, progress: bool = True,
     the number of jets written; no jets at all is an :class:`InputError`.
     """
     from jetace.extract import TableWriter, jet_columns
+    from jetace.outputs import check_output_of
 
+    check_output_of(output, paths)
     names = [c[len("label_"):] if c.startswith("label_") else c for c in model.classes]
     meta = {"jetace_model": json.dumps({"classes": model.classes, "features": model.spec})}
     n = 0
