@@ -42,7 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from jetace.errors import InputError, JetaceError
-from jetace.io import TEMPORAL_PRIORITY, JetFiles, Paths, SchemaLike, StepSize, to_packed, to_padded
+from jetace.io import JetFiles, Paths, SchemaLike, StepSize, field_origins, to_packed, to_padded
 from jetace.outputs import check_output_of
 from jetace.parallel import map_blocks
 
@@ -331,19 +331,24 @@ def _rows_per_yield(module: torch.nn.Module, batch_size: int, dtype: torch.dtype
 def jet_columns(jets_chunk: ak.Array) -> dict[str, np.ndarray]:
     """Flat per-jet columns named as in the JetClass input: ``jet_*`` and ``label_*``.
 
-    Jet fields get the prefix ``jet_`` (a field stored as ``raw_energy`` because the
-    record uses ``mass`` as its vector coordinate comes back as ``jet_energy``); label
-    fields keep their names; constituents are not included.
+    Jet fields get the prefix ``jet_`` (a field renamed by the reader, such as the energy
+    stored as ``raw_energy`` because the record uses ``mass`` as its vector coordinate,
+    comes back under the name it was read as, ``jet_energy``: the record's parameter
+    :data:`jetace.io.FIELD_ORIGINS`); label fields keep their names; constituents are
+    not included.
     """
     out: dict[str, np.ndarray] = {}
     fields = ak.fields(jets_chunk)
     if "jet" in fields:
         jet = jets_chunk["jet"]
+        origins = field_origins(jet)
         for name in ak.fields(jet):
-            base = name[4:] if name.startswith("raw_") and name[4:] in TEMPORAL_PRIORITY else name
-            out[f"jet_{base}"] = np.asarray(ak.to_numpy(jet[name]))
+            out[f"jet_{origins.get(name, name)}"] = np.asarray(ak.to_numpy(jet[name]))
     for name in fields:
         if name not in ("constituents", "jet"):
+            if name in out:
+                raise InputError(f"branch {name!r} is read both as a label and as a jet "
+                                 "field; rename one of them in the schema")
             out[name] = np.asarray(ak.to_numpy(jets_chunk[name]))
     return out
 

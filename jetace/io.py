@@ -16,8 +16,12 @@ The ``jet`` record is a Momentum4D when its fields form one (pt, eta, phi and a 
 coordinate). ``vector`` accepts a single temporal coordinate, so when a file stores both
 the jet mass and the jet energy (JetClass does), ``mass`` is the coordinate (stored
 exactly; ``jets.jet.energy`` is then computed from it, which is well conditioned) and the
-stored energy is kept bit for bit in the field ``raw_energy``.
-:func:`jetace.extract.jet_columns` writes it back as ``jet_energy``.
+stored energy is kept bit for bit in the field ``raw_energy`` (``_raw_energy``, with
+more underscores as needed, when the file also has a branch that gives ``raw_energy``).
+The record's parameter :data:`FIELD_ORIGINS` maps every renamed field to the field it
+was read as, and :func:`jetace.extract.jet_columns` writes it back under that name
+(``jet_energy``), so a user's own ``jet_raw_energy`` or ``jet_raw_mass`` branch keeps its
+name and never replaces the mass or the energy.
 
 Documented behaviours for unusual input:
 
@@ -72,6 +76,8 @@ __all__ = [
     "JETCLASS",
     "resolve_schema",
     "TEMPORAL_PRIORITY",
+    "FIELD_ORIGINS",
+    "field_origins",
     "set_read_threads",
 ]
 
@@ -80,6 +86,9 @@ vector.register_awkward()
 #: Temporal field names in the order they are chosen as the jet record's coordinate;
 #: any other one present is stored as ``raw_<name>``.
 TEMPORAL_PRIORITY = ("mass", "energy", "m", "M", "E", "e", "t", "tau")
+#: Parameter of the jet record: {field name in the record: field name it was read as}
+#: for the fields renamed so that the record has one temporal coordinate.
+FIELD_ORIGINS = "jetace_field_origins"
 
 PathLike = str | os.PathLike
 Paths = PathLike | Sequence[PathLike]
@@ -216,6 +225,10 @@ def _resolve_plan(schema: Schema, available: Sequence[str], path: str, tree: str
     if isinstance(schema.labels, str):
         labels = tuple(b for b in available if b.startswith(schema.labels))
     else:
+        reserved = [b for b in schema.labels if b in ("constituents", "jet")]
+        if reserved:
+            raise InputError(f"{where}: label branch {reserved[0]!r} has the name of a field "
+                             "of the jet records (constituents, jet); rename it")
         missing = [b for b in schema.labels if b not in have]
         if missing:
             raise InputError(f"{where} has no label branch {missing[0]!r} (schema "
@@ -300,13 +313,33 @@ def _first_bad_jet(flat_bad: np.ndarray, counts: np.ndarray) -> int:
     return int(np.searchsorted(np.cumsum(counts), first, side="right"))
 
 
+def field_origins(record: ak.Array) -> dict[str, str]:
+    """{field: field it was read as} of a jet record from the reader (see the module
+    doc), also after slicing, fancy indexing or masking; {} when nothing was renamed."""
+    layout = record.layout
+    while not isinstance(layout, ak.contents.RecordArray) and hasattr(layout, "content"):
+        layout = layout.content  # indexed, option or list-offset wrappers of the record
+    return dict(layout.parameter(FIELD_ORIGINS) or {})
+
+
 def _jet_record(columns: dict[str, Any], n: int) -> ak.Array:
     """Jet-level fields as a Momentum4D record when they form one, else a plain record."""
     if not columns:
         return ak.Array(ak.contents.RecordArray([], [], length=n))
     present = [f for f in TEMPORAL_PRIORITY if f in columns]
-    renamed = {(f"raw_{k}" if k in present[1:] else k): v for k, v in columns.items()}
+    renamed: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for name, values in columns.items():
+        if name in present[1:]:
+            new = f"raw_{name}"
+            while new in columns or new in renamed:  # never shadow a field of the file
+                new = f"_{new}"
+            origins[new] = name
+            name = new
+        renamed[name] = values
     record = ak.zip(renamed, depth_limit=1)
+    if origins:
+        record = ak.with_parameter(record, FIELD_ORIGINS, origins)
     try:
         return ak.with_name(record, "Momentum4D")
     except TypeError:

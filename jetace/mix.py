@@ -77,6 +77,9 @@ def mix_files(signal: Any, background: Any, output: str | os.PathLike, fraction:
     flat = jet_columns(jets)
     if "jet_nparticles" not in flat:
         flat["jet_nparticles"] = ak.to_numpy(ak.num(cons, axis=1)).astype(np.int32)
+    if MIX_TRUTH in flat:
+        raise InputError(f"the inputs already have a branch {MIX_TRUTH!r}, the name the "
+                         "mixture gives its truth; mix files that are not mixtures")
     flat[MIX_TRUTH] = truth
     data = {"part": part, **flat}
     try:
