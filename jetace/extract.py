@@ -161,10 +161,13 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
             rows = _rows_per_yield(module, batch_size, dtype)
             work = functools.partial(_block_features, module, max_particles=max_particles,
                                      dtype=dtype, batch_size=batch_size, transform=transform)
+            done = 0
             for jets, out in map_blocks(files, feature_blocks(files, rows, step_size, max_jets),
                                         work, workers):
                 bar.update(len(jets))
+                done += len(jets)
                 yield jets, out
+            _check_count(files, done, total)
             return
         # CPU: one batch per yield, read and padded (or packed) READ_AHEAD ahead in a
         # helper thread, the module's output yielded as it is; CUDA: whole chunks
@@ -192,11 +195,21 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
             bar.update(len(part))
             return out
 
+        done = 0
         for part, inputs in read_ahead(blocks(), READ_AHEAD if cpu else 1):
             # no grad mode set across the yield, and no reference to the features
             # kept here while the consumer holds them
+            done += len(part)
             yield part, finish(features(part, inputs))
             del inputs
+        _check_count(files, done, total)
+
+
+def _check_count(files: JetFiles, done: int, total: int) -> None:
+    """No run ends with fewer (or more) jets than the files promise."""
+    if done != total:
+        raise InputError(f"{', '.join(files.files)}: read {done} jets where the files promise "
+                         f"{total}; a file is truncated or damaged")
 
 
 def feature_blocks(files: JetFiles, rows: int, step_size: StepSize = "100 MB",

@@ -302,7 +302,25 @@ def _inspect(path: str, tree: str, schema: Schema, extras: bool) -> _Source:
             raise InputError(f"{path}: cannot read tree {tree!r} ({_describe(exc)})") from exc
         plan = _resolve_plan(schema, available, path, tree, extras)
         _check_types(obj, plan, path, tree)
+        _check_entry_count(obj, plan, path, tree, num_entries)
     return _Source(path, tree, num_entries, plan)
+
+
+def _check_entry_count(obj, plan: _Plan, path: str, tree: str, num_entries: int) -> None:
+    """Check from the metadata that every planned branch of a TTree holds as many entries
+    in its baskets as the tree's header promises (an RNTuple has one entry count)."""
+    if not hasattr(obj, "branches"):
+        return
+    for branch in plan.branches:
+        try:
+            held = int(obj[branch].entry_offsets[-1])
+        except Exception as exc:
+            raise InputError(f"{path}: tree {tree!r}: branch {branch!r}: cannot read its "
+                             f"basket index ({_describe(exc)})") from exc
+        if held < num_entries:
+            raise InputError(f"{path}: tree {tree!r} promises {num_entries} entries but "
+                             f"branch {branch!r} holds {held}: entries [{held}, "
+                             f"{num_entries}) are missing (truncated or damaged file)")
 
 
 # ----------------------------------------------------------------------------- records
@@ -539,15 +557,24 @@ class JetFiles:
                 try:
                     raw, report = next(chunks)
                 except StopIteration:
-                    return
+                    break
                 except MemoryError:
                     raise
                 except Exception as exc:
                     raise InputError(f"{src.path}: tree {src.tree!r}: cannot read entries from "
                                      f"{start} on; the file may be truncated or corrupted "
                                      f"({_describe(exc)})") from exc
-                yield _build(raw, src, int(report.tree_entry_start))
-                start = int(report.tree_entry_stop)
+                first, last = int(report.tree_entry_start), int(report.tree_entry_stop)
+                if len(raw) != last - first or first != start:
+                    raise InputError(f"{src.path}: tree {src.tree!r}: entries [{start}, "
+                                     f"{last}) gave {len(raw)} jets; the file is truncated "
+                                     "or damaged")
+                yield _build(raw, src, first)
+                start = last
+            if start != stop:
+                raise InputError(f"{src.path}: tree {src.tree!r}: entries [{start}, {stop}) "
+                                 "could not be read (the data end before the entries the "
+                                 "header promises; truncated or damaged file)")
 
     def empty(self) -> ak.Array:
         """A zero-length array with the record layout of the first file."""
