@@ -3,20 +3,26 @@ process, jet for jet, in input order; errors of a worker reach the caller."""
 
 from __future__ import annotations
 
+import functools
 import json
+import multiprocessing
+import os
+import signal
+import time
 
 import awkward as ak
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from tolerances import assert_reproduced
 from toyjets import toy_jets, write_branches, write_jetclass
 
 from jetace.cli import main
 from jetace.errors import InputError, JetaceError
 from jetace.extract import feature_blocks, iter_features
 from jetace.io import JetFiles, read_jets
-from jetace.parallel import map_blocks
+from jetace.parallel import WorkerDied, map_blocks
 
 SPEC = {"family": "bip", "order": 3, "degree": 5, "mirror": True, "max_particles": 32}
 
@@ -44,7 +50,8 @@ def test_workers_give_the_same_features_in_order(files, step_size, batch_size):
     jets = read_jets(files)
     one_chunks, one = _features(files, step_size=step_size, batch_size=batch_size)
     two_chunks, two = _features(files, step_size=step_size, batch_size=batch_size, workers=2)
-    assert two.shape == (len(jets), 97) and torch.equal(one, two)
+    assert two.shape == (len(jets), 97)
+    assert_reproduced(two, one, "features of two workers")
     merged = ak.concatenate(two_chunks)
     assert "constituents" not in ak.fields(merged)
     np.testing.assert_array_equal(merged.jet.pt, jets.jet.pt)
@@ -54,7 +61,7 @@ def test_workers_give_the_same_features_in_order(files, step_size, batch_size):
                                        step_size=step_size, batch_size=batch_size,
                                        transform=_two_columns)]
     assert all(isinstance(s, np.ndarray) for s in got)
-    np.testing.assert_array_equal(np.concatenate(got), _two_columns(one))
+    assert_reproduced(np.concatenate(got), _two_columns(one), "transformed in workers")
 
 
 def test_map_blocks_order_window_and_early_close(files):
@@ -89,7 +96,11 @@ def test_cli_workers_same_outputs(files, tmp_path, capsys):
                      "--mirror", "--max-particles", "32", "--device", "cpu", "--quiet",
                      "--workers", w]) == 0
         feats[w] = pq.read_table(out)
-    assert feats["1"].equals(feats["2"]) and len(feats["1"]) == 63
+    assert feats["1"].column_names == feats["2"].column_names and len(feats["1"]) == 63
+    bip = [c for c in feats["1"].column_names if c.startswith("bip_")]
+    assert_reproduced(np.stack([feats["2"][c].to_numpy() for c in bip], 1),
+                      np.stack([feats["1"][c].to_numpy() for c in bip], 1), "--workers 2")
+    assert feats["1"].drop(bip).equals(feats["2"].drop(bip))  # jet fields: copies
     model = tmp_path / "m.jetace"
     top, qcd = [files[0], files[3]], [files[2]]
     assert main(["train", "--signal", *top, "--background", *qcd, "-o", str(model),
@@ -123,4 +134,61 @@ def test_module_state_reaches_spawned_workers(files, monkeypatch):
     monkeypatch.setattr(parallel, "start_method", lambda: "spawn")
     got = [v for _, v in iter_features(files, SPEC, device="cpu", progress=False, workers=2,
                                        transform=_two_columns)]
-    np.testing.assert_array_equal(np.concatenate(got), _two_columns(ref))
+    assert_reproduced(np.concatenate(got), _two_columns(ref), "spawned workers")
+
+
+# ---- a worker that dies (issue 18 point 4) ------------------------------------------
+
+_DEADLY = (0, 4, 7)  # the block of three jets in the blocks below
+_BLOCKS = [(0, 0, 4), _DEADLY, (0, 7, 11), (0, 11, 15), (2, 0, 5)]
+
+
+def _die_on_three(jets):
+    if len(jets) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return len(jets)
+
+
+def _die_once_on_three(flag: str, jets):
+    if len(jets) == 3 and not os.path.exists(flag):
+        open(flag, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return len(jets)
+
+
+def _slow_len(jets):
+    time.sleep(0.3)
+    return len(jets)
+
+
+def test_worker_killed_on_every_try_fails_naming_the_block(files):
+    jf = JetFiles(files, extras=False)
+    t0 = time.perf_counter()
+    with pytest.warns(UserWarning, match=r"in0.root: a worker process died \(killed by "
+                                         r"SIGKILL.*jets \[4, 7\); computing them again"), \
+            pytest.raises(WorkerDied, match=r"in0.root: a worker process died \(killed by "
+                                            r"SIGKILL, as the out-of-memory killer does\) while"
+                                            r" computing jets \[4, 7\), also when"):
+        list(map_blocks(jf, _BLOCKS, _die_on_three, workers=2))
+    assert time.perf_counter() - t0 < 30  # noticed at once, not a hang
+    assert not multiprocessing.active_children()
+
+
+def test_worker_killed_once_is_replaced_and_the_block_retried(files, tmp_path):
+    jf = JetFiles(files, extras=False)
+    fn = functools.partial(_die_once_on_three, str(tmp_path / "died"))
+    with pytest.warns(UserWarning, match="computing them again"):
+        got = [n for _, n in map_blocks(jf, _BLOCKS, fn, workers=2)]
+    assert got == [b - a for _, a, b in _BLOCKS] and (tmp_path / "died").exists()
+
+
+def test_worker_killed_from_outside_is_noticed(files):
+    jf = JetFiles(files, extras=False)
+    gen = map_blocks(jf, _BLOCKS, _slow_len, workers=2)
+    got = [next(gen)[1]]
+    victim = multiprocessing.active_children()[0]
+    os.kill(victim.pid, signal.SIGKILL)
+    with pytest.warns(UserWarning, match="killed by SIGKILL"):
+        got += [n for _, n in gen]
+    assert got == [b - a for _, a, b in _BLOCKS]
+    assert not multiprocessing.active_children()
