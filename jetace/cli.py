@@ -57,7 +57,37 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, default=1,
                    help="CPU worker processes reading and computing in parallel, e.g. the "
                         "number of cores (default: 1; results are the same)")
+    g.add_argument("--skip-bad-jets", action="store_true",
+                   help="leave out jets with NaN, infinite or too large momenta (beyond "
+                        "1e15 GeV) or negative energies, and jets whose features or scores "
+                        "are not finite; they are counted and listed at the end (default: "
+                        "stop at the first, naming its file and entry)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+#: bad jets listed one by one at the end of a run with --skip-bad-jets
+_LISTED_BAD_JETS = 100
+
+
+def _bad_jets(args: argparse.Namespace) -> list | None:
+    """The run's list of left-out jets (with --skip-bad-jets), else None."""
+    if not getattr(args, "skip_bad_jets", False):
+        return None
+    if getattr(args, "_bad_jets", None) is None:
+        args._bad_jets = []
+    return args._bad_jets
+
+
+def _report_bad_jets(args: argparse.Namespace) -> None:
+    bad = getattr(args, "_bad_jets", None)
+    if not bad:
+        return
+    print(f"jetace {args.command}: warning: left out {len(bad)} bad jet(s) "
+          "(--skip-bad-jets):", file=sys.stderr)
+    for path, entry, reason in bad[:_LISTED_BAD_JETS]:
+        print(f"  {path}: jet entry {entry}: {reason}", file=sys.stderr)
+    if len(bad) > _LISTED_BAD_JETS:
+        print(f"  ... and {len(bad) - _LISTED_BAD_JETS} more", file=sys.stderr)
 
 
 def feature_spec_from_args(args: argparse.Namespace, mirror: bool = False) -> dict:
@@ -114,6 +144,7 @@ def _add_features(sub) -> None:
         kwargs = dict(tree=args.tree, schema=args.schema, step_size=args.step_size,
                       max_jets=args.max_jets, device=args.device, batch_size=args.batch_size,
                       skip_bad=args.skip_bad, progress=not args.quiet)
+        bad_jets = _bad_jets(args)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if args.dask:
@@ -122,11 +153,13 @@ def _add_features(sub) -> None:
                 if args.workers != 1:
                     raise JetaceError("--workers and --dask cannot be combined: the dask "
                                       "cluster's workers do the work")
+                if bad_jets is not None:
+                    raise JetaceError("--skip-bad-jets and --dask cannot be combined")
                 n = write_features_dask(args.files, args.output, feature_spec_from_args(args),
                                         dask=args.dask, **kwargs)
             else:
                 n = write_features(args.files, args.output, feature_spec_from_args(args),
-                                   workers=args.workers, **kwargs)
+                                   workers=args.workers, bad_jets=bad_jets, **kwargs)
         print(f"wrote features of {n} jets to {args.output}")
         for w in caught:
             print(f"jetace features: warning: {w.message}", file=sys.stderr)
@@ -220,7 +253,7 @@ def _generate_paths(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 def _input_kwargs(args: argparse.Namespace) -> dict:
     return {"tree": args.tree, "schema": args.schema, "step_size": args.step_size,
             "max_jets": args.max_jets, "device": args.device, "batch_size": args.batch_size,
-            "workers": args.workers}
+            "workers": args.workers, "bad_jets": _bad_jets(args)}
 
 
 def _add_train(sub) -> None:
@@ -598,7 +631,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from jetace.outputs import check_outputs
 
             check_outputs(*paths(args))
-        return args.func(args) or 0
+        code = args.func(args) or 0
+        _report_bad_jets(args)
+        return code
     except JetaceError as exc:
         print(f"jetace {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -42,7 +42,16 @@ import torch
 from tqdm.auto import tqdm
 
 from jetace.errors import InputError, JetaceError
-from jetace.io import JetFiles, Paths, SchemaLike, StepSize, field_origins, to_packed, to_padded
+from jetace.io import (
+    MAX_MOMENTUM,
+    JetFiles,
+    Paths,
+    SchemaLike,
+    StepSize,
+    field_origins,
+    to_packed,
+    to_padded,
+)
 from jetace.outputs import check_output_of
 from jetace.parallel import map_blocks
 
@@ -115,7 +124,8 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
                   dtype: torch.dtype = torch.float32, progress: bool = True,
                   desc: str | None = None, max_particles: int | None = None,
                   skip_bad: bool = False, workers: int = 1,
-                  transform: Callable[[torch.Tensor], Any] | None = None
+                  transform: Callable[[torch.Tensor], Any] | None = None,
+                  bad_jets: list[tuple[str, int, str]] | None = None,
                   ) -> Iterator[tuple[ak.Array, Any]]:
     """Yield ``(jets_chunk, features)`` for consecutive blocks of the input files, in order.
 
@@ -140,6 +150,12 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
     A tqdm bar over jets shows the rate in jets/s. All files are checked before the first
     chunk is read (see :class:`jetace.io.JetFiles`); with ``skip_bad`` a file failing
     those checks is skipped with a warning instead. ``max_particles`` overrides the spec's.
+
+    Nothing non-finite is yielded: a jet with bad momenta (:class:`jetace.io.JetFiles`),
+    or whose yielded features (or ``transform`` output) hold a NaN or an infinity, raises
+    :class:`InputError` naming the file and the jet entry; with a ``bad_jets`` list
+    such jets are left out instead and ``(file, jet entry, reason)`` appended to it.
+    The number of jets read is checked against the files' entry counts at the end.
     """
     if batch_size < 1:
         raise JetaceError(f"batch size must be positive, got {batch_size}")
@@ -152,9 +168,21 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
     module, spec_particles = feature_module(spec)
     max_particles = spec_particles if max_particles is None else max_particles
     module = module.to(dev).eval()
-    files = JetFiles(paths, tree, schema, extras=False, skip_bad=skip_bad)
+    files = JetFiles(paths, tree, schema, extras=False, skip_bad=skip_bad, bad_jets=bad_jets)
     total = files.num_jets if max_jets is None else min(max_jets, files.num_jets)
     finish = transform or (lambda feats: feats)
+    what = "features" if transform is None else "scores"
+    skipped_before = 0 if bad_jets is None else len(bad_jets)
+    screened = [0]
+
+    def screen(index: int, entries: np.ndarray, part: ak.Array, out: Any
+               ) -> tuple[ak.Array, Any]:
+        part, out, n = _screen(files.files[index], entries, part, out, what, bad_jets)
+        screened[0] += n
+        return part, out
+
+    def read_skipped() -> int:
+        return 0 if bad_jets is None else len(bad_jets) - skipped_before - screened[0]
     with tqdm(total=total, unit="jets", unit_scale=True, disable=not progress,
               desc=desc or "features", dynamic_ncols=True) as bar:
         if workers > 1:
@@ -162,12 +190,13 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
             work = functools.partial(_block_features, module, max_particles=max_particles,
                                      dtype=dtype, batch_size=batch_size, transform=transform)
             done = 0
-            for jets, out in map_blocks(files, feature_blocks(files, rows, step_size, max_jets),
-                                        work, workers):
+            blocks = feature_blocks(files, rows, step_size, max_jets)
+            for (index, _, _), (entries, jets, out) in zip(
+                    blocks, map_blocks(files, blocks, work, workers), strict=True):
                 bar.update(len(jets))
                 done += len(jets)
-                yield jets, out
-            _check_count(files, done, total)
+                yield screen(index, entries, jets, out)
+            _check_count(files, done + read_skipped(), total)
             return
         # CPU: one batch per yield, read and padded (or packed) READ_AHEAD ahead in a
         # helper thread, the module's output yielded as it is; CUDA: whole chunks
@@ -176,14 +205,18 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
         packed = cpu and hasattr(module, "forward_packed")
         rows = batch_size if cpu else _rows_per_yield(module, batch_size, dtype)
 
-        def blocks() -> Iterator[tuple[ak.Array, tuple[torch.Tensor, torch.Tensor] | None]]:
-            for chunk in files.iterate(step_size, max_jets):
+        def blocks() -> Iterator[tuple[int, np.ndarray, ak.Array,
+                                       tuple[torch.Tensor, torch.Tensor] | None]]:
+            for index, entries, chunk in files.iterate_entries(step_size, max_jets):
                 if packed:
-                    yield from _packed_batches(chunk, rows, max_particles, dtype)
+                    for k, (part, inputs) in enumerate(
+                            _packed_batches(chunk, rows, max_particles, dtype)):
+                        yield index, entries[k * rows:(k + 1) * rows], part, inputs
                     continue
                 for first in range(0, len(chunk), rows):
                     part = chunk if rows >= len(chunk) else chunk[first:first + rows]
-                    yield part, to_padded(part, max_particles, dtype=dtype) if cpu else None
+                    yield (index, entries[first:first + rows], part,
+                           to_padded(part, max_particles, dtype=dtype) if cpu else None)
 
         @torch.no_grad()
         def features(part: ak.Array, inputs: tuple[torch.Tensor, torch.Tensor] | None
@@ -196,13 +229,35 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
             return out
 
         done = 0
-        for part, inputs in read_ahead(blocks(), READ_AHEAD if cpu else 1):
+        for index, entries, part, inputs in read_ahead(blocks(), READ_AHEAD if cpu else 1):
             # no grad mode set across the yield, and no reference to the features
             # kept here while the consumer holds them
             done += len(part)
-            yield part, finish(features(part, inputs))
+            yield screen(index, entries, part, finish(features(part, inputs)))
             del inputs
-        _check_count(files, done, total)
+        _check_count(files, done + read_skipped(), total)
+
+
+def _screen(path: str, entries: np.ndarray, part: ak.Array, out: Any, what: str,
+            bad_jets: list[tuple[str, int, str]] | None) -> tuple[ak.Array, Any, int]:
+    """``(part, out, 0)`` when every row of ``out`` is finite; else raise naming the first
+    bad jet, or (``bad_jets`` a list) drop those rows, list them and count them."""
+    values = torch.as_tensor(out)
+    if not values.is_floating_point() or len(values) == 0:
+        return part, out, 0
+    ok = torch.isfinite(values).reshape(len(values), -1).all(dim=1).cpu().numpy()
+    if ok.all():
+        return part, out, 0
+    bad = np.flatnonzero(~ok)
+    reason = (f"its {what} are NaN or infinite although its momenta passed the input "
+              f"checks (finite, at most {MAX_MOMENTUM:.0e} GeV)")
+    if bad_jets is None:
+        raise InputError(f"{path}: jet entry {int(entries[bad[0]])}: {reason}; nothing is "
+                         "written (--skip-bad-jets leaves such jets out)")
+    bad_jets.extend((path, int(entries[i]), reason) for i in bad)
+    keep = out[torch.as_tensor(ok, device=values.device)] if isinstance(out, torch.Tensor) \
+        else out[ok]
+    return part[ok], keep, len(bad)
 
 
 def _check_count(files: JetFiles, done: int, total: int) -> None:
@@ -506,7 +561,8 @@ def write_features(paths: Paths, output: str | os.PathLike,
                    schema: SchemaLike = "jetclass", step_size: StepSize = "100 MB",
                    max_jets: int | None = None, device: str | torch.device = "auto",
                    batch_size: int = 4096, dtype: torch.dtype = torch.float32,
-                   progress: bool = True, skip_bad: bool = False, workers: int = 1) -> int:
+                   progress: bool = True, skip_bad: bool = False, workers: int = 1,
+                   bad_jets: list[tuple[str, int, str]] | None = None) -> int:
     """Compute features of every jet in ``paths`` and write them to ``output``.
 
     Columns: one per feature (named by :func:`feature_columns`, e.g. ``bip_...``) followed
@@ -518,6 +574,8 @@ def write_features(paths: Paths, output: str | os.PathLike,
     input files whose tree or branches are missing or bad, with a ``UserWarning`` each
     (see :class:`jetace.io.JetFiles`); otherwise such a file stops the run before any
     feature is computed. ``workers`` > 1: CPU worker processes (see :func:`iter_features`).
+    No NaN or infinity is written: a bad jet stops the run, or with a ``bad_jets`` list
+    is left out and listed there (:func:`iter_features`).
     """
     check_output_of(output, paths)
     module, max_particles, names, metadata = feature_table_layout(spec)
@@ -525,7 +583,7 @@ def write_features(paths: Paths, output: str | os.PathLike,
         paths, module, tree=tree, schema=schema, step_size=step_size, max_jets=max_jets,
         device=device, batch_size=batch_size, dtype=dtype, progress=progress,
         desc=f"features -> {output}", max_particles=max_particles, skip_bad=skip_bad,
-        workers=workers))
+        workers=workers, bad_jets=bad_jets))
 
     def empty() -> dict[str, np.ndarray]:
         with warnings.catch_warnings():

@@ -34,7 +34,11 @@ Documented behaviours for unusual input:
 - errors (:class:`jetace.errors.InputError`, message naming the file and the tree, branch
   or jet entry): missing file, a pattern matching no file, unreadable or corrupted ROOT
   file, missing tree, missing branch (the available ones are listed), non-numeric branch,
-  jagged branches whose lengths disagree, NaN or infinite momenta, negative energies.
+  jagged branches whose lengths disagree, a header promising more entries than the
+  baskets hold, and bad jets: NaN or infinite momenta, a momentum component or energy
+  beyond :data:`MAX_MOMENTUM` in magnitude, negative energies. With
+  ``bad_jets=[]`` (a list; the command line's ``--skip-bad-jets``) bad jets are left out
+  instead, and ``(file, jet entry, reason)`` of each is appended to that list.
   All files are checked for the tree and branches before the first jet is returned, so a
   bad file among many stops a run before anything is computed (or, with
   ``skip_bad=True``, is skipped with a warning and listed in :attr:`JetFiles.skipped`).
@@ -77,6 +81,7 @@ __all__ = [
     "resolve_schema",
     "TEMPORAL_PRIORITY",
     "FIELD_ORIGINS",
+    "MAX_MOMENTUM",
     "field_origins",
     "set_read_threads",
 ]
@@ -86,6 +91,12 @@ vector.register_awkward()
 #: Temporal field names in the order they are chosen as the jet record's coordinate;
 #: any other one present is stored as ``raw_<name>``.
 TEMPORAL_PRIORITY = ("mass", "energy", "m", "M", "E", "e", "t", "tau")
+#: Largest magnitude (GeV) of a constituent's px, py, pz or energy that is read: 10^11
+#: times the LHC's beam energy, far above any collision, and small enough that squares
+#: and sums of squares of up to 10^6 constituents (4 x 10^36) stay below float32's
+#: largest value (3.4 x 10^38). A value of 1e20 GeV is finite in float32, but its square
+#: is not.
+MAX_MOMENTUM = 1e15
 #: Parameter of the jet record: {field name in the record: field name it was read as}
 #: for the fields renamed so that the record has one temporal coordinate.
 FIELD_ORIGINS = "jetace_field_origins"
@@ -326,11 +337,6 @@ def _check_entry_count(obj, plan: _Plan, path: str, tree: str, num_entries: int)
 # ----------------------------------------------------------------------------- records
 
 
-def _first_bad_jet(flat_bad: np.ndarray, counts: np.ndarray) -> int:
-    first = int(np.argmax(flat_bad))
-    return int(np.searchsorted(np.cumsum(counts), first, side="right"))
-
-
 def field_origins(record: ak.Array) -> dict[str, str]:
     """{field: field it was read as} of a jet record from the reader (see the module
     doc), also after slicing, fancy indexing or masking; {} when nothing was renamed."""
@@ -364,8 +370,30 @@ def _jet_record(columns: dict[str, Any], n: int) -> ak.Array:
         return record
 
 
-def _build(raw: ak.Array, src: _Source, entry_start: int) -> ak.Array:
-    """Validate one chunk of raw branches and assemble the jet records."""
+def _jet_problems(raw: ak.Array, plan: _Plan, counts: np.ndarray) -> dict[int, str]:
+    """{jet index in the chunk: its first problem} for jets with bad momenta."""
+    ends = np.cumsum(counts)
+    problems: dict[int, str] = {}
+    for field, branch in plan.momenta.items():
+        flat = ak.to_numpy(ak.flatten(raw[branch], axis=None))
+        finite = np.isfinite(flat)
+        checks = [("a NaN or infinite value", ~finite),
+                  (f"a value beyond {MAX_MOMENTUM:.0e} GeV in magnitude (its square "
+                   "overflows float arithmetic)", finite & (np.abs(flat) > MAX_MOMENTUM))]
+        if field == "energy":
+            checks.append(("a negative energy", flat < 0))
+        for what, bad in checks:
+            if bad.any():
+                for jet in np.unique(np.searchsorted(ends, np.flatnonzero(bad), side="right")):
+                    problems.setdefault(int(jet), f"branch {branch!r} has {what}")
+    return problems
+
+
+def _build(raw: ak.Array, src: _Source, entry_start: int,
+           bad_jets: list[tuple[str, int, str]] | None = None) -> tuple[np.ndarray, ak.Array]:
+    """Validate one chunk of raw branches and assemble the jet records; returns the tree
+    entries of the jets kept and the jets. Bad jets raise, or with a ``bad_jets`` list
+    are left out and appended to it."""
     plan, path = src.plan, src.path
     where = f"{path}: tree {src.tree!r}"
     px_branch = plan.momenta["px"]
@@ -378,17 +406,17 @@ def _build(raw: ak.Array, src: _Source, entry_start: int) -> ak.Array:
             i = int(np.argmax(other != counts))
             raise InputError(f"{where}: jagged branch {branch!r} has {other[i]} values but "
                              f"{px_branch!r} has {counts[i]} at jet entry {entry_start + i}")
-    for field, branch in plan.momenta.items():
-        flat = ak.to_numpy(ak.flatten(raw[branch], axis=None))
-        bad = ~np.isfinite(flat)
-        if bad.any():
-            i = _first_bad_jet(bad, counts)
-            raise InputError(f"{where}: branch {branch!r} has a NaN or infinite value at jet "
-                             f"entry {entry_start + i}")
-        if field == "energy" and (flat < 0).any():
-            i = _first_bad_jet(flat < 0, counts)
-            raise InputError(f"{where}: branch {branch!r} has a negative energy at jet "
-                             f"entry {entry_start + i}")
+    entries = np.arange(entry_start, entry_start + len(raw), dtype=np.int64)
+    problems = _jet_problems(raw, plan, counts)
+    if problems:
+        if bad_jets is None:
+            first = min(problems)
+            raise InputError(f"{where}: {problems[first]} at jet entry {entry_start + first} "
+                             "(--skip-bad-jets leaves such jets out)")
+        bad_jets.extend((path, entry_start + i, problems[i]) for i in sorted(problems))
+        keep = np.ones(len(raw), dtype=bool)
+        keep[list(problems)] = False
+        raw, entries = raw[keep], entries[keep]
     fields = {**plan.momenta, **plan.extras}
     constituents = ak.zip({f: raw[b] for f, b in fields.items()}, with_name="Momentum4D")
     jet = _jet_record({f: raw[b] for f, b in plan.jet.items()}, len(raw))
@@ -396,7 +424,8 @@ def _build(raw: ak.Array, src: _Source, entry_start: int) -> ak.Array:
     for b in plan.labels:
         values = raw[b]
         labels[b] = values if values.type.content == ak.types.NumpyType("bool") else values != 0
-    return ak.zip({"constituents": constituents, "jet": jet, **labels}, depth_limit=1)
+    return entries, ak.zip({"constituents": constituents, "jet": jet, **labels},
+                           depth_limit=1)
 
 
 #: threads that decompress baskets (zlib, lzma, zstd release the GIL); 1: the reading
@@ -440,17 +469,21 @@ class JetFiles:
     schema: ``"jetclass"``, a :class:`Schema`, a JSON schema file or a mapping.
     extras: read the schema's optional per-constituent branches (pid, charge, ...).
     skip_bad: skip files that fail the checks (with a warning; listed in ``skipped``)
-        instead of raising. Problems found only while reading data (NaN, corrupted
-        baskets) always raise.
+        instead of raising. Problems found only while reading data (corrupted baskets)
+        always raise.
+    bad_jets: None (jets with bad momenta raise :class:`InputError`), or a list: such
+        jets are left out and ``(path, jet entry, reason)`` appended to it.
 
     Attributes: ``files`` (checked paths), ``num_entries`` (jets per file), ``num_jets``
-    (their sum), ``skipped`` (list of (path, reason)).
+    (their sum), ``skipped`` (list of (path, reason)), ``bad_jets``.
     """
 
     def __init__(self, paths: Paths, tree: str = "tree", schema: SchemaLike = "jetclass", *,
-                 extras: bool = True, skip_bad: bool = False) -> None:
+                 extras: bool = True, skip_bad: bool = False,
+                 bad_jets: list[tuple[str, int, str]] | None = None) -> None:
         self.schema = resolve_schema(schema)
         self.tree = tree
+        self.bad_jets = bad_jets
         self.skipped: list[tuple[str, str]] = []
         self._sources: list[_Source] = []
         for path in expand_paths(paths):
@@ -485,8 +518,18 @@ class JetFiles:
         the entry ranges of :meth:`ranges` (same arguments), so work split by ranges (for
         example over a dask cluster) sees the same chunks as this loop.
         """
+        for _, _, chunk in self.iterate_entries(step_size, max_jets):
+            yield chunk
+
+    def iterate_entries(self, step_size: StepSize | None = "100 MB",
+                        max_jets: int | None = None
+                        ) -> Iterator[tuple[int, np.ndarray, ak.Array]]:
+        """:meth:`iterate`, yielding ``(file index, entries, chunk)``: ``entries`` (int64)
+        are the tree entries of the chunk's jets (consecutive but for bad jets left out)."""
+        index = {id(s): i for i, s in enumerate(self._sources)}
         for src, per, stop in self._plan_ranges(step_size, max_jets):
-            yield from self._iterate_source(src, 0, stop, per)
+            for entries, chunk in self._iterate_source(src, 0, stop, per):
+                yield index[id(src)], entries, chunk
 
     def ranges(self, step_size: StepSize | None = "100 MB",
                max_jets: int | None = None) -> list[tuple[int, int, int]]:
@@ -504,12 +547,17 @@ class JetFiles:
     def read_range(self, file_index: int, entry_start: int, entry_stop: int) -> ak.Array:
         """Jets ``entry_start <= entry < entry_stop`` of file ``files[file_index]``,
         validated and assembled like a chunk of :meth:`iterate`."""
+        return self.read_range_entries(file_index, entry_start, entry_stop)[1]
+
+    def read_range_entries(self, file_index: int, entry_start: int, entry_stop: int
+                           ) -> tuple[np.ndarray, ak.Array]:
+        """:meth:`read_range` and the tree entries of its jets (see :meth:`iterate_entries`)."""
         src = self._sources[file_index]
         if not 0 <= entry_start <= entry_stop <= src.num_entries:
             raise InputError(f"{src.path}: entry range [{entry_start}, {entry_stop}) outside "
                              f"the tree's {src.num_entries} entries")
         if entry_start == entry_stop:
-            return self._empty_of(src)
+            return np.zeros(0, np.int64), self._empty_of(src)
         return next(self._iterate_source(src, entry_start, entry_stop, entry_stop - entry_start))
 
     def _plan_ranges(self, step_size: StepSize | None, max_jets: int | None
@@ -546,7 +594,7 @@ class JetFiles:
         return max(1, int(n))
 
     def _iterate_source(self, src: _Source, start: int, stop: int, step: int
-                        ) -> Iterator[ak.Array]:
+                        ) -> Iterator[tuple[np.ndarray, ak.Array]]:
         """Chunks [start, start + step), [start + step, ...) up to ``stop`` of one file."""
         with _open(src.path) as file:
             obj = _get_tree(file, src.path, src.tree)
@@ -569,7 +617,7 @@ class JetFiles:
                     raise InputError(f"{src.path}: tree {src.tree!r}: entries [{start}, "
                                      f"{last}) gave {len(raw)} jets; the file is truncated "
                                      "or damaged")
-                yield _build(raw, src, first)
+                yield _build(raw, src, first, self.bad_jets)
                 start = last
             if start != stop:
                 raise InputError(f"{src.path}: tree {src.tree!r}: entries [{start}, {stop}) "
@@ -584,7 +632,7 @@ class JetFiles:
         with _open(src.path) as file:
             obj = _get_tree(file, src.path, src.tree)
             raw = obj.arrays(src.plan.branches, entry_stop=0, library="ak")
-        return _build(raw, src, 0)
+        return _build(raw, src, 0)[1]
 
     def read(self, max_jets: int | None = None) -> ak.Array:
         """All jets (up to ``max_jets``) as one array."""

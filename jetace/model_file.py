@@ -196,13 +196,15 @@ class JetaceModel:
     def iter_scores(self, paths, *, tree: str = "tree", schema="jetclass",
                     step_size="100 MB", max_jets: int | None = None,
                     device: str | torch.device = "auto", batch_size: int = 4096,
-                    progress: bool = True, desc: str | None = None, workers: int = 1):
+                    progress: bool = True, desc: str | None = None, workers: int = 1,
+                    bad_jets: list[tuple[str, int, str]] | None = None):
         """Stream ROOT files: yield ``(jets_chunk, scores)`` per chunk, every jet in order.
 
         ``scores`` is a numpy array (n,) or (n, K) as :meth:`score`; only one chunk of
         jets and features is in memory at a time. ``workers`` > 1: that many CPU worker
         processes compute features and scores (see :func:`jetace.extract.iter_features`;
-        ``jets_chunk`` then lacks the constituents).
+        ``jets_chunk`` then lacks the constituents). No NaN or infinite score is yielded:
+        its jet raises, or with a ``bad_jets`` list is left out and listed there.
         """
         from jetace.extract import iter_features
 
@@ -214,7 +216,7 @@ class JetaceModel:
                                  batch_size=batch_size, dtype=self.feature_dtype,
                                  progress=progress, desc=desc or "scoring",
                                  max_particles=self.max_particles, workers=workers,
-                                 transform=finish)
+                                 transform=finish, bad_jets=bad_jets)
 
     def signal_score(self, scores: np.ndarray, signal_class: str | None = None) -> np.ndarray:
         """One score per jet for a signal-vs-rest comparison.

@@ -64,12 +64,16 @@ def _init(files: JetFiles, fn: Callable[[ak.Array], Any]) -> None:
     _STATE = (files, fn)
 
 
-def _run(file_index: int, start: int, stop: int) -> tuple[ak.Array, Any]:
+def _run(file_index: int, start: int, stop: int) -> tuple[Any, ...]:
     files, fn = _STATE
-    jets = files.read_range(file_index, start, stop)
+    before = len(files.bad_jets) if files.bad_jets is not None else 0
+    entries, jets = files.read_range_entries(file_index, start, stop)
+    bad = [] if files.bad_jets is None else files.bad_jets[before:]
+    if files.bad_jets is not None:
+        del files.bad_jets[before:]  # reported to the caller with this block
     # the caller needs jet-level fields and labels only: the constituents stay here
     fields = [f for f in ak.fields(jets) if f != "constituents"]
-    return jets[fields], fn(jets)
+    return entries, jets[fields], fn(jets), bad
 
 
 def _sendable(exc: BaseException) -> BaseException:
@@ -159,14 +163,17 @@ def _death(exitcode: int | None) -> str:
 
 
 def map_blocks(files: JetFiles, blocks: Sequence[tuple[int, int, int]],
-               fn: Callable[[ak.Array], Any], workers: int) -> Iterator[tuple[ak.Array, Any]]:
-    """Yield ``(jets, fn(jets))`` for every ``(file index, entry_start, entry_stop)`` block
-    of ``files``, in order, computed by ``workers`` processes.
+               fn: Callable[[ak.Array], Any], workers: int
+               ) -> Iterator[tuple[Any, ak.Array, Any]]:
+    """Yield ``(entries, jets, fn(jets))`` for every ``(file index, entry_start,
+    entry_stop)`` block of ``files``, in order, computed by ``workers`` processes.
 
     ``jets`` is the block as :meth:`JetFiles.read_range` gives it without the
-    ``constituents`` field (jet-level fields and labels); ``fn`` runs in the workers
-    with torch single-threaded. Closing the generator early stops the workers. A dead
-    worker is replaced and its blocks are sent again once (module doc).
+    ``constituents`` field (jet-level fields and labels), ``entries`` their tree
+    entries; ``fn`` runs in the workers with torch single-threaded. Bad jets left out
+    in the workers (``files.bad_jets`` a list) are appended to ``files.bad_jets`` here.
+    Closing the generator early stops the workers. A dead worker is replaced and its
+    blocks are sent again once (module doc).
     """
     if workers < 1:
         raise ValueError(f"need at least one worker, got {workers}")
@@ -198,7 +205,9 @@ def map_blocks(files: JetFiles, blocks: Sequence[tuple[int, int, int]],
                 if not ok:
                     raise value
                 done += 1
-                yield value
+                if value[3]:
+                    files.bad_jets.extend(value[3])
+                yield value[:3]
                 del value
                 continue
             busy = [w for w in pool if w.assigned]

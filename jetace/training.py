@@ -37,7 +37,8 @@ def collect_features(sets, spec, *, labels: list[str] | None = None, tree: str =
                      schema="jetclass", step_size="100 MB", max_jets: int | None = None,
                      device: str | torch.device = "auto", batch_size: int = 4096,
                      dtype: torch.dtype = torch.float32, progress: bool = True,
-                     skip_bad: bool = False, workers: int = 1
+                     skip_bad: bool = False, workers: int = 1,
+                     bad_jets: list[tuple[str, int, str]] | None = None,
                      ) -> tuple[torch.Tensor, np.ndarray]:
     """Stream input files into a feature matrix and class indices.
 
@@ -46,7 +47,9 @@ def collect_features(sets, spec, *, labels: list[str] | None = None, tree: str =
     ``labels`` (jets with none of them are dropped; the class index of the set is then
     ignored). ``max_jets`` applies per set; ``skip_bad`` skips unreadable files with a
     warning and ``workers`` > 1 computes in that many CPU processes (see
-    :func:`jetace.extract.iter_features`). Returns X (n, F) on ``device`` in ``dtype``
+    :func:`jetace.extract.iter_features`); ``bad_jets``: a list to leave jets with bad
+    momenta or non-finite features out (listed there) instead of stopping
+    (:func:`jetace.extract.iter_features`). Returns X (n, F) on ``device`` in ``dtype``
     and y (n,) int64. Only the feature matrix stays in memory.
     """
     from jetace.extract import iter_features, jet_columns
@@ -58,7 +61,8 @@ def collect_features(sets, spec, *, labels: list[str] | None = None, tree: str =
                                           step_size=step_size, max_jets=max_jets,
                                           device=device, batch_size=batch_size, dtype=dtype,
                                           progress=progress, desc=f"features ({name})",
-                                          skip_bad=skip_bad, workers=workers):
+                                          skip_bad=skip_bad, workers=workers,
+                                          bad_jets=bad_jets):
             n_set += len(chunk)
             if labels is None:
                 xs.append(feats)
@@ -207,10 +211,11 @@ def _fit_model(sets, classes: list[str], tagger: Tagger, *, spec: dict[str, Any]
     return result, report
 
 
-def _read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad, workers
+def _read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad, workers, bad_jets
              ) -> dict[str, Any]:
     return {"tree": tree, "schema": schema, "step_size": step_size, "max_jets": max_jets,
-            "batch_size": batch_size, "skip_bad": skip_bad, "workers": workers}
+            "batch_size": batch_size, "skip_bad": skip_bad, "workers": workers,
+            "bad_jets": bad_jets}
 
 
 def train_model(*, signal=None, background=None, inputs=None, labels: list[str] | None = None,
@@ -219,7 +224,7 @@ def train_model(*, signal=None, background=None, inputs=None, labels: list[str] 
                 seed: int = 0, tree: str = "tree", schema="jetclass", step_size="100 MB",
                 max_jets: int | None = None, device: str | torch.device = "auto",
                 batch_size: int = 4096, progress: bool = True, skip_bad: bool = False,
-                workers: int = 1,
+                workers: int = 1, bad_jets: list[tuple[str, int, str]] | None = None,
                 ) -> tuple[JetaceModel, dict[str, Any]]:
     """Train a supervised model on ROOT files; returns (model, report).
 
@@ -229,7 +234,8 @@ def train_model(*, signal=None, background=None, inputs=None, labels: list[str] 
     ``val_fraction`` of the jets is held out; the report holds training time, jet counts
     and validation metrics
     (binary: :func:`jetace.metrics.binary_metrics`; multi-class: accuracy).
-    ``skip_bad``: skip unreadable input files with a warning instead of stopping.
+    ``skip_bad``: skip unreadable input files with a warning instead of stopping;
+    ``bad_jets``: a list to leave bad jets out instead (see :func:`collect_features`).
     """
     if labels is not None:
         labels = [lab.strip() for lab in labels if lab.strip()]
@@ -259,7 +265,7 @@ def train_model(*, signal=None, background=None, inputs=None, labels: list[str] 
                       labels=labels, val_fraction=val_fraction, seed=seed, device=device,
                       validate=validate, progress=progress, model_name=model,
                       read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad,
-                                       workers))
+                                       workers, bad_jets))
 
 
 UNSUPERVISED = ("gaussian", "gmm", "autoencoder", "ensemble", "cluster")
@@ -280,6 +286,7 @@ def train_unsupervised(*, background=None, inputs=None, method: str = "gaussian"
                        step_size="100 MB", max_jets: int | None = None,
                        device: str | torch.device = "auto", batch_size: int = 4096,
                        progress: bool = True, skip_bad: bool = False, workers: int = 1,
+                       bad_jets: list[tuple[str, int, str]] | None = None,
                        ) -> tuple[JetaceModel, dict[str, Any]]:
     """Train an anomaly detector or a clustering tagger without labels; (model, report).
 
@@ -316,7 +323,7 @@ def train_unsupervised(*, background=None, inputs=None, method: str = "gaussian"
                       labels=None, val_fraction=val_fraction, seed=seed, device=device,
                       validate=validate, progress=progress, model_name=method,
                       read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad,
-                                       workers))
+                                       workers, bad_jets))
 
 
 def train_cwola(*, mixture_a, mixture_b, model: str = "linear",
@@ -325,6 +332,7 @@ def train_cwola(*, mixture_a, mixture_b, model: str = "linear",
                 schema="jetclass", step_size="100 MB", max_jets: int | None = None,
                 device: str | torch.device = "auto", batch_size: int = 4096,
                 progress: bool = True, skip_bad: bool = False, workers: int = 1,
+                bad_jets: list[tuple[str, int, str]] | None = None,
                 ) -> tuple[JetaceModel, dict[str, Any]]:
     """Weakly supervised training (CWoLa) on two mixed samples; returns (model, report).
 
@@ -358,4 +366,4 @@ def train_cwola(*, mixture_a, mixture_b, model: str = "linear",
                       val_fraction=val_fraction, seed=seed, device=device, validate=validate,
                       progress=progress, model_name=f"cwola-{model}",
                       read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad,
-                                       workers))
+                                       workers, bad_jets))

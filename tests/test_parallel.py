@@ -69,7 +69,7 @@ def test_map_blocks_order_window_and_early_close(files):
     blocks = feature_blocks(jf, 4, step_size=4)
     assert sum(b - a for _, a, b in blocks) == jf.num_jets and len(blocks) > 8
     got = list(map_blocks(jf, blocks, len, workers=2))
-    assert [n for _, n in got] == [b - a for _, a, b in blocks]
+    assert [n for _, _, n in got] == [b - a for _, a, b in blocks]
     gen = map_blocks(jf, blocks, len, workers=2)
     next(gen)
     gen.close()  # stops the workers; nothing left running
@@ -178,17 +178,17 @@ def test_worker_killed_once_is_replaced_and_the_block_retried(files, tmp_path):
     jf = JetFiles(files, extras=False)
     fn = functools.partial(_die_once_on_three, str(tmp_path / "died"))
     with pytest.warns(UserWarning, match="computing them again"):
-        got = [n for _, n in map_blocks(jf, _BLOCKS, fn, workers=2)]
+        got = [n for _, _, n in map_blocks(jf, _BLOCKS, fn, workers=2)]
     assert got == [b - a for _, a, b in _BLOCKS] and (tmp_path / "died").exists()
 
 
 def test_worker_killed_from_outside_is_noticed(files):
     jf = JetFiles(files, extras=False)
     gen = map_blocks(jf, _BLOCKS, _slow_len, workers=2)
-    got = [next(gen)[1]]
+    got = [next(gen)[2]]
     victim = multiprocessing.active_children()[0]
     os.kill(victim.pid, signal.SIGKILL)
     with pytest.warns(UserWarning, match="killed by SIGKILL"):
-        got += [n for _, n in gen]
+        got += [n for _, _, n in gen]
     assert got == [b - a for _, a, b in _BLOCKS]
     assert not multiprocessing.active_children()
