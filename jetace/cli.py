@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from collections.abc import Sequence
 
 __all__ = ["main", "build_parser"]
@@ -256,6 +257,29 @@ def _input_kwargs(args: argparse.Namespace) -> dict:
             "workers": args.workers, "bad_jets": _bad_jets(args)}
 
 
+def _strength(text: str) -> str:
+    """--C: 'auto' or a positive number (kept as text; converted where used)."""
+    if text != "auto":
+        try:
+            if not float(text) > 0:
+                raise ValueError
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected 'auto' or a positive number, got "
+                                             f"{text!r}") from None
+    return text
+
+
+def _widths(text: str) -> str:
+    """--hidden: comma-separated positive integers (kept as text)."""
+    try:
+        if not all(int(w) > 0 for w in text.split(",")):
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such "
+                                         f"as 64,32, got {text!r}") from None
+    return text
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser(
         "train", help="train a tagger (supervised, unsupervised or CWoLa) on ACE features",
@@ -286,9 +310,9 @@ def _add_train(sub) -> None:
                         "(also the classifier of CWoLa)")
     p.add_argument("--method", default="logistic", choices=["logistic", "lda"],
                    help="linear model: logistic regression (default) or shrinkage LDA")
-    p.add_argument("--C", default=None,
+    p.add_argument("--C", default=None, type=_strength,
                    help="linear model: inverse L2 strength, or 'auto' for a validation scan")
-    p.add_argument("--hidden", default=None,
+    p.add_argument("--hidden", default=None, type=_widths,
                    help="mlp, autoencoder: comma-separated hidden layer widths (e.g. 64,32)")
     u = p.add_argument_group("unsupervised")
     u.add_argument("--n-components", default=None,
@@ -461,13 +485,16 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--background", nargs="+", required=True, help="ROOT files of background jets")
     p.add_argument("--signal-class", default=None,
                    help="multi-class model: the class that is signal (default: the first)")
-    p.add_argument("--json", action="store_true", help="print one JSON object line")
+    p.add_argument("--json", action="store_true",
+                   help="print one strict JSON object line; a rejection that is infinite "
+                        "(no background jet passes the cut) is null")
     p.add_argument("--plot", default=None, help="write the ROC curve to this image (e.g. roc.png)")
     _add_skip_bad(p)
     add_input_arguments(p)
 
     def run(args):
         import json
+        import math
 
         from jetace.metrics import plot_roc
         from jetace.model_file import load_model
@@ -481,7 +508,9 @@ def _add_evaluate(sub) -> None:
         if args.plot:
             plot_roc({model.metadata.get("model", "model"): (scores, labels)}, args.plot)
         if args.json:
-            print(json.dumps(metrics))
+            strict = {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                      for k, v in metrics.items()}
+            print(json.dumps(strict, allow_nan=False))
             return
         for key, value in metrics.items():
             shown = f"{value:.4f}" if isinstance(value, float) else str(value)
@@ -623,8 +652,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    import errno
+    import signal
+
     from jetace.errors import JetaceError
 
+    # SIGTERM ends the run like Ctrl-C: cleanup code runs (temporary outputs removed)
+    previous = signal.signal(signal.SIGTERM, _terminate) \
+        if threading.current_thread() is threading.main_thread() else None
     try:
         paths = getattr(args, "paths", None)
         if paths is not None:  # before any work: an output never replaces an input
@@ -637,3 +672,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JetaceError as exc:
         print(f"jetace {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # disk full, permission denied, I/O errors
+        what = {errno.ENOSPC: "no space left on device (the disk is full)",
+                errno.EDQUOT: "disk quota exceeded", errno.EACCES: "permission denied",
+                errno.EROFS: "read-only file system"}.get(exc.errno, exc.strerror or str(exc))
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"jetace {args.command}: error: {where}{what}; no output was left behind",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"jetace {args.command}: interrupted; no output was left behind",
+              file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

@@ -28,7 +28,6 @@ import functools
 import json
 import os
 import re
-import secrets
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -52,12 +51,13 @@ from jetace.io import (
     to_packed,
     to_padded,
 )
-from jetace.outputs import check_output_of
+from jetace.outputs import check_output_of, remove_stale_temporaries, temporary_name
 from jetace.parallel import map_blocks
 
 __all__ = [
     "resolve_device",
     "feature_module",
+    "build_features",
     "iter_features",
     "feature_blocks",
     "chunk_features",
@@ -98,6 +98,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def build_features(spec: Mapping[str, Any]) -> torch.nn.Module:
+    """:func:`jetace.features.features_from_spec`, with an invalid spec (order 0, an
+    unknown option...) reported as a :class:`JetaceError` naming the spec."""
+    from jetace.features import features_from_spec
+
+    try:
+        return features_from_spec(dict(spec))
+    except JetaceError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise JetaceError(f"invalid feature options {dict(spec)}: {exc}") from exc
+
+
 def feature_module(spec: Mapping[str, Any] | torch.nn.Module) -> tuple[torch.nn.Module, int]:
     """The feature module for ``spec`` and the number of constituents it is fed.
 
@@ -110,9 +123,7 @@ def feature_module(spec: Mapping[str, Any] | torch.nn.Module) -> tuple[torch.nn.
         max_particles = (getattr(module, "spec", None) or {}).get(
             "max_particles", _DEFAULT_MAX_PARTICLES)
     else:
-        from jetace.features import features_from_spec
-
-        module = features_from_spec(dict(spec))
+        module = build_features(spec)
         max_particles = spec.get("max_particles", _DEFAULT_MAX_PARTICLES)
     return module, int(max_particles)
 
@@ -482,9 +493,10 @@ class TableWriter:
 
     def __enter__(self) -> TableWriter:
         # a fresh hidden name in the same directory (so the final rename is atomic),
-        # created by the writer itself so it gets the usual permissions
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}."
-                                        f"{secrets.token_hex(4)}.tmp")
+        # created by the writer itself so it gets the usual permissions; temporary files
+        # of earlier runs killed outright are removed (jetace.outputs)
+        remove_stale_temporaries(self.path)
+        self._tmp = temporary_name(self.path)
         return self
 
     def write(self, columns: Mapping[str, np.ndarray]) -> None:

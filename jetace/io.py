@@ -334,6 +334,18 @@ def _check_entry_count(obj, plan: _Plan, path: str, tree: str, num_entries: int)
                              f"{num_entries}) are missing (truncated or damaged file)")
 
 
+def _check_same_branches(first: _Source, other: _Source) -> None:
+    """Every file of a set gives the same jet and label columns as the first one."""
+    want = [*first.plan.jet.values(), *first.plan.labels]
+    have = [*other.plan.jet.values(), *other.plan.labels]
+    if set(want) != set(have):
+        missing = [b for b in want if b not in have]
+        extra = [b for b in have if b not in want]
+        raise InputError(f"{other.path}: tree {other.tree!r}: its jet and label branches differ "
+                         f"from those of {first.path} (missing: {missing or 'none'}; extra: "
+                         f"{extra or 'none'}); all input files must hold the same branches")
+
+
 # ----------------------------------------------------------------------------- records
 
 
@@ -488,7 +500,10 @@ class JetFiles:
         self._sources: list[_Source] = []
         for path in expand_paths(paths):
             try:
-                self._sources.append(_inspect(path, tree, self.schema, extras))
+                source = _inspect(path, tree, self.schema, extras)
+                if self._sources:
+                    _check_same_branches(self._sources[0], source)
+                self._sources.append(source)
             except InputError as exc:
                 if not skip_bad:
                     raise

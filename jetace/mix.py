@@ -20,7 +20,7 @@ import numpy as np
 from jetace.errors import InputError, JetaceError
 from jetace.extract import jet_columns
 from jetace.io import read_jets
-from jetace.outputs import check_output_of
+from jetace.outputs import atomic_output, check_output_of
 
 __all__ = ["mix_files", "MIX_TRUTH"]
 
@@ -82,14 +82,12 @@ def mix_files(signal: Any, background: Any, output: str | os.PathLike, fraction:
                          "mixture gives its truth; mix files that are not mixtures")
     flat[MIX_TRUTH] = truth
     data = {"part": part, **flat}
-    try:
-        import uproot
+    import uproot
 
-        with uproot.recreate(out) as f:
-            f.mktree(tree, {k: v.type if k == "part" else v.dtype for k, v in data.items()},
-                     field_name=lambda outer, inner: f"{outer}_{inner}",
-                     counter_name=lambda counted: "n" + counted)
-            f[tree].extend(data)
-    except OSError as exc:
-        raise JetaceError(f"{out}: cannot write the mixture ({exc})") from exc
+    # written under a temporary name, renamed when complete (jetace.outputs)
+    with atomic_output(out) as tmp, uproot.recreate(tmp) as f:
+        f.mktree(tree, {k: v.type if k == "part" else v.dtype for k, v in data.items()},
+                 field_name=lambda outer, inner: f"{outer}_{inner}",
+                 counter_name=lambda counted: "n" + counted)
+        f[tree].extend(data)
     return {"n_jets": n, "n_signal": n_sig, "n_background": n - n_sig}

@@ -251,10 +251,11 @@ class JetaceModel:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model to ``path`` (written to a temporary name, then renamed)."""
+        from jetace.outputs import atomic_output
+
         path = Path(path)
-        tmp = path.with_name(path.name + ".part")
-        torch.save(self.to_dict(), tmp)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            torch.save(self.to_dict(), tmp)
         return path
 
     @classmethod
@@ -353,13 +354,17 @@ class JetaceModel:
             mask = torch.zeros(2, self.max_particles, dtype=torch.bool)
             mask[:, :3] = True
             example = (p4, mask)
-        out_axes = {0: "batch"}
+        from jetace.outputs import atomic_output
+
         try:
-            torch.onnx.export(module, example, str(path), input_names=["p4", "mask"],
-                              output_names=["score"], opset_version=opset, dynamo=False,
-                              dynamic_axes={"p4": {0: "batch", 1: "particles"},
-                                            "mask": {0: "batch", 1: "particles"},
-                                            "score": out_axes})
+            with atomic_output(path) as tmp:
+                torch.onnx.export(module, example, str(tmp), input_names=["p4", "mask"],
+                                  output_names=["score"], opset_version=opset, dynamo=False,
+                                  dynamic_axes={"p4": {0: "batch", 1: "particles"},
+                                                "mask": {0: "batch", 1: "particles"},
+                                                "score": {0: "batch"}})
+        except OSError:
+            raise
         except Exception as exc:
             raise InputError(f"ONNX export failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
         return path

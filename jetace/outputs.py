@@ -7,17 +7,29 @@ inputs, model files, files named in generator settings) and the files it writes,
 the feature table. Two paths are the same file when they resolve to the same path
 after following symbolic links, or, for existing files, when the system says they are
 the same file (hard links, bind mounts).
+
+Outputs are written under a temporary name in the output's directory, ``.<output
+name>.<pid>.<random>.tmp``, and renamed to the output only when complete
+(:func:`atomic_output`); on an error, Ctrl-C or SIGTERM (the command line turns it into
+an interrupt) the temporary file is deleted. A run killed outright (SIGKILL, power loss)
+cannot clean up: the next run writing the same output deletes the temporary files of
+that output whose process no longer exists (:func:`remove_stale_temporaries`); they are
+hidden files beside the output and may also be deleted by hand.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
-from collections.abc import Iterable
+import secrets
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from jetace.errors import JetaceError
 
-__all__ = ["check_outputs", "check_output_of", "same_file", "check_writable_directory"]
+__all__ = ["check_outputs", "check_output_of", "same_file", "check_writable_directory",
+           "temporary_name", "remove_stale_temporaries", "atomic_output"]
 
 _GLOB_CHARS = ("*", "?", "[")
 
@@ -89,3 +101,48 @@ def check_output_of(output: str | os.PathLike, paths: str | os.PathLike | Iterab
     path, a pattern or a list of them)."""
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     check_outputs([output], items)
+
+
+def temporary_name(output: str | os.PathLike) -> Path:
+    """A fresh hidden name beside ``output`` that carries its name and this process id."""
+    output = Path(output)
+    return output.with_name(f".{output.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(output: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of ``output`` left by runs that no longer exist
+    (killed outright); returns the paths removed."""
+    output = Path(output)
+    removed = []
+    for tmp in output.parent.glob(f".{glob.escape(output.name)}.*.tmp"):
+        pid = tmp.name[len(output.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_output(output: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write ``output`` to; renamed to ``output`` when the block
+    ends normally, deleted when it raises (or is interrupted)."""
+    output = Path(output)
+    remove_stale_temporaries(output)
+    tmp = temporary_name(output)
+    try:
+        yield tmp
+        os.replace(tmp, output)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()

@@ -143,10 +143,10 @@ ANOMALY_SPEC = {**WEAK_SPEC, "max_particles": 32}
 
 def _feature_module(spec: dict[str, Any] | None) -> tuple[torch.nn.Module, int]:
     """The feature module of ``spec`` (None: :data:`SUPERVISED_SPEC`) and max_particles."""
-    from jetace.features import features_from_spec
+    from jetace.extract import build_features
 
     spec = dict(spec or SUPERVISED_SPEC)
-    return features_from_spec(spec), int(spec.get("max_particles", 128))
+    return build_features(spec), int(spec.get("max_particles", 128))
 
 
 def _check_disjoint(first, second, names: tuple[str, str]) -> None:
