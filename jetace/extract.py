@@ -69,6 +69,7 @@ __all__ = [
     "write_feature_table",
     "OUTPUT_TREE",
     "MAX_FEATURE_BYTES",
+    "ROW_GROUP_BYTES",
 ]
 
 #: Name of the TTree written to ROOT feature files.
@@ -76,6 +77,9 @@ OUTPUT_TREE = "features"
 
 _DEFAULT_MAX_PARTICLES = 128
 
+#: Bytes of one Parquet row group (ROOT basket set) of :class:`TableWriter`, which fixes
+#: its rows per group from the row width (694 float32 features: about 12,000 rows).
+ROW_GROUP_BYTES = 32 * 2**20
 #: Largest feature tensor :func:`iter_features` yields at once (bytes).
 MAX_FEATURE_BYTES = 128 * 2**20
 #: Batches :func:`iter_features` reads and pads ahead of the one being computed on CPU
@@ -471,6 +475,11 @@ class TableWriter:
     an interrupted run never leaves a file that looks complete. ROOT output is one TTree
     named :data:`OUTPUT_TREE`; ``metadata`` (str -> str) goes into the Parquet schema
     metadata or, for ROOT, into TObjString entries beside the tree.
+
+    Rows are buffered and written in row groups (Parquet) or baskets (ROOT) of a fixed
+    number of rows, ``group_rows``: as many as fit in :data:`ROW_GROUP_BYTES` (at least
+    one), whatever the sizes of the ``write`` calls, so the file's metadata, which the
+    writer keeps in memory until it closes, stays small at any compute batch size.
     """
 
     _FORMATS = {".parquet": "parquet", ".pq": "parquet", ".root": "root"}
@@ -490,6 +499,9 @@ class TableWriter:
         self._tmp: Path | None = None
         self._writer: Any = None
         self._columns: dict[str, np.dtype] | None = None
+        self.group_rows = 0
+        self._pending: list[dict[str, np.ndarray]] = []
+        self._pending_rows = 0
 
     def __enter__(self) -> TableWriter:
         # a fresh hidden name in the same directory (so the final rename is atomic),
@@ -515,10 +527,34 @@ class TableWriter:
             raise JetaceError(f"{self.path}: columns changed between writes "
                               f"({_column_change(self._columns, dtypes)}); all input files "
                               "must hold the same jet and label branches")
-        self._append(arrays)
-        self.rows += lengths.pop() if lengths else 0
+        n = lengths.pop() if lengths else 0
+        self._pending.append(arrays)
+        self._pending_rows += n
+        self.rows += n
+        if self._pending_rows >= self.group_rows:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        """Write the buffered rows in groups of ``group_rows`` (the last, partial group
+        only when ``final``), keeping the rest buffered."""
+        if not self._pending:
+            return
+        names = list(self._pending[0])
+        merged = self._pending[0] if len(self._pending) == 1 else \
+            {k: np.concatenate([p[k] for p in self._pending]) for k in names}
+        self._pending = []
+        total, start = self._pending_rows, 0
+        while total - start >= self.group_rows or (final and start < total):
+            stop = min(start + self.group_rows, total)
+            self._append({k: v[start:stop] for k, v in merged.items()})
+            start = stop
+        if start < total:
+            self._pending = [{k: v[start:] for k, v in merged.items()}]
+        self._pending_rows = total - start
 
     def _open(self, arrays: dict[str, np.ndarray]) -> None:
+        row_bytes = sum(v.dtype.itemsize for v in arrays.values())
+        self.group_rows = max(1, ROW_GROUP_BYTES // max(1, row_bytes))
         if self.format == "parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -546,6 +582,8 @@ class TableWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if self._writer is not None:
+                if exc_type is None:
+                    self._flush(final=True)
                 self._writer.close()
             if exc_type is None:
                 if self._columns is None:
