@@ -55,6 +55,10 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop after this many jets per input set")
     g.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ...")
     g.add_argument("--batch-size", type=int, default=4096, help="jets per feature batch")
+    g.add_argument("--dtype", default=None, choices=["float32", "float64"],
+                   help="floating type the features are computed in (default: float32; "
+                        "predict and evaluate: the model's, as in training); float64 is "
+                        "slower and removes float32 rounding noise from small features")
     g.add_argument("--workers", type=int, default=1,
                    help="CPU worker processes reading and computing in parallel, e.g. the "
                         "number of cores (default: 1; results are the same)")
@@ -145,6 +149,8 @@ def _add_features(sub) -> None:
         kwargs = dict(tree=args.tree, schema=args.schema, step_size=args.step_size,
                       max_jets=args.max_jets, device=args.device, batch_size=args.batch_size,
                       skip_bad=args.skip_bad, progress=not args.quiet)
+        if _dtype(args) is not None:
+            kwargs["dtype"] = _dtype(args)
         bad_jets = _bad_jets(args)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -254,7 +260,16 @@ def _generate_paths(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 def _input_kwargs(args: argparse.Namespace) -> dict:
     return {"tree": args.tree, "schema": args.schema, "step_size": args.step_size,
             "max_jets": args.max_jets, "device": args.device, "batch_size": args.batch_size,
-            "workers": args.workers, "bad_jets": _bad_jets(args)}
+            "workers": args.workers, "bad_jets": _bad_jets(args), "dtype": _dtype(args)}
+
+
+def _dtype(args: argparse.Namespace):
+    """--dtype as a torch dtype, or None (the command's default)."""
+    if getattr(args, "dtype", None) is None:
+        return None
+    import torch
+
+    return {"float32": torch.float32, "float64": torch.float64}[args.dtype]
 
 
 def _strength(text: str) -> str:

@@ -197,13 +197,15 @@ class JetaceModel:
                     step_size="100 MB", max_jets: int | None = None,
                     device: str | torch.device = "auto", batch_size: int = 4096,
                     progress: bool = True, desc: str | None = None, workers: int = 1,
-                    bad_jets: list[tuple[str, int, str]] | None = None):
+                    bad_jets: list[tuple[str, int, str]] | None = None,
+                    dtype: torch.dtype | None = None):
         """Stream ROOT files: yield ``(jets_chunk, scores)`` per chunk, every jet in order.
 
         ``scores`` is a numpy array (n,) or (n, K) as :meth:`score`; only one chunk of
         jets and features is in memory at a time. ``workers`` > 1: that many CPU worker
         processes compute features and scores (see :func:`jetace.extract.iter_features`;
-        ``jets_chunk`` then lacks the constituents). No NaN or infinite score is yielded:
+        ``jets_chunk`` then lacks the constituents). ``dtype``: the features' floating
+        type (default: the model's feature dtype). No NaN or infinite score is yielded:
         its jet raises, or with a ``bad_jets`` list is left out and listed there.
         """
         from jetace.extract import iter_features
@@ -213,7 +215,7 @@ class JetaceModel:
             if fused is None else (fused, _numpy_fused_scores)
         yield from iter_features(paths, module, tree=tree, schema=schema,
                                  step_size=step_size, max_jets=max_jets, device=device,
-                                 batch_size=batch_size, dtype=self.feature_dtype,
+                                 batch_size=batch_size, dtype=dtype or self.feature_dtype,
                                  progress=progress, desc=desc or "scoring",
                                  max_particles=self.max_particles, workers=workers,
                                  transform=finish, bad_jets=bad_jets)

@@ -211,11 +211,11 @@ def _fit_model(sets, classes: list[str], tagger: Tagger, *, spec: dict[str, Any]
     return result, report
 
 
-def _read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad, workers, bad_jets
-             ) -> dict[str, Any]:
+def _read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad, workers, bad_jets,
+             dtype) -> dict[str, Any]:
     return {"tree": tree, "schema": schema, "step_size": step_size, "max_jets": max_jets,
             "batch_size": batch_size, "skip_bad": skip_bad, "workers": workers,
-            "bad_jets": bad_jets}
+            "bad_jets": bad_jets, "dtype": dtype or torch.float32}
 
 
 def train_model(*, signal=None, background=None, inputs=None, labels: list[str] | None = None,
@@ -225,6 +225,7 @@ def train_model(*, signal=None, background=None, inputs=None, labels: list[str] 
                 max_jets: int | None = None, device: str | torch.device = "auto",
                 batch_size: int = 4096, progress: bool = True, skip_bad: bool = False,
                 workers: int = 1, bad_jets: list[tuple[str, int, str]] | None = None,
+                dtype: torch.dtype | None = None,
                 ) -> tuple[JetaceModel, dict[str, Any]]:
     """Train a supervised model on ROOT files; returns (model, report).
 
@@ -265,7 +266,7 @@ def train_model(*, signal=None, background=None, inputs=None, labels: list[str] 
                       labels=labels, val_fraction=val_fraction, seed=seed, device=device,
                       validate=validate, progress=progress, model_name=model,
                       read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad,
-                                       workers, bad_jets))
+                                       workers, bad_jets, dtype))
 
 
 UNSUPERVISED = ("gaussian", "gmm", "autoencoder", "ensemble", "cluster")
@@ -287,6 +288,7 @@ def train_unsupervised(*, background=None, inputs=None, method: str = "gaussian"
                        device: str | torch.device = "auto", batch_size: int = 4096,
                        progress: bool = True, skip_bad: bool = False, workers: int = 1,
                        bad_jets: list[tuple[str, int, str]] | None = None,
+                       dtype: torch.dtype | None = None,
                        ) -> tuple[JetaceModel, dict[str, Any]]:
     """Train an anomaly detector or a clustering tagger without labels; (model, report).
 
@@ -323,7 +325,7 @@ def train_unsupervised(*, background=None, inputs=None, method: str = "gaussian"
                       labels=None, val_fraction=val_fraction, seed=seed, device=device,
                       validate=validate, progress=progress, model_name=method,
                       read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad,
-                                       workers, bad_jets))
+                                       workers, bad_jets, dtype))
 
 
 def train_cwola(*, mixture_a, mixture_b, model: str = "linear",
@@ -333,6 +335,7 @@ def train_cwola(*, mixture_a, mixture_b, model: str = "linear",
                 device: str | torch.device = "auto", batch_size: int = 4096,
                 progress: bool = True, skip_bad: bool = False, workers: int = 1,
                 bad_jets: list[tuple[str, int, str]] | None = None,
+                dtype: torch.dtype | None = None,
                 ) -> tuple[JetaceModel, dict[str, Any]]:
     """Weakly supervised training (CWoLa) on two mixed samples; returns (model, report).
 
@@ -366,4 +369,4 @@ def train_cwola(*, mixture_a, mixture_b, model: str = "linear",
                       val_fraction=val_fraction, seed=seed, device=device, validate=validate,
                       progress=progress, model_name=f"cwola-{model}",
                       read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad,
-                                       workers, bad_jets))
+                                       workers, bad_jets, dtype))
