@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 
 __all__ = ["main", "build_parser"]
@@ -141,8 +142,6 @@ def _add_features(sub) -> None:
                         "output is the same as without --dask")
 
     def run(args):
-        import warnings
-
         from jetace.errors import JetaceError
         from jetace.extract import write_features
 
@@ -474,8 +473,6 @@ def _readable(paths: list[str], args: argparse.Namespace, command: str) -> list[
     (each skipped one reported on stderr; an error if none is left)."""
     if not getattr(args, "skip_bad", False):
         return paths
-    import warnings
-
     from jetace.io import JetFiles
 
     with warnings.catch_warnings():
@@ -675,6 +672,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM ends the run like Ctrl-C: cleanup code runs (temporary outputs removed)
     previous = signal.signal(signal.SIGTERM, _terminate) \
         if threading.current_thread() is threading.main_thread() else None
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"jetace {args.command}: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show  # one line per warning, as the errors
     try:
         paths = getattr(args, "paths", None)
         if paths is not None:  # before any work: an output never replaces an input
@@ -700,6 +703,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     finally:
+        warnings.showwarning = shown
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
