@@ -72,6 +72,7 @@ def test_bad_jet_stops_the_command_naming_file_entry_and_reason(files, kind, com
     assert not list(tmp_path.iterdir())  # nothing written
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_skip_bad_jets_leaves_them_out_and_lists_them(files, workers, tmp_path, capsys):
     bad = str(files["huge"])

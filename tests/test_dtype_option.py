@@ -42,6 +42,7 @@ def test_features_in_float64(files, tmp_path):
     assert 0 < err <= FLOAT32_FEATURE_DEVIATION  # computed in float64, not converted
 
 
+@pytest.mark.slow
 def test_train_predict_evaluate_in_float64(files, tmp_path, capsys):
     model = tmp_path / "m64.jetace"
     assert main(["train", "--signal", files["sig"], "--background", files["bkg"], "-o",

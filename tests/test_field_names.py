@@ -69,6 +69,7 @@ def test_features_keep_the_users_raw_branches(files, tmp_path):
                        for c in _jet_branches(0)})
 
 
+@pytest.mark.slow
 def test_predict_keeps_the_users_raw_branches(files, tmp_path):
     model, _ = train_model(signal=str(files["sig"]), background=str(files["bkg"]),
                            spec={"family": "bip", "order": 2, "degree": 3,

@@ -87,6 +87,7 @@ def test_worker_error_names_file_and_jet(files, tmp_path):
         _features(files, workers=0)
 
 
+@pytest.mark.slow
 def test_cli_workers_same_outputs(files, tmp_path, capsys):
     feats = {}
     for w in ("1", "2"):
@@ -128,6 +129,7 @@ def test_cli_workers_same_outputs(files, tmp_path, capsys):
     assert "cannot be combined" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_module_state_reaches_spawned_workers(files, monkeypatch):
     """Without fork (macOS, Windows), the module and the transform are pickled to the
     workers: the same features and transformed values come back."""
