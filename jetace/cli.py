@@ -12,7 +12,7 @@ import threading
 import warnings
 from collections.abc import Sequence
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "limit_malloc_arenas"]
 
 
 def add_feature_arguments(p: argparse.ArgumentParser) -> None:
@@ -658,7 +658,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: glibc's mallopt parameter M_ARENA_MAX
+_M_ARENA_MAX = -8
+
+
+def limit_malloc_arenas(n: int = 2) -> bool:
+    """Let glibc's malloc use at most ``n`` arenas (heaps) in this process.
+
+    By default every thread that allocates (reading, decompression, read-ahead) gets an
+    arena of its own, and memory freed in many arenas is reused badly: the peak RSS of
+    ``jetace features`` grew with the input, 0.70 GB on 50k jets and 0.88 GB on 400k
+    (BIP(3,6), benchmarks/streaming_memory.py); with two arenas it is 0.73 GB on 400k, at
+    the same speed. Does nothing where ``MALLOC_ARENA_MAX`` is set or malloc is not
+    glibc's; returns whether the limit was set.
+    """
+    import ctypes
+    import os
+
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL(None).mallopt(_M_ARENA_MAX, int(n)))
+    except (OSError, AttributeError):
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    limit_malloc_arenas()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
