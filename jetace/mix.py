@@ -31,6 +31,13 @@ def _items(paths: Any) -> list:
     return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
 
 
+def _fields(jets: ak.Array) -> list[str]:
+    """Constituent, jet and label fields of ``jets``, as branch-like names."""
+    return ([f"part_{f}" for f in ak.fields(jets["constituents"])]
+            + [f"jet_{f}" for f in ak.fields(jets["jet"])]
+            + [f for f in ak.fields(jets) if f not in ("constituents", "jet")])
+
+
 def _draw(paths: Any, n: int, what: str, rng: np.random.Generator, read_kw: dict) -> ak.Array:
     jets = read_jets(paths, **read_kw)
     if n > len(jets):
@@ -67,6 +74,10 @@ def mix_files(signal: Any, background: Any, output: str | os.PathLike, fraction:
         parts.append(_draw(signal, n_sig, "signal", rng, read_kw))
     if n - n_sig:
         parts.append(_draw(background, n - n_sig, "background", rng, read_kw))
+    if len(parts) > 1 and _fields(parts[0]) != _fields(parts[1]):
+        raise InputError(f"the signal files {_items(signal)} and the background files "
+                         f"{_items(background)} hold different branches ({_fields(parts[0])} "
+                         f"against {_fields(parts[1])}); a mixture needs the same layout")
     jets = ak.concatenate(parts) if len(parts) > 1 else parts[0]
     truth = np.r_[np.ones(n_sig, bool), np.zeros(n - n_sig, bool)]
     order = rng.permutation(n)

@@ -150,3 +150,11 @@ def test_evaluate_json_is_strict(files, tmp_path, capsys, monkeypatch):
 
     metrics = json.loads(capsys.readouterr().out, parse_constant=refuse)
     assert metrics["rejection_at_0.3"] is None and metrics["auc"] > 0.5
+
+
+def test_mix_of_sets_with_different_branches_is_refused(files, tmp_path, capsys):
+    out = tmp_path / "mix.root"
+    assert main(["mix", files["sig"], "--background", files["other"], "--fraction", "0.5",
+                 "-n", "10", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "hold different branches" in err and "other.root" in err and not out.exists()
