@@ -16,6 +16,14 @@ It also compares, on the same input and in the same run, three rates:
 
     python benchmarks/streaming_memory.py --sizes 100000 500000 2000000 \\
         --json benchmarks/results/streaming_memory.json
+
+``--batch-sweep 17 1024 4096`` instead measures the peak RSS of ``jetace features`` at
+those ``--batch-size`` values on ``--sweep-jets`` jets each (``--max-jets``), to show that
+the output's memory does not depend on the compute batch size (the writer's row groups
+have a fixed size, ``jetace.extract.ROW_GROUP_BYTES``)::
+
+    python benchmarks/streaming_memory.py --batch-sweep 17 1024 4096 \\
+        --sweep-jets 50000 400000 --json benchmarks/results/streaming_memory_batches.json
 """
 
 from __future__ import annotations
@@ -136,6 +144,45 @@ def make_big_file(tmp: Path, copies: int) -> tuple[str, int]:
     return str(path), copies * len(data)
 
 
+def batch_sweep(args: argparse.Namespace) -> None:
+    """Peak RSS of ``jetace features`` per (input size, batch size)."""
+    import pyarrow.parquet as pq
+
+    import jetace
+
+    result = {"jetace_version": jetace.__version__, "cpus": os.cpu_count(),
+              "load_average_at_start": os.getloadavg(),
+              "features": {"family": "bip", "order": args.order, "degree": args.degree},
+              "step_size": args.step_size, "rows": []}
+    with tempfile.TemporaryDirectory(prefix="jetace-batches-") as tmpdir:
+        tmp = Path(tmpdir)
+        for n_jets in args.sweep_jets:
+            files = make_inputs(tmp, n_jets)
+            for batch in args.batch_sweep:
+                out = tmp / "out.parquet"
+                cmd = [sys.executable, "-m", "jetace", "features", *files, "-o", str(out),
+                       "--order", str(args.order), "--degree", str(args.degree),
+                       "--device", "cpu", "--step-size", args.step_size, "--quiet",
+                       "--max-jets", str(n_jets), "--batch-size", str(batch)]
+                r = run_measured(cmd)
+                meta = pq.ParquetFile(out).metadata
+                row = {"n_jets": meta.num_rows, "batch_size": batch,
+                       "row_groups": meta.num_row_groups,
+                       "footer_bytes": int(meta.serialized_size),
+                       "peak_rss_gb": r["peak_rss_bytes"] / 1e9, "wall_s": r["wall_s"]}
+                out.unlink()
+                result["rows"].append(row)
+                print(f"{n_jets} jets, batch {batch}: peak RSS {row['peak_rss_gb']:.2f} GB, "
+                      f"{row['row_groups']} row groups, footer {row['footer_bytes']} B, "
+                      f"{row['wall_s']:.0f} s", flush=True)
+    peaks = [r["peak_rss_gb"] for r in result["rows"]]
+    result["max_over_min_peak_rss"] = max(peaks) / min(peaks)
+    result["load_average_at_end"] = os.getloadavg()
+    print(f"largest / smallest peak RSS: {result['max_over_min_peak_rss']:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 500_000, 2_000_000])
@@ -149,8 +196,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads of the measured processes (OMP_NUM_THREADS; "
                          "default: torch's own choice)")
+    ap.add_argument("--batch-sweep", type=int, nargs="+", default=None,
+                    help="measure peak RSS at these --batch-size values instead")
+    ap.add_argument("--sweep-jets", type=int, nargs="+", default=[50_000, 400_000],
+                    help="input sizes of --batch-sweep")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if args.batch_sweep:
+        batch_sweep(args)
+        return
 
     import torch
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
+import warnings
 from collections.abc import Sequence
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "limit_malloc_arenas"]
 
 
 def add_feature_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,6 +56,10 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop after this many jets per input set")
     g.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ...")
     g.add_argument("--batch-size", type=int, default=4096, help="jets per feature batch")
+    g.add_argument("--dtype", default=None, choices=["float32", "float64"],
+                   help="floating type the features are computed in (default: float32; "
+                        "predict and evaluate: the model's, as in training); float64 is "
+                        "slower and removes float32 rounding noise from small features")
     g.add_argument("--workers", type=int, default=1,
                    help="CPU worker processes reading and computing in parallel, e.g. the "
                         "number of cores (default: 1; results are the same)")
@@ -62,6 +68,11 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
                             "energyflow-pid", "parquet"],
                    help="input file format (default: by extension: .root, .h5 Top Tagging, "
                         ".npz energyflow, .parquet; see jetace.formats)")
+    g.add_argument("--skip-bad-jets", action="store_true",
+                   help="leave out jets with NaN, infinite or too large momenta (beyond "
+                        "1e15 GeV) or negative energies, and jets whose features or scores "
+                        "are not finite; they are counted and listed at the end (default: "
+                        "stop at the first, naming its file and entry)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -70,6 +81,31 @@ def _schema(args: argparse.Namespace):
     from jetace.schema import with_format
 
     return with_format(args.schema, getattr(args, "format", None))
+
+
+#: bad jets listed one by one at the end of a run with --skip-bad-jets
+_LISTED_BAD_JETS = 100
+
+
+def _bad_jets(args: argparse.Namespace) -> list | None:
+    """The run's list of left-out jets (with --skip-bad-jets), else None."""
+    if not getattr(args, "skip_bad_jets", False):
+        return None
+    if getattr(args, "_bad_jets", None) is None:
+        args._bad_jets = []
+    return args._bad_jets
+
+
+def _report_bad_jets(args: argparse.Namespace) -> None:
+    bad = getattr(args, "_bad_jets", None)
+    if not bad:
+        return
+    print(f"jetace {args.command}: warning: left out {len(bad)} bad jet(s) "
+          "(--skip-bad-jets):", file=sys.stderr)
+    for path, entry, reason in bad[:_LISTED_BAD_JETS]:
+        print(f"  {path}: jet entry {entry}: {reason}", file=sys.stderr)
+    if len(bad) > _LISTED_BAD_JETS:
+        print(f"  ... and {len(bad) - _LISTED_BAD_JETS} more", file=sys.stderr)
 
 
 def feature_spec_from_args(args: argparse.Namespace, mirror: bool = False) -> dict:
@@ -118,14 +154,15 @@ def _add_features(sub) -> None:
                         "output is the same as without --dask")
 
     def run(args):
-        import warnings
-
         from jetace.errors import JetaceError
         from jetace.extract import write_features
 
         kwargs = dict(tree=args.tree, schema=_schema(args), step_size=args.step_size,
                       max_jets=args.max_jets, device=args.device, batch_size=args.batch_size,
                       skip_bad=args.skip_bad, progress=not args.quiet)
+        if _dtype(args) is not None:
+            kwargs["dtype"] = _dtype(args)
+        bad_jets = _bad_jets(args)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if args.dask:
@@ -134,16 +171,18 @@ def _add_features(sub) -> None:
                 if args.workers != 1:
                     raise JetaceError("--workers and --dask cannot be combined: the dask "
                                       "cluster's workers do the work")
+                if bad_jets is not None:
+                    raise JetaceError("--skip-bad-jets and --dask cannot be combined")
                 n = write_features_dask(args.files, args.output, feature_spec_from_args(args),
                                         dask=args.dask, **kwargs)
             else:
                 n = write_features(args.files, args.output, feature_spec_from_args(args),
-                                   workers=args.workers, **kwargs)
+                                   workers=args.workers, bad_jets=bad_jets, **kwargs)
         print(f"wrote features of {n} jets to {args.output}")
         for w in caught:
             print(f"jetace features: warning: {w.message}", file=sys.stderr)
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, paths=lambda a: ([a.output], [*a.files, a.schema]))
 
 
 def _add_generate(sub) -> None:
@@ -222,7 +261,28 @@ def _add_generate(sub) -> None:
         print(f"wrote {s.n_jets} {args.process} jets from {s.n_events} events to {files} "
               f"in {s.seconds:.1f} s ({s.jets_per_second_per_worker:.1f} jets/s per worker)")
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, paths=_generate_paths)
+
+
+#: Pythia settings whose value is a file that Pythia reads
+_PYTHIA_FILE_SETTINGS = ("beams:lhef", "beams:lhefheader", "slha:file")
+
+
+def _generate_paths(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """(outputs, inputs) of ``generate``: the output (one per worker with --split) and
+    the files named by --pythia settings."""
+    from pathlib import Path
+
+    from jetace.generate.parallel import worker_paths
+
+    out = Path(args.output)
+    outputs = worker_paths(out, args.workers) if args.split and args.workers > 1 else [out]
+    inputs = []
+    for setting in args.pythia:
+        key, _, value = setting.partition("=")
+        if key.strip().lower() in _PYTHIA_FILE_SETTINGS and value.strip():
+            inputs.append(value.strip())
+    return [str(o) for o in outputs], inputs
 
 
 # -- supervised taggers: train, evaluate, predict, export-onnx -------------------------
@@ -231,7 +291,39 @@ def _add_generate(sub) -> None:
 def _input_kwargs(args: argparse.Namespace) -> dict:
     return {"tree": args.tree, "schema": _schema(args), "step_size": args.step_size,
             "max_jets": args.max_jets, "device": args.device, "batch_size": args.batch_size,
-            "workers": args.workers}
+            "workers": args.workers, "bad_jets": _bad_jets(args), "dtype": _dtype(args)}
+
+
+def _dtype(args: argparse.Namespace):
+    """--dtype as a torch dtype, or None (the command's default)."""
+    if getattr(args, "dtype", None) is None:
+        return None
+    import torch
+
+    return {"float32": torch.float32, "float64": torch.float64}[args.dtype]
+
+
+def _strength(text: str) -> str:
+    """--C: 'auto' or a positive number (kept as text; converted where used)."""
+    if text != "auto":
+        try:
+            if not float(text) > 0:
+                raise ValueError
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected 'auto' or a positive number, got "
+                                             f"{text!r}") from None
+    return text
+
+
+def _widths(text: str) -> str:
+    """--hidden: comma-separated positive integers (kept as text)."""
+    try:
+        if not all(int(w) > 0 for w in text.split(",")):
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such "
+                                         f"as 64,32, got {text!r}") from None
+    return text
 
 
 def _add_train(sub) -> None:
@@ -264,9 +356,9 @@ def _add_train(sub) -> None:
                         "(also the classifier of CWoLa)")
     p.add_argument("--method", default="logistic", choices=["logistic", "lda"],
                    help="linear model: logistic regression (default) or shrinkage LDA")
-    p.add_argument("--C", default=None,
+    p.add_argument("--C", default=None, type=_strength,
                    help="linear model: inverse L2 strength, or 'auto' for a validation scan")
-    p.add_argument("--hidden", default=None,
+    p.add_argument("--hidden", default=None, type=_widths,
                    help="mlp, autoencoder: comma-separated hidden layer widths (e.g. 64,32)")
     u = p.add_argument_group("unsupervised")
     u.add_argument("--n-components", default=None,
@@ -398,7 +490,9 @@ def _add_train(sub) -> None:
                   + ", ".join(f"{k}: {v:.4g}" for k, v in q.items()))
         print(f"wrote {args.output}")
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, paths=lambda a: ([a.output], [
+        *(a.signal or []), *(a.background or []), *(a.inputs or []),
+        *(a.mixture_a or []), *(a.mixture_b or []), a.schema]))
 
 
 def _add_weight_branch(p: argparse.ArgumentParser, what: str) -> None:
@@ -418,8 +512,6 @@ def _readable(paths: list[str], args: argparse.Namespace, command: str) -> list[
     (each skipped one reported on stderr; an error if none is left)."""
     if not getattr(args, "skip_bad", False):
         return paths
-    import warnings
-
     from jetace.io import JetFiles
 
     with warnings.catch_warnings():
@@ -450,7 +542,9 @@ def _add_evaluate(sub) -> None:
                         "(e.g. label_Tbqq)")
     p.add_argument("--signal-class", default=None,
                    help="multi-class model: the class that is signal (default: the first)")
-    p.add_argument("--json", action="store_true", help="print one JSON object line")
+    p.add_argument("--json", action="store_true",
+                   help="print one strict JSON object line; a rejection that is infinite "
+                        "(no background jet passes the cut) is null")
     p.add_argument("--plot", default=None, help="write the ROC curve to this image (e.g. roc.png)")
     _add_weight_branch(p, "weighted AUC, accuracy and rejection (negative weights accepted)")
     _add_skip_bad(p)
@@ -458,6 +552,7 @@ def _add_evaluate(sub) -> None:
 
     def run(args):
         import json
+        import math
 
         from jetace.metrics import plot_roc
         from jetace.model_file import load_model
@@ -475,7 +570,9 @@ def _add_evaluate(sub) -> None:
         if args.plot:
             plot_roc({model.metadata.get("model", "model"): (scores, labels)}, args.plot)
         if args.json:
-            print(json.dumps(metrics))
+            strict = {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                      for k, v in metrics.items()}
+            print(json.dumps(strict, allow_nan=False))
             return
         for key, value in metrics.items():
             shown = f"{value:.4f}" if isinstance(value, float) else str(value)
@@ -483,7 +580,8 @@ def _add_evaluate(sub) -> None:
         if args.plot:
             print(f"wrote {args.plot}")
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, paths=lambda a: ([a.plot], [a.model, *a.signal, *a.background,
+                                                           a.schema]))
 
 
 def _add_predict(sub) -> None:
@@ -506,7 +604,7 @@ def _add_predict(sub) -> None:
                             args.output, progress=not args.quiet, **_input_kwargs(args))
         print(f"wrote scores of {n} jets to {args.output}")
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, paths=lambda a: ([a.output], [a.model, *a.files, a.schema]))
 
 
 def _add_export_onnx(sub) -> None:
@@ -524,7 +622,7 @@ def _add_export_onnx(sub) -> None:
         load_model(args.model).to_onnx(args.output)
         print(f"wrote {args.output}")
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, paths=lambda a: ([a.output], [a.model]))
 
 
 def _add_demo(sub) -> None:
@@ -591,7 +689,8 @@ def _add_mix(sub) -> None:
         print(f"wrote {r['n_jets']} jets ({r['n_signal']} signal, {r['n_background']} "
               f"background) to {args.output}")
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, paths=lambda a: ([a.output], [*a.signal, *a.background,
+                                                           a.schema]))
 
 
 _COMMANDS.append(_add_mix)
@@ -609,16 +708,81 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: glibc's mallopt parameter M_ARENA_MAX
+_M_ARENA_MAX = -8
+
+
+def limit_malloc_arenas(n: int = 2) -> bool:
+    """Let glibc's malloc use at most ``n`` arenas (heaps) in this process.
+
+    By default every thread that allocates (reading, decompression, read-ahead) gets an
+    arena of its own, and memory freed in many arenas is reused badly: the peak RSS of
+    ``jetace features`` grew with the input, 0.70 GB on 50k jets and 0.88 GB on 400k
+    (BIP(3,6), benchmarks/streaming_memory.py); with two arenas it is 0.73 GB on 400k, at
+    the same speed. Does nothing where ``MALLOC_ARENA_MAX`` is set or malloc is not
+    glibc's; returns whether the limit was set.
+    """
+    import ctypes
+    import os
+
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL(None).mallopt(_M_ARENA_MAX, int(n)))
+    except (OSError, AttributeError):
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    limit_malloc_arenas()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    import errno
+    import signal
+
     from jetace.errors import JetaceError
 
+    # SIGTERM ends the run like Ctrl-C: cleanup code runs (temporary outputs removed)
+    previous = signal.signal(signal.SIGTERM, _terminate) \
+        if threading.current_thread() is threading.main_thread() else None
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"jetace {args.command}: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show  # one line per warning, as the errors
     try:
-        return args.func(args) or 0
+        paths = getattr(args, "paths", None)
+        if paths is not None:  # before any work: an output never replaces an input
+            from jetace.outputs import check_outputs
+
+            check_outputs(*paths(args))
+        code = args.func(args) or 0
+        _report_bad_jets(args)
+        return code
     except JetaceError as exc:
         print(f"jetace {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # disk full, permission denied, I/O errors
+        what = {errno.ENOSPC: "no space left on device (the disk is full)",
+                errno.EDQUOT: "disk quota exceeded", errno.EACCES: "permission denied",
+                errno.EROFS: "read-only file system"}.get(exc.errno, exc.strerror or str(exc))
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"jetace {args.command}: error: {where}{what}; no output was left behind",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"jetace {args.command}: interrupted; no output was left behind",
+              file=sys.stderr)
+        return 130
+    finally:
+        warnings.showwarning = shown
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

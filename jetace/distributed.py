@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from jetace.errors import JetaceError
 from jetace.extract import (
     _rows_per_yield,
+    _screen,
     chunk_features,
     feature_blocks,
     feature_table_layout,
@@ -44,6 +45,7 @@ from jetace.extract import (
     write_feature_table,
 )
 from jetace.io import JetFiles, Paths, SchemaLike, StepSize
+from jetace.outputs import check_output_of
 
 __all__ = ["connect", "feature_ranges", "write_features_dask"]
 
@@ -144,6 +146,7 @@ def write_features_dask(paths: Paths, output: str | os.PathLike,
     """
     if batch_size < 1:
         raise JetaceError(f"batch size must be positive, got {batch_size}")
+    check_output_of(output, paths)
     module, max_particles, names, metadata = feature_table_layout(spec)
     files = JetFiles(paths, tree, schema, extras=False, skip_bad=skip_bad)
     ranges = feature_ranges(files, _rows_per_yield(module, batch_size, dtype), step_size,
@@ -194,19 +197,22 @@ def _ordered_results(client: Any, ranges: list[tuple[str, int, int]], options: d
     todo = iter(ranges)
     try:
         for item in todo:
-            pending.append(client.submit(_features_task, *item, pure=False, **options))
+            pending.append((client.submit(_features_task, *item, pure=False, **options), item))
             if len(pending) >= window:
                 break
         while pending:
-            future = pending.popleft()
+            future, block = pending.popleft()
             result = future.result()
             future.release()
             nxt = next(todo, None)
             if nxt is not None:
-                pending.append(client.submit(_features_task, *nxt, pure=False, **options))
+                pending.append((client.submit(_features_task, *nxt, pure=False, **options),
+                                nxt))
             bar.update(len(result[0]))
+            path, a, b = block
+            _screen(path, np.arange(a, b), result[0], result[0], "features", None)
             yield result
             del result
     finally:
-        for future in pending:
+        for future, _ in pending:
             future.cancel()

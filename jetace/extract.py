@@ -28,7 +28,6 @@ import functools
 import json
 import os
 import re
-import secrets
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -42,12 +41,23 @@ import torch
 from tqdm.auto import tqdm
 
 from jetace.errors import InputError, JetaceError
-from jetace.io import TEMPORAL_PRIORITY, JetFiles, Paths, SchemaLike, StepSize, to_packed, to_padded
+from jetace.io import (
+    MAX_MOMENTUM,
+    JetFiles,
+    Paths,
+    SchemaLike,
+    StepSize,
+    field_origins,
+    to_packed,
+    to_padded,
+)
+from jetace.outputs import check_output_of, remove_stale_temporaries, temporary_name
 from jetace.parallel import map_blocks
 
 __all__ = [
     "resolve_device",
     "feature_module",
+    "build_features",
     "iter_features",
     "feature_blocks",
     "chunk_features",
@@ -59,6 +69,7 @@ __all__ = [
     "write_feature_table",
     "OUTPUT_TREE",
     "MAX_FEATURE_BYTES",
+    "ROW_GROUP_BYTES",
 ]
 
 #: Name of the TTree written to ROOT feature files.
@@ -66,6 +77,9 @@ OUTPUT_TREE = "features"
 
 _DEFAULT_MAX_PARTICLES = 128
 
+#: Bytes of one Parquet row group (ROOT basket set) of :class:`TableWriter`, which fixes
+#: its rows per group from the row width (694 float32 features: about 12,000 rows).
+ROW_GROUP_BYTES = 32 * 2**20
 #: Largest feature tensor :func:`iter_features` yields at once (bytes).
 MAX_FEATURE_BYTES = 128 * 2**20
 #: Batches :func:`iter_features` reads and pads ahead of the one being computed on CPU
@@ -88,6 +102,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def build_features(spec: Mapping[str, Any]) -> torch.nn.Module:
+    """:func:`jetace.features.features_from_spec`, with an invalid spec (order 0, an
+    unknown option...) reported as a :class:`JetaceError` naming the spec."""
+    from jetace.features import features_from_spec
+
+    try:
+        return features_from_spec(dict(spec))
+    except JetaceError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise JetaceError(f"invalid feature options {dict(spec)}: {exc}") from exc
+
+
 def feature_module(spec: Mapping[str, Any] | torch.nn.Module) -> tuple[torch.nn.Module, int]:
     """The feature module for ``spec`` and the number of constituents it is fed.
 
@@ -100,9 +127,7 @@ def feature_module(spec: Mapping[str, Any] | torch.nn.Module) -> tuple[torch.nn.
         max_particles = (getattr(module, "spec", None) or {}).get(
             "max_particles", _DEFAULT_MAX_PARTICLES)
     else:
-        from jetace.features import features_from_spec
-
-        module = features_from_spec(dict(spec))
+        module = build_features(spec)
         max_particles = spec.get("max_particles", _DEFAULT_MAX_PARTICLES)
     return module, int(max_particles)
 
@@ -114,7 +139,8 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
                   dtype: torch.dtype = torch.float32, progress: bool = True,
                   desc: str | None = None, max_particles: int | None = None,
                   skip_bad: bool = False, workers: int = 1,
-                  transform: Callable[[torch.Tensor], Any] | None = None
+                  transform: Callable[[torch.Tensor], Any] | None = None,
+                  bad_jets: list[tuple[str, int, str]] | None = None,
                   ) -> Iterator[tuple[ak.Array, Any]]:
     """Yield ``(jets_chunk, features)`` for consecutive blocks of the input files, in order.
 
@@ -139,6 +165,12 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
     A tqdm bar over jets shows the rate in jets/s. All files are checked before the first
     chunk is read (see :class:`jetace.io.JetFiles`); with ``skip_bad`` a file failing
     those checks is skipped with a warning instead. ``max_particles`` overrides the spec's.
+
+    Nothing non-finite is yielded: a jet with bad momenta (:class:`jetace.io.JetFiles`),
+    or whose yielded features (or ``transform`` output) hold a NaN or an infinity, raises
+    :class:`InputError` naming the file and the jet entry; with a ``bad_jets`` list
+    such jets are left out instead and ``(file, jet entry, reason)`` appended to it.
+    The number of jets read is checked against the files' entry counts at the end.
     """
     if batch_size < 1:
         raise JetaceError(f"batch size must be positive, got {batch_size}")
@@ -151,19 +183,35 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
     module, spec_particles = feature_module(spec)
     max_particles = spec_particles if max_particles is None else max_particles
     module = module.to(dev).eval()
-    files = JetFiles(paths, tree, schema, extras=False, skip_bad=skip_bad)
+    files = JetFiles(paths, tree, schema, extras=False, skip_bad=skip_bad, bad_jets=bad_jets)
     total = files.num_jets if max_jets is None else min(max_jets, files.num_jets)
     finish = transform or (lambda feats: feats)
+    what = "features" if transform is None else "scores"
+    skipped_before = 0 if bad_jets is None else len(bad_jets)
+    screened = [0]
+
+    def screen(index: int, entries: np.ndarray, part: ak.Array, out: Any
+               ) -> tuple[ak.Array, Any]:
+        part, out, n = _screen(files.files[index], entries, part, out, what, bad_jets)
+        screened[0] += n
+        return part, out
+
+    def read_skipped() -> int:
+        return 0 if bad_jets is None else len(bad_jets) - skipped_before - screened[0]
     with tqdm(total=total, unit="jets", unit_scale=True, disable=not progress,
               desc=desc or "features", dynamic_ncols=True) as bar:
         if workers > 1:
             rows = _rows_per_yield(module, batch_size, dtype)
             work = functools.partial(_block_features, module, max_particles=max_particles,
                                      dtype=dtype, batch_size=batch_size, transform=transform)
-            for jets, out in map_blocks(files, feature_blocks(files, rows, step_size, max_jets),
-                                        work, workers):
+            done = 0
+            blocks = feature_blocks(files, rows, step_size, max_jets)
+            for (index, _, _), (entries, jets, out) in zip(
+                    blocks, map_blocks(files, blocks, work, workers), strict=True):
                 bar.update(len(jets))
-                yield jets, out
+                done += len(jets)
+                yield screen(index, entries, jets, out)
+            _check_count(files, done + read_skipped(), total)
             return
         # CPU: one batch per yield, read and padded (or packed) READ_AHEAD ahead in a
         # helper thread, the module's output yielded as it is; CUDA: whole chunks
@@ -172,14 +220,18 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
         packed = cpu and hasattr(module, "forward_packed")
         rows = batch_size if cpu else _rows_per_yield(module, batch_size, dtype)
 
-        def blocks() -> Iterator[tuple[ak.Array, tuple[torch.Tensor, torch.Tensor] | None]]:
-            for chunk in files.iterate(step_size, max_jets):
+        def blocks() -> Iterator[tuple[int, np.ndarray, ak.Array,
+                                       tuple[torch.Tensor, torch.Tensor] | None]]:
+            for index, entries, chunk in files.iterate_entries(step_size, max_jets):
                 if packed:
-                    yield from _packed_batches(chunk, rows, max_particles, dtype)
+                    for k, (part, inputs) in enumerate(
+                            _packed_batches(chunk, rows, max_particles, dtype)):
+                        yield index, entries[k * rows:(k + 1) * rows], part, inputs
                     continue
                 for first in range(0, len(chunk), rows):
                     part = chunk if rows >= len(chunk) else chunk[first:first + rows]
-                    yield part, to_padded(part, max_particles, dtype=dtype) if cpu else None
+                    yield (index, entries[first:first + rows], part,
+                           to_padded(part, max_particles, dtype=dtype) if cpu else None)
 
         @torch.no_grad()
         def features(part: ak.Array, inputs: tuple[torch.Tensor, torch.Tensor] | None
@@ -191,11 +243,43 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
             bar.update(len(part))
             return out
 
-        for part, inputs in read_ahead(blocks(), READ_AHEAD if cpu else 1):
+        done = 0
+        for index, entries, part, inputs in read_ahead(blocks(), READ_AHEAD if cpu else 1):
             # no grad mode set across the yield, and no reference to the features
             # kept here while the consumer holds them
-            yield part, finish(features(part, inputs))
+            done += len(part)
+            yield screen(index, entries, part, finish(features(part, inputs)))
             del inputs
+        _check_count(files, done + read_skipped(), total)
+
+
+def _screen(path: str, entries: np.ndarray, part: ak.Array, out: Any, what: str,
+            bad_jets: list[tuple[str, int, str]] | None) -> tuple[ak.Array, Any, int]:
+    """``(part, out, 0)`` when every row of ``out`` is finite; else raise naming the first
+    bad jet, or (``bad_jets`` a list) drop those rows, list them and count them."""
+    values = torch.as_tensor(out)
+    if not values.is_floating_point() or len(values) == 0:
+        return part, out, 0
+    ok = torch.isfinite(values).reshape(len(values), -1).all(dim=1).cpu().numpy()
+    if ok.all():
+        return part, out, 0
+    bad = np.flatnonzero(~ok)
+    reason = (f"its {what} are NaN or infinite although its momenta passed the input "
+              f"checks (finite, at most {MAX_MOMENTUM:.0e} GeV)")
+    if bad_jets is None:
+        raise InputError(f"{path}: jet entry {int(entries[bad[0]])}: {reason}; nothing is "
+                         "written (--skip-bad-jets leaves such jets out)")
+    bad_jets.extend((path, int(entries[i]), reason) for i in bad)
+    keep = out[torch.as_tensor(ok, device=values.device)] if isinstance(out, torch.Tensor) \
+        else out[ok]
+    return part[ok], keep, len(bad)
+
+
+def _check_count(files: JetFiles, done: int, total: int) -> None:
+    """No run ends with fewer (or more) jets than the files promise."""
+    if done != total:
+        raise InputError(f"{', '.join(files.files)}: read {done} jets where the files promise "
+                         f"{total}; a file is truncated or damaged")
 
 
 def feature_blocks(files: JetFiles, rows: int, step_size: StepSize = "100 MB",
@@ -330,19 +414,24 @@ def _rows_per_yield(module: torch.nn.Module, batch_size: int, dtype: torch.dtype
 def jet_columns(jets_chunk: ak.Array) -> dict[str, np.ndarray]:
     """Flat per-jet columns named as in the JetClass input: ``jet_*`` and ``label_*``.
 
-    Jet fields get the prefix ``jet_`` (a field stored as ``raw_energy`` because the
-    record uses ``mass`` as its vector coordinate comes back as ``jet_energy``); label
-    fields keep their names; constituents are not included.
+    Jet fields get the prefix ``jet_`` (a field renamed by the reader, such as the energy
+    stored as ``raw_energy`` because the record uses ``mass`` as its vector coordinate,
+    comes back under the name it was read as, ``jet_energy``: the record's parameter
+    :data:`jetace.io.FIELD_ORIGINS`); label fields keep their names; constituents are
+    not included.
     """
     out: dict[str, np.ndarray] = {}
     fields = ak.fields(jets_chunk)
     if "jet" in fields:
         jet = jets_chunk["jet"]
+        origins = field_origins(jet)
         for name in ak.fields(jet):
-            base = name[4:] if name.startswith("raw_") and name[4:] in TEMPORAL_PRIORITY else name
-            out[f"jet_{base}"] = np.asarray(ak.to_numpy(jet[name]))
+            out[f"jet_{origins.get(name, name)}"] = np.asarray(ak.to_numpy(jet[name]))
     for name in fields:
         if name not in ("constituents", "jet"):
+            if name in out:
+                raise InputError(f"branch {name!r} is read both as a label and as a jet "
+                                 "field; rename one of them in the schema")
             out[name] = np.asarray(ak.to_numpy(jets_chunk[name]))
     return out
 
@@ -386,6 +475,11 @@ class TableWriter:
     an interrupted run never leaves a file that looks complete. ROOT output is one TTree
     named :data:`OUTPUT_TREE`; ``metadata`` (str -> str) goes into the Parquet schema
     metadata or, for ROOT, into TObjString entries beside the tree.
+
+    Rows are buffered and written in row groups (Parquet) or baskets (ROOT) of a fixed
+    number of rows, ``group_rows``: as many as fit in :data:`ROW_GROUP_BYTES` (at least
+    one), whatever the sizes of the ``write`` calls, so the file's metadata, which the
+    writer keeps in memory until it closes, stays small at any compute batch size.
     """
 
     _FORMATS = {".parquet": "parquet", ".pq": "parquet", ".root": "root"}
@@ -405,12 +499,16 @@ class TableWriter:
         self._tmp: Path | None = None
         self._writer: Any = None
         self._columns: dict[str, np.dtype] | None = None
+        self.group_rows = 0
+        self._pending: list[dict[str, np.ndarray]] = []
+        self._pending_rows = 0
 
     def __enter__(self) -> TableWriter:
         # a fresh hidden name in the same directory (so the final rename is atomic),
-        # created by the writer itself so it gets the usual permissions
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}."
-                                        f"{secrets.token_hex(4)}.tmp")
+        # created by the writer itself so it gets the usual permissions; temporary files
+        # of earlier runs killed outright are removed (jetace.outputs)
+        remove_stale_temporaries(self.path)
+        self._tmp = temporary_name(self.path)
         return self
 
     def write(self, columns: Mapping[str, np.ndarray]) -> None:
@@ -429,10 +527,34 @@ class TableWriter:
             raise JetaceError(f"{self.path}: columns changed between writes "
                               f"({_column_change(self._columns, dtypes)}); all input files "
                               "must hold the same jet and label branches")
-        self._append(arrays)
-        self.rows += lengths.pop() if lengths else 0
+        n = lengths.pop() if lengths else 0
+        self._pending.append(arrays)
+        self._pending_rows += n
+        self.rows += n
+        if self._pending_rows >= self.group_rows:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        """Write the buffered rows in groups of ``group_rows`` (the last, partial group
+        only when ``final``), keeping the rest buffered."""
+        if not self._pending:
+            return
+        names = list(self._pending[0])
+        merged = self._pending[0] if len(self._pending) == 1 else \
+            {k: np.concatenate([p[k] for p in self._pending]) for k in names}
+        self._pending = []
+        total, start = self._pending_rows, 0
+        while total - start >= self.group_rows or (final and start < total):
+            stop = min(start + self.group_rows, total)
+            self._append({k: v[start:stop] for k, v in merged.items()})
+            start = stop
+        if start < total:
+            self._pending = [{k: v[start:] for k, v in merged.items()}]
+        self._pending_rows = total - start
 
     def _open(self, arrays: dict[str, np.ndarray]) -> None:
+        row_bytes = sum(v.dtype.itemsize for v in arrays.values())
+        self.group_rows = max(1, ROW_GROUP_BYTES // max(1, row_bytes))
         if self.format == "parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -460,6 +582,8 @@ class TableWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if self._writer is not None:
+                if exc_type is None:
+                    self._flush(final=True)
                 self._writer.close()
             if exc_type is None:
                 if self._columns is None:
@@ -487,7 +611,8 @@ def write_features(paths: Paths, output: str | os.PathLike,
                    schema: SchemaLike = "jetclass", step_size: StepSize = "100 MB",
                    max_jets: int | None = None, device: str | torch.device = "auto",
                    batch_size: int = 4096, dtype: torch.dtype = torch.float32,
-                   progress: bool = True, skip_bad: bool = False, workers: int = 1) -> int:
+                   progress: bool = True, skip_bad: bool = False, workers: int = 1,
+                   bad_jets: list[tuple[str, int, str]] | None = None) -> int:
     """Compute features of every jet in ``paths`` and write them to ``output``.
 
     Columns: one per feature (named by :func:`feature_columns`, e.g. ``bip_...``) followed
@@ -499,13 +624,16 @@ def write_features(paths: Paths, output: str | os.PathLike,
     input files whose tree or branches are missing or bad, with a ``UserWarning`` each
     (see :class:`jetace.io.JetFiles`); otherwise such a file stops the run before any
     feature is computed. ``workers`` > 1: CPU worker processes (see :func:`iter_features`).
+    No NaN or infinity is written: a bad jet stops the run, or with a ``bad_jets`` list
+    is left out and listed there (:func:`iter_features`).
     """
+    check_output_of(output, paths)
     module, max_particles, names, metadata = feature_table_layout(spec)
     pieces = _host_pieces(iter_features(
         paths, module, tree=tree, schema=schema, step_size=step_size, max_jets=max_jets,
         device=device, batch_size=batch_size, dtype=dtype, progress=progress,
         desc=f"features -> {output}", max_particles=max_particles, skip_bad=skip_bad,
-        workers=workers))
+        workers=workers, bad_jets=bad_jets))
 
     def empty() -> dict[str, np.ndarray]:
         with warnings.catch_warnings():

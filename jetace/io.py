@@ -16,8 +16,12 @@ The ``jet`` record is a Momentum4D when its fields form one (pt, eta, phi and a 
 coordinate). ``vector`` accepts a single temporal coordinate, so when a file stores both
 the jet mass and the jet energy (JetClass does), ``mass`` is the coordinate (stored
 exactly; ``jets.jet.energy`` is then computed from it, which is well conditioned) and the
-stored energy is kept bit for bit in the field ``raw_energy``.
-:func:`jetace.extract.jet_columns` writes it back as ``jet_energy``.
+stored energy is kept bit for bit in the field ``raw_energy`` (``_raw_energy``, with
+more underscores as needed, when the file also has a branch that gives ``raw_energy``).
+The record's parameter :data:`FIELD_ORIGINS` maps every renamed field to the field it
+was read as, and :func:`jetace.extract.jet_columns` writes it back under that name
+(``jet_energy``), so a user's own ``jet_raw_energy`` or ``jet_raw_mass`` branch keeps its
+name and never replaces the mass or the energy.
 
 Documented behaviours for unusual input:
 
@@ -30,7 +34,11 @@ Documented behaviours for unusual input:
 - errors (:class:`jetace.errors.InputError`, message naming the file and the tree, branch
   or jet entry): missing file, a pattern matching no file, unreadable or corrupted ROOT
   file, missing tree, missing branch (the available ones are listed), non-numeric branch,
-  jagged branches whose lengths disagree, NaN or infinite momenta, negative energies.
+  jagged branches whose lengths disagree, a header promising more entries than the
+  baskets hold, and bad jets: NaN or infinite momenta, a momentum component or energy
+  beyond :data:`MAX_MOMENTUM` in magnitude, negative energies. With
+  ``bad_jets=[]`` (a list; the command line's ``--skip-bad-jets``) bad jets are left out
+  instead, and ``(file, jet entry, reason)`` of each is appended to that list.
   All files are checked for the tree and branches before the first jet is returned, so a
   bad file among many stops a run before anything is computed (or, with
   ``skip_bad=True``, is skipped with a warning and listed in :attr:`JetFiles.skipped`).
@@ -72,6 +80,9 @@ __all__ = [
     "JETCLASS",
     "resolve_schema",
     "TEMPORAL_PRIORITY",
+    "FIELD_ORIGINS",
+    "MAX_MOMENTUM",
+    "field_origins",
     "set_read_threads",
 ]
 
@@ -80,6 +91,15 @@ vector.register_awkward()
 #: Temporal field names in the order they are chosen as the jet record's coordinate;
 #: any other one present is stored as ``raw_<name>``.
 TEMPORAL_PRIORITY = ("mass", "energy", "m", "M", "E", "e", "t", "tau")
+#: Largest magnitude (GeV) of a constituent's px, py, pz or energy that is read: 10^11
+#: times the LHC's beam energy, far above any collision, and small enough that squares
+#: and sums of squares of up to 10^6 constituents (4 x 10^36) stay below float32's
+#: largest value (3.4 x 10^38). A value of 1e20 GeV is finite in float32, but its square
+#: is not.
+MAX_MOMENTUM = 1e15
+#: Parameter of the jet record: {field name in the record: field name it was read as}
+#: for the fields renamed so that the record has one temporal coordinate.
+FIELD_ORIGINS = "jetace_field_origins"
 
 PathLike = str | os.PathLike
 Paths = PathLike | Sequence[PathLike]
@@ -219,6 +239,10 @@ def _resolve_plan(schema: Schema, available: Sequence[str], path: str, tree: str
     if isinstance(schema.labels, str):
         labels = tuple(b for b in available if b.startswith(schema.labels))
     else:
+        reserved = [b for b in schema.labels if b in ("constituents", "jet")]
+        if reserved:
+            raise InputError(f"{where}: label branch {reserved[0]!r} has the name of a field "
+                             "of the jet records (constituents, jet); rename it")
         missing = [b for b in schema.labels if b not in have]
         if missing:
             raise InputError(f"{where} has no label branch {missing[0]!r} (schema "
@@ -308,15 +332,49 @@ def _inspect(path: str, tree: str, schema: Schema, extras: bool,
             raise InputError(f"{path}: cannot read tree {tree!r} ({_describe(exc)})") from exc
         plan = _resolve_plan(schema, available, path, tree, extras)
         _check_types(obj, plan, path, tree)
+        _check_entry_count(obj, plan, path, tree, num_entries)
     return _Source(path, tree, num_entries, plan)
+
+
+def _check_entry_count(obj, plan: _Plan, path: str, tree: str, num_entries: int) -> None:
+    """Check from the metadata that every planned branch of a TTree holds as many entries
+    in its baskets as the tree's header promises (an RNTuple has one entry count)."""
+    if not hasattr(obj, "branches"):
+        return
+    for branch in plan.branches:
+        try:
+            held = int(obj[branch].entry_offsets[-1])
+        except Exception as exc:
+            raise InputError(f"{path}: tree {tree!r}: branch {branch!r}: cannot read its "
+                             f"basket index ({_describe(exc)})") from exc
+        if held < num_entries:
+            raise InputError(f"{path}: tree {tree!r} promises {num_entries} entries but "
+                             f"branch {branch!r} holds {held}: entries [{held}, "
+                             f"{num_entries}) are missing (truncated or damaged file)")
+
+
+def _check_same_branches(first: _Source, other: _Source) -> None:
+    """Every file of a set gives the same jet and label columns as the first one."""
+    want = [*first.plan.jet.values(), *first.plan.labels]
+    have = [*other.plan.jet.values(), *other.plan.labels]
+    if set(want) != set(have):
+        missing = [b for b in want if b not in have]
+        extra = [b for b in have if b not in want]
+        raise InputError(f"{other.path}: tree {other.tree!r}: its jet and label branches differ "
+                         f"from those of {first.path} (missing: {missing or 'none'}; extra: "
+                         f"{extra or 'none'}); all input files must hold the same branches")
 
 
 # ----------------------------------------------------------------------------- records
 
 
-def _first_bad_jet(flat_bad: np.ndarray, counts: np.ndarray) -> int:
-    first = int(np.argmax(flat_bad))
-    return int(np.searchsorted(np.cumsum(counts), first, side="right"))
+def field_origins(record: ak.Array) -> dict[str, str]:
+    """{field: field it was read as} of a jet record from the reader (see the module
+    doc), also after slicing, fancy indexing or masking; {} when nothing was renamed."""
+    layout = record.layout
+    while not isinstance(layout, ak.contents.RecordArray) and hasattr(layout, "content"):
+        layout = layout.content  # indexed, option or list-offset wrappers of the record
+    return dict(layout.parameter(FIELD_ORIGINS) or {})
 
 
 def _jet_record(columns: dict[str, Any], n: int) -> ak.Array:
@@ -324,16 +382,49 @@ def _jet_record(columns: dict[str, Any], n: int) -> ak.Array:
     if not columns:
         return ak.Array(ak.contents.RecordArray([], [], length=n))
     present = [f for f in TEMPORAL_PRIORITY if f in columns]
-    renamed = {(f"raw_{k}" if k in present[1:] else k): v for k, v in columns.items()}
+    renamed: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for name, values in columns.items():
+        if name in present[1:]:
+            new = f"raw_{name}"
+            while new in columns or new in renamed:  # never shadow a field of the file
+                new = f"_{new}"
+            origins[new] = name
+            name = new
+        renamed[name] = values
     record = ak.zip(renamed, depth_limit=1)
+    if origins:
+        record = ak.with_parameter(record, FIELD_ORIGINS, origins)
     try:
         return ak.with_name(record, "Momentum4D")
     except TypeError:
         return record
 
 
-def _build(raw: ak.Array, src: _Source, entry_start: int) -> ak.Array:
-    """Validate one chunk of raw branches and assemble the jet records."""
+def _jet_problems(raw: ak.Array, plan: _Plan, counts: np.ndarray) -> dict[int, str]:
+    """{jet index in the chunk: its first problem} for jets with bad momenta."""
+    ends = np.cumsum(counts)
+    problems: dict[int, str] = {}
+    for field, branch in plan.momenta.items():
+        flat = ak.to_numpy(ak.flatten(raw[branch], axis=None))
+        finite = np.isfinite(flat)
+        checks = [("a NaN or infinite value", ~finite),
+                  (f"a value beyond {MAX_MOMENTUM:.0e} GeV in magnitude (its square "
+                   "overflows float arithmetic)", finite & (np.abs(flat) > MAX_MOMENTUM))]
+        if field == "energy":
+            checks.append(("a negative energy", flat < 0))
+        for what, bad in checks:
+            if bad.any():
+                for jet in np.unique(np.searchsorted(ends, np.flatnonzero(bad), side="right")):
+                    problems.setdefault(int(jet), f"branch {branch!r} has {what}")
+    return problems
+
+
+def _build(raw: ak.Array, src: _Source, entry_start: int,
+           bad_jets: list[tuple[str, int, str]] | None = None) -> tuple[np.ndarray, ak.Array]:
+    """Validate one chunk of raw branches and assemble the jet records; returns the tree
+    entries of the jets kept and the jets. Bad jets raise, or with a ``bad_jets`` list
+    are left out and appended to it."""
     plan, path = src.plan, src.path
     where = f"{path}: tree {src.tree!r}"
     px_branch = plan.momenta["px"]
@@ -346,17 +437,17 @@ def _build(raw: ak.Array, src: _Source, entry_start: int) -> ak.Array:
             i = int(np.argmax(other != counts))
             raise InputError(f"{where}: jagged branch {branch!r} has {other[i]} values but "
                              f"{px_branch!r} has {counts[i]} at jet entry {entry_start + i}")
-    for field, branch in plan.momenta.items():
-        flat = ak.to_numpy(ak.flatten(raw[branch], axis=None))
-        bad = ~np.isfinite(flat)
-        if bad.any():
-            i = _first_bad_jet(bad, counts)
-            raise InputError(f"{where}: branch {branch!r} has a NaN or infinite value at jet "
-                             f"entry {entry_start + i}")
-        if field == "energy" and (flat < 0).any():
-            i = _first_bad_jet(flat < 0, counts)
-            raise InputError(f"{where}: branch {branch!r} has a negative energy at jet "
-                             f"entry {entry_start + i}")
+    entries = np.arange(entry_start, entry_start + len(raw), dtype=np.int64)
+    problems = _jet_problems(raw, plan, counts)
+    if problems:
+        if bad_jets is None:
+            first = min(problems)
+            raise InputError(f"{where}: {problems[first]} at jet entry {entry_start + first} "
+                             "(--skip-bad-jets leaves such jets out)")
+        bad_jets.extend((path, entry_start + i, problems[i]) for i in sorted(problems))
+        keep = np.ones(len(raw), dtype=bool)
+        keep[list(problems)] = False
+        raw, entries = raw[keep], entries[keep]
     fields = {**plan.momenta, **plan.extras}
     constituents = ak.zip({f: raw[b] for f, b in fields.items()}, with_name="Momentum4D")
     jet = _jet_record({f: raw[b] for f, b in plan.jet.items()}, len(raw))
@@ -371,7 +462,8 @@ def _build(raw: ak.Array, src: _Source, entry_start: int) -> ak.Array:
             raise InputError(f"{where}: weight branch {plan.weight!r} has a NaN or infinite "
                              f"value at jet entry {entry_start + i}")
         labels["weight"] = weight
-    return ak.zip({"constituents": constituents, "jet": jet, **labels}, depth_limit=1)
+    return entries, ak.zip({"constituents": constituents, "jet": jet, **labels},
+                           depth_limit=1)
 
 
 #: threads that decompress baskets (zlib, lzma, zstd release the GIL); 1: the reading
@@ -415,26 +507,32 @@ class JetFiles:
     schema: ``"jetclass"``, a :class:`Schema`, a JSON schema file or a mapping.
     extras: read the schema's optional per-constituent branches (pid, charge, ...).
     skip_bad: skip files that fail the checks (with a warning; listed in ``skipped``)
-        instead of raising. Problems found only while reading data (NaN, corrupted
-        baskets) always raise.
+        instead of raising. Problems found only while reading data (corrupted baskets)
+        always raise.
     format: input format of every file (:data:`jetace.formats.FORMATS`), None: by
         extension (see :mod:`jetace.formats`).
+    bad_jets: None (jets with bad momenta raise :class:`InputError`), or a list: such
+        jets are left out and ``(path, jet entry, reason)`` appended to it.
 
     Attributes: ``files`` (checked paths), ``num_entries`` (jets per file), ``num_jets``
-    (their sum), ``skipped`` (list of (path, reason)).
+    (their sum), ``skipped`` (list of (path, reason)), ``bad_jets``.
     """
 
     def __init__(self, paths: Paths, tree: str = "tree", schema: SchemaLike = "jetclass", *,
-                 extras: bool = True, skip_bad: bool = False, format: str | None = None
-                 ) -> None:
+                 extras: bool = True, skip_bad: bool = False, format: str | None = None,
+                 bad_jets: list[tuple[str, int, str]] | None = None) -> None:
         self.schema = resolve_schema(schema)
         format = self.schema.format if format is None else format
         self.tree = tree
+        self.bad_jets = bad_jets
         self.skipped: list[tuple[str, str]] = []
         self._sources: list[_Source] = []
         for path in expand_paths(paths):
             try:
-                self._sources.append(_inspect(path, tree, self.schema, extras, format))
+                source = _inspect(path, tree, self.schema, extras, format)
+                if self._sources:
+                    _check_same_branches(self._sources[0], source)
+                self._sources.append(source)
             except InputError as exc:
                 if not skip_bad:
                     raise
@@ -464,8 +562,18 @@ class JetFiles:
         the entry ranges of :meth:`ranges` (same arguments), so work split by ranges (for
         example over a dask cluster) sees the same chunks as this loop.
         """
+        for _, _, chunk in self.iterate_entries(step_size, max_jets):
+            yield chunk
+
+    def iterate_entries(self, step_size: StepSize | None = "100 MB",
+                        max_jets: int | None = None
+                        ) -> Iterator[tuple[int, np.ndarray, ak.Array]]:
+        """:meth:`iterate`, yielding ``(file index, entries, chunk)``: ``entries`` (int64)
+        are the tree entries of the chunk's jets (consecutive but for bad jets left out)."""
+        index = {id(s): i for i, s in enumerate(self._sources)}
         for src, per, stop in self._plan_ranges(step_size, max_jets):
-            yield from self._iterate_source(src, 0, stop, per)
+            for entries, chunk in self._iterate_source(src, 0, stop, per):
+                yield index[id(src)], entries, chunk
 
     def ranges(self, step_size: StepSize | None = "100 MB",
                max_jets: int | None = None) -> list[tuple[int, int, int]]:
@@ -483,12 +591,17 @@ class JetFiles:
     def read_range(self, file_index: int, entry_start: int, entry_stop: int) -> ak.Array:
         """Jets ``entry_start <= entry < entry_stop`` of file ``files[file_index]``,
         validated and assembled like a chunk of :meth:`iterate`."""
+        return self.read_range_entries(file_index, entry_start, entry_stop)[1]
+
+    def read_range_entries(self, file_index: int, entry_start: int, entry_stop: int
+                           ) -> tuple[np.ndarray, ak.Array]:
+        """:meth:`read_range` and the tree entries of its jets (see :meth:`iterate_entries`)."""
         src = self._sources[file_index]
         if not 0 <= entry_start <= entry_stop <= src.num_entries:
             raise InputError(f"{src.path}: entry range [{entry_start}, {entry_stop}) outside "
                              f"the tree's {src.num_entries} entries")
         if entry_start == entry_stop:
-            return self._empty_of(src)
+            return np.zeros(0, np.int64), self._empty_of(src)
         return next(self._iterate_source(src, entry_start, entry_stop, entry_stop - entry_start))
 
     def _plan_ranges(self, step_size: StepSize | None, max_jets: int | None
@@ -530,7 +643,7 @@ class JetFiles:
         return max(1, int(n))
 
     def _iterate_source(self, src: _Source, start: int, stop: int, step: int
-                        ) -> Iterator[ak.Array]:
+                        ) -> Iterator[tuple[np.ndarray, ak.Array]]:
         """Chunks [start, start + step), [start + step, ...) up to ``stop`` of one file."""
         if src.format != "root":
             from jetace import formats
@@ -548,15 +661,24 @@ class JetFiles:
                 try:
                     raw, report = next(chunks)
                 except StopIteration:
-                    return
+                    break
                 except MemoryError:
                     raise
                 except Exception as exc:
                     raise InputError(f"{src.path}: tree {src.tree!r}: cannot read entries from "
                                      f"{start} on; the file may be truncated or corrupted "
                                      f"({_describe(exc)})") from exc
-                yield _build(raw, src, int(report.tree_entry_start))
-                start = int(report.tree_entry_stop)
+                first, last = int(report.tree_entry_start), int(report.tree_entry_stop)
+                if len(raw) != last - first or first != start:
+                    raise InputError(f"{src.path}: tree {src.tree!r}: entries [{start}, "
+                                     f"{last}) gave {len(raw)} jets; the file is truncated "
+                                     "or damaged")
+                yield _build(raw, src, first, self.bad_jets)
+                start = last
+            if start != stop:
+                raise InputError(f"{src.path}: tree {src.tree!r}: entries [{start}, {stop}) "
+                                 "could not be read (the data end before the entries the "
+                                 "header promises; truncated or damaged file)")
 
     def empty(self) -> ak.Array:
         """A zero-length array with the record layout of the first file."""
@@ -568,7 +690,7 @@ class JetFiles:
         with _open(src.path) as file:
             obj = _get_tree(file, src.path, src.tree)
             raw = obj.arrays(src.plan.branches, entry_stop=0, library="ak")
-        return _build(raw, src, 0)
+        return _build(raw, src, 0)[1]
 
     def read(self, max_jets: int | None = None) -> ak.Array:
         """All jets (up to ``max_jets``) as one array."""

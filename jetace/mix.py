@@ -20,10 +20,22 @@ import numpy as np
 from jetace.errors import InputError, JetaceError
 from jetace.extract import jet_columns
 from jetace.io import read_jets
+from jetace.outputs import atomic_output, check_output_of
 
 __all__ = ["mix_files", "MIX_TRUTH"]
 
 MIX_TRUTH = "mix_is_signal"  #: branch holding the truth of every mixed jet
+
+
+def _items(paths: Any) -> list:
+    return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+
+
+def _fields(jets: ak.Array) -> list[str]:
+    """Constituent, jet and label fields of ``jets``, as branch-like names."""
+    return ([f"part_{f}" for f in ak.fields(jets["constituents"])]
+            + [f"jet_{f}" for f in ak.fields(jets["jet"])]
+            + [f for f in ak.fields(jets) if f not in ("constituents", "jet")])
 
 
 def _draw(paths: Any, n: int, what: str, rng: np.random.Generator, read_kw: dict) -> ak.Array:
@@ -49,6 +61,7 @@ def mix_files(signal: Any, background: Any, output: str | os.PathLike, fraction:
     if n < 1:
         raise InputError(f"the mixture needs at least one jet, got -n {n}")
     out = Path(output)
+    check_output_of(out, [*_items(signal), *_items(background)])
     if out.suffix.lower() != ".root":
         raise JetaceError(f"{out}: mixtures are written as ROOT files; use a .root name")
     if not out.parent.is_dir():
@@ -61,6 +74,10 @@ def mix_files(signal: Any, background: Any, output: str | os.PathLike, fraction:
         parts.append(_draw(signal, n_sig, "signal", rng, read_kw))
     if n - n_sig:
         parts.append(_draw(background, n - n_sig, "background", rng, read_kw))
+    if len(parts) > 1 and _fields(parts[0]) != _fields(parts[1]):
+        raise InputError(f"the signal files {_items(signal)} and the background files "
+                         f"{_items(background)} hold different branches ({_fields(parts[0])} "
+                         f"against {_fields(parts[1])}); a mixture needs the same layout")
     jets = ak.concatenate(parts) if len(parts) > 1 else parts[0]
     truth = np.r_[np.ones(n_sig, bool), np.zeros(n - n_sig, bool)]
     order = rng.permutation(n)
@@ -71,16 +88,17 @@ def mix_files(signal: Any, background: Any, output: str | os.PathLike, fraction:
     flat = jet_columns(jets)
     if "jet_nparticles" not in flat:
         flat["jet_nparticles"] = ak.to_numpy(ak.num(cons, axis=1)).astype(np.int32)
+    if MIX_TRUTH in flat:
+        raise InputError(f"the inputs already have a branch {MIX_TRUTH!r}, the name the "
+                         "mixture gives its truth; mix files that are not mixtures")
     flat[MIX_TRUTH] = truth
     data = {"part": part, **flat}
-    try:
-        import uproot
+    import uproot
 
-        with uproot.recreate(out) as f:
-            f.mktree(tree, {k: v.type if k == "part" else v.dtype for k, v in data.items()},
-                     field_name=lambda outer, inner: f"{outer}_{inner}",
-                     counter_name=lambda counted: "n" + counted)
-            f[tree].extend(data)
-    except OSError as exc:
-        raise JetaceError(f"{out}: cannot write the mixture ({exc})") from exc
+    # written under a temporary name, renamed when complete (jetace.outputs)
+    with atomic_output(out) as tmp, uproot.recreate(tmp) as f:
+        f.mktree(tree, {k: v.type if k == "part" else v.dtype for k, v in data.items()},
+                 field_name=lambda outer, inner: f"{outer}_{inner}",
+                 counter_name=lambda counted: "n" + counted)
+        f[tree].extend(data)
     return {"n_jets": n, "n_signal": n_sig, "n_background": n - n_sig}

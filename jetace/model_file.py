@@ -18,6 +18,19 @@ Layout (format version 1)::
      "feature_dtype": "float32",
      "tagger_kind": "linear", "tagger_state": {...},
      "classes": ["background", "signal"], "metadata": {...}}
+
+Verification on load (:meth:`JetaceModel.load`), each failure a
+:class:`~jetace.errors.ModelFileError` naming the file:
+
+- the file is a zip archive whose every member passes its CRC-32 check (torch's own
+  reader does not check them, so a flipped byte inside a stored tensor would otherwise
+  give changed scores),
+- the header names this format and an integer format version this jetace reads,
+- the feature spec lies within :data:`SPEC_LIMITS` and the stored feature count within
+  ``SPEC_LIMITS["num_features"]``, checked before any feature plan is built (a hostile
+  spec such as order 12, degree 40 would otherwise keep the plan builder busy for
+  hours),
+- every stored weight array or tensor of the tagger is finite.
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ import functools
 import os
 import time
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +51,20 @@ from jetace.features import FEATURE_DEFINITION, definition_change, features_from
 from jetace.taggers.base import Tagger, tagger_from_state
 from jetace.taggers.preprocess import to_numpy
 
-__all__ = ["JetaceModel", "load_model", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["JetaceModel", "load_model", "FORMAT", "FORMAT_VERSION", "SPEC_LIMITS"]
 
 FORMAT = "jetace-model"
 FORMAT_VERSION = 1
 _NDARRAY = "__ndarray__"
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+#: Largest feature specs a model file may ask for. The largest allowed plans take a few
+#: seconds to build (BIP(6, 10), 53,955 features: 4 s; BIP(5, 11): 5 s on one core);
+#: BIP(6, 12) would take 18 s and 268k features, and the growth is steep beyond.
+#: ``order_times_degree`` bounds the product of the body order and the degree.
+SPEC_LIMITS = {"order": 6, "degree": 16, "order_times_degree": 60, "lmax": 12,
+               "n_radial": 32, "max_particles": 4096, "num_features": 100_000, "rank": 8,
+               "full_channel_products": 81}
 
 
 def _encode(obj: Any, where: str = "state") -> Any:
@@ -183,13 +205,17 @@ class JetaceModel:
     def iter_scores(self, paths, *, tree: str = "tree", schema="jetclass",
                     step_size="100 MB", max_jets: int | None = None,
                     device: str | torch.device = "auto", batch_size: int = 4096,
-                    progress: bool = True, desc: str | None = None, workers: int = 1):
+                    progress: bool = True, desc: str | None = None, workers: int = 1,
+                    bad_jets: list[tuple[str, int, str]] | None = None,
+                    dtype: torch.dtype | None = None):
         """Stream ROOT files: yield ``(jets_chunk, scores)`` per chunk, every jet in order.
 
         ``scores`` is a numpy array (n,) or (n, K) as :meth:`score`; only one chunk of
         jets and features is in memory at a time. ``workers`` > 1: that many CPU worker
         processes compute features and scores (see :func:`jetace.extract.iter_features`;
-        ``jets_chunk`` then lacks the constituents).
+        ``jets_chunk`` then lacks the constituents). ``dtype``: the features' floating
+        type (default: the model's feature dtype). No NaN or infinite score is yielded:
+        its jet raises, or with a ``bad_jets`` list is left out and listed there.
         """
         from jetace.extract import iter_features
 
@@ -198,10 +224,10 @@ class JetaceModel:
             if fused is None else (fused, _numpy_fused_scores)
         yield from iter_features(paths, module, tree=tree, schema=schema,
                                  step_size=step_size, max_jets=max_jets, device=device,
-                                 batch_size=batch_size, dtype=self.feature_dtype,
+                                 batch_size=batch_size, dtype=dtype or self.feature_dtype,
                                  progress=progress, desc=desc or "scoring",
                                  max_particles=self.max_particles, workers=workers,
-                                 transform=finish)
+                                 transform=finish, bad_jets=bad_jets)
 
     def signal_score(self, scores: np.ndarray, signal_class: str | None = None) -> np.ndarray:
         """One score per jet for a signal-vs-rest comparison.
@@ -237,10 +263,11 @@ class JetaceModel:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model to ``path`` (written to a temporary name, then renamed)."""
+        from jetace.outputs import atomic_output
+
         path = Path(path)
-        tmp = path.with_name(path.name + ".part")
-        torch.save(self.to_dict(), tmp)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            torch.save(self.to_dict(), tmp)
         return path
 
     @classmethod
@@ -250,6 +277,7 @@ class JetaceModel:
         path = Path(path)
         if not path.is_file():
             raise ModelFileError(f"model file {path} does not exist")
+        _check_archive(path)
         try:
             data = torch.load(path, map_location=device, weights_only=True)
         except Exception as exc:
@@ -258,12 +286,15 @@ class JetaceModel:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ModelFileError(f"{path} is not a jetace model file (no '{FORMAT}' header)")
         version = data.get("format_version")
+        if type(version) is not int:
+            raise ModelFileError(f"{path}: invalid model format version {version!r} (an "
+                                 "integer is expected); the file is damaged")
         if version != FORMAT_VERSION:
             from jetace import __version__
 
             raise ModelFileError(f"{path} has model format version {version}, but jetace "
-                                 f"{__version__} reads version {FORMAT_VERSION}; use the jetace "
-                                 "version that wrote it, or retrain")
+                                 f"{__version__} reads only version {FORMAT_VERSION}; use the "
+                                 "jetace version that wrote it, or retrain")
         return cls.from_dict(data, source=str(path))
 
     @classmethod
@@ -272,9 +303,11 @@ class JetaceModel:
         try:
             spec = _decode(data["features"])
             definition = int(data.get("feature_definition", 1))
+            n_feat = int(data["num_features"])
         except Exception as exc:
-            raise ModelFileError(f"{source} is damaged: unreadable feature spec "
+            raise ModelFileError(f"{source} is damaged: no feature spec "
                                  f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+        _check_spec(spec, n_feat, source)
         reason = definition_change(spec, definition)
         if reason is not None:
             raise ModelFileError(f"{source} was trained on feature definition {definition}, "
@@ -287,10 +320,16 @@ class JetaceModel:
                           "only on spacelike constituents (docs/definition.md): the model "
                           "is used as it is", stacklevel=3)
         try:
+            state = _decode(data["tagger_state"])
+        except Exception as exc:
+            raise ModelFileError(f"{source} is damaged: cannot read the tagger state "
+                                 f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+        _check_finite(state, source, "tagger_state")
+        try:
             features = features_from_spec(spec)
-            tagger = tagger_from_state(data["tagger_kind"], _decode(data["tagger_state"]))
+            tagger = tagger_from_state(data["tagger_kind"], state)
             dtype = _DTYPES[data["feature_dtype"]]
-            classes, n_feat = data["classes"], int(data["num_features"])
+            classes = data["classes"]
             metadata = _decode(data["metadata"])
         except ModelFileError:
             raise
@@ -338,16 +377,89 @@ class JetaceModel:
             mask = torch.zeros(2, self.max_particles, dtype=torch.bool)
             mask[:, :3] = True
             example = (p4, mask)
-        out_axes = {0: "batch"}
+        from jetace.outputs import atomic_output
+
         try:
-            torch.onnx.export(module, example, str(path), input_names=["p4", "mask"],
-                              output_names=["score"], opset_version=opset, dynamo=False,
-                              dynamic_axes={"p4": {0: "batch", 1: "particles"},
-                                            "mask": {0: "batch", 1: "particles"},
-                                            "score": out_axes})
+            with atomic_output(path) as tmp:
+                torch.onnx.export(module, example, str(tmp), input_names=["p4", "mask"],
+                                  output_names=["score"], opset_version=opset, dynamo=False,
+                                  dynamic_axes={"p4": {0: "batch", 1: "particles"},
+                                                "mask": {0: "batch", 1: "particles"},
+                                                "score": {0: "batch"}})
+        except OSError:
+            raise
         except Exception as exc:
             raise InputError(f"ONNX export failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
         return path
+
+
+def _check_archive(path: Path) -> None:
+    """Every member of the model's zip archive passes its CRC-32 check."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except zipfile.BadZipFile as exc:
+        raise ModelFileError(f"{path} is not a jetace model file, or it is corrupted (not "
+                             f"a zip archive: {exc})") from exc
+    except Exception as exc:  # truncated members, bad compression data
+        raise ModelFileError(f"{path} is corrupted ({type(exc).__name__}: "
+                             f"{str(exc)[:200]})") from exc
+    if bad is not None:
+        raise ModelFileError(f"{path} is corrupted: member {bad!r} fails its CRC check (the "
+                             "file changed after it was written); use an intact copy")
+
+
+def _check_spec(spec: Any, n_features: int, source: str) -> None:
+    """The feature spec and feature count within :data:`SPEC_LIMITS`, before any plan."""
+    if not isinstance(spec, dict):
+        raise ModelFileError(f"{source} is damaged: its feature spec is not a mapping")
+    for key in ("order", "degree", "lmax", "n_radial", "max_particles", "rank"):
+        value = spec.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ModelFileError(f"{source}: feature spec {key}={value!r} is not a "
+                                 "non-negative integer")
+        if value > SPEC_LIMITS[key]:
+            raise ModelFileError(f"{source}: feature spec {key}={value} exceeds the limit "
+                                 f"{SPEC_LIMITS[key]} of model files (jetace.model_file."
+                                 "SPEC_LIMITS); refused before building any feature plan")
+    product = int(spec.get("order") or 0) * int(spec.get("degree") or 0)
+    if product > SPEC_LIMITS["order_times_degree"]:
+        raise ModelFileError(f"{source}: feature spec order {spec.get('order')} x degree "
+                             f"{spec.get('degree')} = {product} exceeds the limit "
+                             f"{SPEC_LIMITS['order_times_degree']} of model files; refused "
+                             "before building any feature plan")
+    species = spec.get("species") or ()
+    if not isinstance(species, (list, tuple)) or len(species) > 8:
+        raise ModelFileError(f"{source}: feature spec species={species!r} is not a short list "
+                             "of channel names")
+    if species and spec.get("channel_mode") == "full":
+        combos = (1 + len(species)) ** int(spec.get("order") or 1)
+        if combos > SPEC_LIMITS["full_channel_products"]:
+            raise ModelFileError(f"{source}: feature spec multiplies {1 + len(species)} "
+                                 f"channels to order {spec.get('order')} ({combos} channel "
+                                 "combinations), over the limit "
+                                 f"{SPEC_LIMITS['full_channel_products']} of model files; "
+                                 "refused before building any feature plan")
+    if not 0 < n_features <= SPEC_LIMITS["num_features"]:
+        raise ModelFileError(f"{source}: {n_features} features is outside 1..."
+                             f"{SPEC_LIMITS['num_features']} (the limit of model files)")
+
+
+def _check_finite(state: Any, source: str, where: str) -> None:
+    """Every float array or tensor in the tagger state is finite."""
+    if isinstance(state, dict):
+        for key, value in state.items():
+            _check_finite(value, source, f"{where}.{key}")
+    elif isinstance(state, (list, tuple)):
+        for i, value in enumerate(state):
+            _check_finite(value, source, f"{where}[{i}]")
+    elif isinstance(state, (torch.Tensor, np.ndarray, float)):
+        values = torch.as_tensor(state)
+        if values.is_floating_point() and not bool(torch.isfinite(values).all()):
+            raise ModelFileError(f"{source}: stored weights {where} hold NaN or infinite "
+                                 "values; the model cannot score jets")
 
 
 def _tagger_scores(tagger: Tagger, feats: torch.Tensor) -> np.ndarray:

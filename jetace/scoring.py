@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from jetace.errors import InputError
+from jetace.errors import InputError, JetaceError
 from jetace.model_file import JetaceModel
 
 __all__ = ["evaluate_files", "predict_to_file", "rate_matched_threshold"]
@@ -95,6 +95,15 @@ def rate_matched_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.sort(scores)[len(scores) - n_signal - 1])
 
 
+def _check_float32(written: np.ndarray, scores: np.ndarray, offset: int, output) -> None:
+    """Scores that overflow float32 when written are an error, not a silent infinity."""
+    bad = np.flatnonzero(~np.isfinite(written))
+    if len(bad):
+        i = int(bad[0])
+        raise JetaceError(f"{output}: the score {scores[i]:.3g} of jet {offset + i} (in input "
+                          "order) does not fit the float32 score column; nothing is written")
+
+
 def predict_to_file(model: JetaceModel, paths, output, *, progress: bool = True,
                     **read_kw: Any) -> int:
     """Write one row per input jet, in input order, to ``output`` (.parquet or .root).
@@ -104,7 +113,9 @@ def predict_to_file(model: JetaceModel, paths, output, *, progress: bool = True,
     the number of jets written; no jets at all is an :class:`InputError`.
     """
     from jetace.extract import TableWriter, jet_columns
+    from jetace.outputs import check_output_of
 
+    check_output_of(output, paths)
     names = [c[len("label_"):] if c.startswith("label_") else c for c in model.classes]
     meta = {"jetace_model": json.dumps({"classes": model.classes, "features": model.spec})}
     n = 0
@@ -114,6 +125,7 @@ def predict_to_file(model: JetaceModel, paths, output, *, progress: bool = True,
             cols = jet_columns(chunk)
             if scores.ndim == 1:
                 cols["score"] = scores.astype(np.float32)
+                _check_float32(cols["score"], scores, n, output)
             else:
                 prob = torch.softmax(torch.as_tensor(scores, dtype=torch.float64), 1).numpy()
                 for i, name in enumerate(names):

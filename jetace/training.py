@@ -40,6 +40,7 @@ def collect_features(sets, spec, *, labels: list[str] | None = None, tree: str =
                      device: str | torch.device = "auto", batch_size: int = 4096,
                      dtype: torch.dtype = torch.float32, progress: bool = True,
                      skip_bad: bool = False, workers: int = 1, weights: bool = False,
+                     bad_jets: list[tuple[str, int, str]] | None = None,
                      ) -> tuple[torch.Tensor, np.ndarray] | tuple[torch.Tensor, np.ndarray,
                                                                   np.ndarray]:
     """Stream input files into a feature matrix and class indices.
@@ -49,7 +50,9 @@ def collect_features(sets, spec, *, labels: list[str] | None = None, tree: str =
     ``labels`` (jets with none of them are dropped; the class index of the set is then
     ignored). ``max_jets`` applies per set; ``skip_bad`` skips unreadable files with a
     warning and ``workers`` > 1 computes in that many CPU processes (see
-    :func:`jetace.extract.iter_features`). Returns X (n, F) on ``device`` in ``dtype``
+    :func:`jetace.extract.iter_features`); ``bad_jets``: a list to leave jets with bad
+    momenta or non-finite features out (listed there) instead of stopping
+    (:func:`jetace.extract.iter_features`). Returns X (n, F) on ``device`` in ``dtype``
     and y (n,) int64, and with ``weights`` the per-jet weights w (n,) float64 of the
     schema's weight branch (:attr:`jetace.schema.Schema.weight`, which must be set).
     Only the feature matrix stays in memory.
@@ -67,7 +70,8 @@ def collect_features(sets, spec, *, labels: list[str] | None = None, tree: str =
                                           step_size=step_size, max_jets=max_jets,
                                           device=device, batch_size=batch_size, dtype=dtype,
                                           progress=progress, desc=f"features ({name})",
-                                          skip_bad=skip_bad, workers=workers):
+                                          skip_bad=skip_bad, workers=workers,
+                                          bad_jets=bad_jets):
             n_set += len(chunk)
             w = np.asarray(chunk["weight"], dtype=np.float64) if weights else None
             if labels is None:
@@ -153,10 +157,10 @@ ANOMALY_SPEC = {**WEAK_SPEC, "max_particles": 32}
 
 def _feature_module(spec: dict[str, Any] | None) -> tuple[torch.nn.Module, int]:
     """The feature module of ``spec`` (None: :data:`SUPERVISED_SPEC`) and max_particles."""
-    from jetace.features import features_from_spec
+    from jetace.extract import build_features
 
     spec = dict(spec or SUPERVISED_SPEC)
-    return features_from_spec(spec), int(spec.get("max_particles", 128))
+    return build_features(spec), int(spec.get("max_particles", 128))
 
 
 def _check_disjoint(first, second, names: tuple[str, str]) -> None:
@@ -233,15 +237,16 @@ def _fit_model(sets, classes: list[str], tagger: Tagger, *, spec: dict[str, Any]
     return result, report
 
 
-def _read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad, workers,
-             weight_branch: str | None = None) -> dict[str, Any]:
+def _read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad, workers, bad_jets,
+             dtype, weight_branch: str | None = None) -> dict[str, Any]:
     """Reading options; ``weight_branch`` sets the schema's per-jet weight branch."""
     if weight_branch is not None:
         from jetace.schema import with_weight
 
         schema = with_weight(schema, weight_branch)
     return {"tree": tree, "schema": schema, "step_size": step_size, "max_jets": max_jets,
-            "batch_size": batch_size, "skip_bad": skip_bad, "workers": workers}
+            "batch_size": batch_size, "skip_bad": skip_bad, "workers": workers,
+            "bad_jets": bad_jets, "dtype": dtype or torch.float32}
 
 
 def train_model(*, signal=None, background=None, inputs=None, labels: list[str] | None = None,
@@ -251,6 +256,8 @@ def train_model(*, signal=None, background=None, inputs=None, labels: list[str] 
                 max_jets: int | None = None, device: str | torch.device = "auto",
                 batch_size: int = 4096, progress: bool = True, skip_bad: bool = False,
                 workers: int = 1, weight_branch: str | None = None,
+                bad_jets: list[tuple[str, int, str]] | None = None,
+                dtype: torch.dtype | None = None,
                 ) -> tuple[JetaceModel, dict[str, Any]]:
     """Train a supervised model on ROOT files; returns (model, report).
 
@@ -260,7 +267,8 @@ def train_model(*, signal=None, background=None, inputs=None, labels: list[str] 
     ``val_fraction`` of the jets is held out; the report holds training time, jet counts
     and validation metrics
     (binary: :func:`jetace.metrics.binary_metrics`; multi-class: accuracy).
-    ``skip_bad``: skip unreadable input files with a warning instead of stopping.
+    ``skip_bad``: skip unreadable input files with a warning instead of stopping;
+    ``bad_jets``: a list to leave bad jets out instead (see :func:`collect_features`).
     ``weight_branch``: a flat per-jet weight branch (or the schema's ``weight``): the
     fit, the held-out validation metrics and the refit are weighted by it.
     """
@@ -293,7 +301,7 @@ def train_model(*, signal=None, background=None, inputs=None, labels: list[str] 
                       labels=labels, val_fraction=val_fraction, seed=seed, device=device,
                       validate=validate, progress=progress, model_name=model,
                       read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad,
-                                       workers, weight_branch))
+                                       workers, bad_jets, dtype, weight_branch))
 
 
 UNSUPERVISED = ("gaussian", "gmm", "autoencoder", "ensemble", "cluster")
@@ -315,6 +323,8 @@ def train_unsupervised(*, background=None, inputs=None, method: str = "gaussian"
                        device: str | torch.device = "auto", batch_size: int = 4096,
                        progress: bool = True, skip_bad: bool = False, workers: int = 1,
                        weight_branch: str | None = None,
+                       bad_jets: list[tuple[str, int, str]] | None = None,
+                       dtype: torch.dtype | None = None,
                        ) -> tuple[JetaceModel, dict[str, Any]]:
     """Train an anomaly detector or a clustering tagger without labels; (model, report).
 
@@ -351,7 +361,7 @@ def train_unsupervised(*, background=None, inputs=None, method: str = "gaussian"
                       labels=None, val_fraction=val_fraction, seed=seed, device=device,
                       validate=validate, progress=progress, model_name=method,
                       read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad,
-                                       workers, weight_branch))
+                                       workers, bad_jets, dtype, weight_branch))
 
 
 def train_cwola(*, mixture_a, mixture_b, model: str = "linear",
@@ -361,6 +371,8 @@ def train_cwola(*, mixture_a, mixture_b, model: str = "linear",
                 device: str | torch.device = "auto", batch_size: int = 4096,
                 progress: bool = True, skip_bad: bool = False, workers: int = 1,
                 weight_branch: str | None = None,
+                bad_jets: list[tuple[str, int, str]] | None = None,
+                dtype: torch.dtype | None = None,
                 ) -> tuple[JetaceModel, dict[str, Any]]:
     """Weakly supervised training (CWoLa) on two mixed samples; returns (model, report).
 
@@ -394,4 +406,4 @@ def train_cwola(*, mixture_a, mixture_b, model: str = "linear",
                       val_fraction=val_fraction, seed=seed, device=device, validate=validate,
                       progress=progress, model_name=f"cwola-{model}",
                       read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad,
-                                       workers, weight_branch))
+                                       workers, bad_jets, dtype, weight_branch))

@@ -282,11 +282,9 @@ def test_cli_features_skip_bad(files, tmp_path, monkeypatch, capsys):
 def test_data_error_in_later_file_stops_run_even_with_skip_bad(files, tmp_path):
     """Problems seen only in the data (not in the metadata checks) stop the run, with or
     without skip_bad: jets already computed are never written as a complete output."""
-    counts = (3, 2)
-    values = np.array([1, 2, 3, np.inf, 5], np.float32)
-    nan = write_branches(tmp_path / "inf.root", {
-        b: ak.unflatten(values if b == "part_pz" else np.full(5, 9, np.float32), counts)
-        for b in ("part_px", "part_py", "part_pz", "part_energy")})
+    jets = toy_jets(3, seed=5)
+    jets[1][0, 3] = np.inf  # pz of jet entry 1; the file has the same branches as the others
+    nan = write_jetclass(tmp_path / "inf.root", jets, {"label_Tbqq": False, "label_QCD": True})
     out = tmp_path / "f.parquet"
     for skip_bad in (False, True):
         with pytest.raises(InputError, match="inf.root.*'part_pz'.*jet entry 1"):

@@ -8,6 +8,7 @@ import numpy as np
 
 from jetace.errors import JetaceError
 from jetace.generate.processes import LABEL_SETS
+from jetace.outputs import atomic_output
 
 __all__ = ["write_jets", "parse_compression"]
 
@@ -71,7 +72,8 @@ def write_jets(path: str | Path, jets: dict, label: str, *, rntuple: bool = Fals
     path = Path(path)
     if not path.parent.is_dir():
         raise JetaceError(f"cannot write {path}: directory {path.parent} does not exist")
-    with uproot.recreate(path, compression=comp) as f:
+    # written under a temporary name, renamed when complete (jetace.outputs)
+    with atomic_output(path) as tmp, uproot.recreate(tmp, compression=comp) as f:
         if rntuple:
             f.mkrntuple(tree, {"npart": counts.astype(np.int32),
                                **{f"part_{k}": v for k, v in part.items()}, **data})
