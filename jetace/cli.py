@@ -42,6 +42,20 @@ def add_feature_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-particles", type=int, default=None,
                    help="constituents kept per jet, highest pT first (default: 128; "
                         "32 for train --unsupervised)")
+    g.add_argument("--select", action="append", default=None, metavar="CLAUSE",
+                   help="keep only the columns whose metadata pass, e.g. 'nu<=3' or "
+                        "'d<=6' (repeatable; see jetace.features.plan.Selection)")
+    g.add_argument("--species", default=None,
+                   help="species channels from particle identity (part_pid and "
+                        "part_charge, or the JetClass flags): 'default' or a comma list of "
+                        "charge, charged_hadron, neutral_hadron, photon, electron, muon, "
+                        "lepton (see jetace.species)")
+    g.add_argument("--channel-mode", default=None, choices=["reduced", "full"],
+                   help="with --species: tensor-reduced mixtures (default) or every "
+                        "combination of channels")
+    g.add_argument("--rank", type=int, default=None,
+                   help="with --species and reduced channels: mixtures per body order "
+                        "(default: 2)")
 
 
 def add_input_arguments(p: argparse.ArgumentParser) -> None:
@@ -133,6 +147,15 @@ def feature_spec_from_args(args: argparse.Namespace, mirror: bool = False) -> di
         for key in ("lmax", "n_radial", "weight"):
             if getattr(args, key) is not None:
                 spec[key] = getattr(args, key)
+    if getattr(args, "select", None):
+        spec["select"] = list(args.select)
+    if getattr(args, "species", None):
+        spec["species"] = args.species
+        for key in ("channel_mode", "rank"):
+            if getattr(args, key) is not None:
+                spec[key] = getattr(args, key)
+    elif getattr(args, "channel_mode", None) or getattr(args, "rank", None):
+        raise InputError("--channel-mode and --rank apply with --species only")
     return spec
 
 
@@ -580,8 +603,8 @@ def _add_evaluate(sub) -> None:
         if args.plot:
             print(f"wrote {args.plot}")
 
-    p.set_defaults(func=run, paths=lambda a: ([a.plot], [a.model, *a.signal, *a.background,
-                                                           a.schema]))
+    p.set_defaults(func=run, paths=lambda a: ([a.plot], [
+        a.model, *(a.signal or ()), *(a.background or ()), *(a.inputs or ()), a.schema]))
 
 
 def _add_predict(sub) -> None:

@@ -102,8 +102,8 @@ def feature_ranges(files: JetFiles, rows: int, step_size: StepSize = "100 MB",
 
 
 @functools.lru_cache(maxsize=8)
-def _worker_files(path: str, tree: str, schema_json: str) -> JetFiles:
-    return JetFiles(path, tree, json.loads(schema_json), extras=False)
+def _worker_files(path: str, tree: str, schema_json: str, extras: bool = False) -> JetFiles:
+    return JetFiles(path, tree, json.loads(schema_json), extras=extras)
 
 
 @functools.lru_cache(maxsize=4)
@@ -119,12 +119,14 @@ def _features_task(path: str, entry_start: int, entry_stop: int, *, tree: str,
                    max_particles: int, device: str, dtype: torch.dtype,
                    batch_size: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Runs on a worker: features (n, F) and jet columns of one entry range."""
-    jets = _worker_files(path, tree, schema_json).read_range(0, entry_start, entry_stop)
     if spec_json is not None:
         module, dev = _worker_module(spec_json, device)
     else:
         dev = resolve_device(device)
         module = module.to(dev).eval()
+    identity = bool(getattr(module, "species", ()))  # species channels read pid, charge
+    jets = _worker_files(path, tree, schema_json, identity).read_range(0, entry_start,
+                                                                       entry_stop)
     with torch.no_grad():
         feats = chunk_features(module, jets, max_particles=max_particles, device=dev,
                                dtype=dtype, batch_size=batch_size)
@@ -148,7 +150,8 @@ def write_features_dask(paths: Paths, output: str | os.PathLike,
         raise JetaceError(f"batch size must be positive, got {batch_size}")
     check_output_of(output, paths)
     module, max_particles, names, metadata = feature_table_layout(spec)
-    files = JetFiles(paths, tree, schema, extras=False, skip_bad=skip_bad)
+    files = JetFiles(paths, tree, schema, extras=bool(getattr(module, "species", ())),
+                     skip_bad=skip_bad)
     ranges = feature_ranges(files, _rows_per_yield(module, batch_size, dtype), step_size,
                             max_jets)
     # workers rebuild the module from its spec when they can; otherwise it is shipped

@@ -183,7 +183,15 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
     module, spec_particles = feature_module(spec)
     max_particles = spec_particles if max_particles is None else max_particles
     module = module.to(dev).eval()
-    files = JetFiles(paths, tree, schema, extras=False, skip_bad=skip_bad, bad_jets=bad_jets)
+    # the constituents' identity branches are read for species channels only
+    files = JetFiles(paths, tree, schema, extras=bool(getattr(module, "species", ())),
+                     skip_bad=skip_bad, bad_jets=bad_jets)
+    species = getattr(module, "species", ())
+    if species:  # every file must carry particle identity, checked before any reading
+        from jetace.species import identity_source
+
+        for path, fields in zip(files.files, files.constituent_fields, strict=True):
+            identity_source(fields, species, path)
     total = files.num_jets if max_jets is None else min(max_jets, files.num_jets)
     finish = transform or (lambda feats: feats)
     what = "features" if transform is None else "scores"
@@ -218,6 +226,7 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
         # (padding overlaps the GPU)
         cpu = dev.type == "cpu"
         packed = cpu and hasattr(module, "forward_packed")
+        species = getattr(module, "species", ())  # channel weights the module takes
         rows = batch_size if cpu else _rows_per_yield(module, batch_size, dtype)
 
         def blocks() -> Iterator[tuple[int, np.ndarray, ak.Array,
@@ -225,13 +234,14 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
             for index, entries, chunk in files.iterate_entries(step_size, max_jets):
                 if packed:
                     for k, (part, inputs) in enumerate(
-                            _packed_batches(chunk, rows, max_particles, dtype)):
+                            _packed_batches(chunk, rows, max_particles, dtype, species)):
                         yield index, entries[k * rows:(k + 1) * rows], part, inputs
                     continue
                 for first in range(0, len(chunk), rows):
                     part = chunk if rows >= len(chunk) else chunk[first:first + rows]
                     yield (index, entries[first:first + rows], part,
-                           to_padded(part, max_particles, dtype=dtype) if cpu else None)
+                           to_padded(part, max_particles, dtype=dtype, species=species)
+                           if cpu else None)
 
         @torch.no_grad()
         def features(part: ak.Array, inputs: tuple[torch.Tensor, torch.Tensor] | None
@@ -302,11 +312,13 @@ def _block_features(module: torch.nn.Module, jets: ak.Array, *, max_particles: i
     return feats if transform is None else transform(feats)
 
 
-def _packed_batches(jets: ak.Array, batch_size: int, max_particles: int, dtype: torch.dtype
+def _packed_batches(jets: ak.Array, batch_size: int, max_particles: int, dtype: torch.dtype,
+                    species: tuple[str, ...] = ()
                     ) -> Iterator[tuple[ak.Array, tuple[torch.Tensor, torch.Tensor]]]:
     """``(jets slice, (flat, counts))`` per batch: the whole chunk packed once
-    (:func:`jetace.io.to_packed`), then views of it."""
-    flat, counts = to_packed(jets, max_particles, dtype=dtype)
+    (:func:`jetace.io.to_packed`, with the weights of ``species`` channels), then views
+    of it."""
+    flat, counts = to_packed(jets, max_particles, dtype=dtype, species=species)
     ends = [0, *torch.cumsum(counts, 0).tolist()]
     for first in range(0, len(jets), batch_size):
         last = min(first + batch_size, len(jets))
@@ -357,12 +369,14 @@ def chunk_features(module: torch.nn.Module, jets: ak.Array, *, max_particles: in
     start = 0
     if prefetch is None:
         prefetch = device.type == "cuda"
+    species = getattr(module, "species", ())
     if device.type == "cpu" and not prefetch and hasattr(module, "forward_packed"):
         batches = (module.forward_packed(*inputs) for _, inputs in
-                   _packed_batches(jets, batch_size, max_particles, dtype))
+                   _packed_batches(jets, batch_size, max_particles, dtype, species))
     else:
         batches = (module(p4, mask) for p4, mask in
-                   _padded_batches(jets, batch_size, max_particles, device, dtype, prefetch))
+                   _padded_batches(jets, batch_size, max_particles, device, dtype, prefetch,
+                                   species))
     for values in batches:
         if out is None:
             out = values.new_empty((len(jets), *values.shape[1:]))
@@ -371,25 +385,28 @@ def chunk_features(module: torch.nn.Module, jets: ak.Array, *, max_particles: in
         if bar is not None:
             bar.update(len(values))
     if out is None:  # no jets: let the module give the shape of an empty result
-        p4, mask = to_padded(jets, max_particles, device=device, dtype=dtype)
+        p4, mask = to_padded(jets, max_particles, device=device, dtype=dtype, species=species)
         out = module(p4, mask)
     return out
 
 
 def _padded_batches(jets: ak.Array, batch_size: int, max_particles: int,
-                    device: torch.device, dtype: torch.dtype, prefetch: bool
+                    device: torch.device, dtype: torch.dtype, prefetch: bool,
+                    species: tuple[str, ...] = ()
                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(p4, mask) on ``device`` for consecutive batches of ``jets``; with ``prefetch`` the
     next batch is padded (into pinned memory for CUDA) in a helper thread meanwhile."""
     starts = range(0, len(jets), batch_size)
     if not prefetch:
         for s in starts:
-            yield to_padded(jets[s:s + batch_size], max_particles, device=device, dtype=dtype)
+            yield to_padded(jets[s:s + batch_size], max_particles, device=device, dtype=dtype,
+                            species=species)
         return
     pin = device.type == "cuda"
 
     def pad(s: int) -> tuple[torch.Tensor, torch.Tensor]:
-        p4, mask = to_padded(jets[s:s + batch_size], max_particles, device="cpu", dtype=dtype)
+        p4, mask = to_padded(jets[s:s + batch_size], max_particles, device="cpu", dtype=dtype,
+                             species=species)
         return (p4.pin_memory(), mask.pin_memory()) if pin else (p4, mask)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jetace-pad") as pool:

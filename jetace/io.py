@@ -547,6 +547,11 @@ class JetFiles:
         return [s.path for s in self._sources]
 
     @property
+    def constituent_fields(self) -> list[list[str]]:
+        """Per file, the per-constituent record fields it provides (momenta and extras)."""
+        return [[*s.plan.momenta, *s.plan.extras] for s in self._sources]
+
+    @property
     def num_entries(self) -> list[int]:
         return [s.num_entries for s in self._sources]
 

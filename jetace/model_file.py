@@ -112,6 +112,11 @@ class _Scorer(torch.nn.Module):
         super().__init__()
         self.features, self.head, self.dtype = features, head, dtype
 
+    @property
+    def species(self) -> tuple[str, ...]:
+        """The species channels whose weights follow the momenta in the input."""
+        return tuple(getattr(self.features, "species", ()))
+
     def forward(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = self.features(p4.to(self.dtype), mask.to(torch.bool))
         return self.head(x).to(torch.float32)
@@ -196,7 +201,8 @@ class JetaceModel:
         out = []
         for i in range(0, len(jets), batch_size):
             p4, mask = to_padded(jets[i:i + batch_size], max_particles=self.max_particles,
-                                 device=device, dtype=self.feature_dtype)
+                                 device=device, dtype=self.feature_dtype,
+                                 species=getattr(self.features, "species", ()))
             out.append(self.score(p4, mask).cpu().numpy())
         if not out:
             return np.zeros((0,) if len(self.classes) <= 2 else (0, len(self.classes)))

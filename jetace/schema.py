@@ -140,7 +140,11 @@ class Schema:
 
 
 #: The JetClass layout: part_px/py/pz/energy (+ part_pid, part_charge), jet_*, label_*.
-JETCLASS = Schema(extras={"pid": "part_pid", "charge": "part_charge"}, name="jetclass")
+JETCLASS = Schema(extras={"pid": "part_pid", "charge": "part_charge",
+                          "is_charged_hadron": "part_isChargedHadron",
+                          "is_neutral_hadron": "part_isNeutralHadron",
+                          "is_photon": "part_isPhoton", "is_electron": "part_isElectron",
+                          "is_muon": "part_isMuon"}, name="jetclass")
 
 #: Built-in schemas by name.
 SCHEMAS: dict[str, Schema] = {"jetclass": JETCLASS}

@@ -35,8 +35,8 @@ import torch
 
 from jetace.errors import InputError
 
-__all__ = ["SPECIES", "DEFAULT_SPECIES", "FLAG_FIELDS", "check_species", "species_columns",
-           "channel_mixing"]
+__all__ = ["SPECIES", "DEFAULT_SPECIES", "FLAG_FIELDS", "check_species", "identity_source",
+           "species_columns", "channel_mixing"]
 
 FLAG_FIELDS = ("is_charged_hadron", "is_neutral_hadron", "is_photon", "is_electron",
                "is_muon")
@@ -86,6 +86,25 @@ def check_species(species: str | Sequence[str] | None) -> tuple[str, ...]:
     return names
 
 
+def identity_source(fields: Sequence[str], species: Sequence[str], where: str = "jets"
+                    ) -> tuple[int, tuple[str, ...]]:
+    """Which identity fields the weights of ``species`` come from: (0, pid and charge) or
+    (1, charge and the JetClass flags); InputError naming ``where`` when neither set is
+    among ``fields`` (per-constituent record fields)."""
+    have = set(fields)
+    if {"pid", "charge"} <= have:
+        return 0, ("pid", "charge")
+    if {"charge", *FLAG_FIELDS} <= have:
+        return 1, ("charge", *FLAG_FIELDS)
+    other = sorted(have - {"px", "py", "pz", "energy"})
+    raise InputError(f"{where}: species channels {list(species)} need per-constituent "
+                     "particle identity: fields 'pid' and 'charge' (branches part_pid, "
+                     "part_charge) or 'charge' and the JetClass flags "
+                     f"{', '.join(FLAG_FIELDS)}; these jets have "
+                     f"{other or 'no per-constituent field besides the momenta'} "
+                     "(map other branches with a schema's 'extras')")
+
+
 def species_columns(constituents: ak.Array, species: Sequence[str],
                     where: str = "jets") -> list[np.ndarray]:
     """Flat per-constituent weights (float64, stored order), one array per channel.
@@ -94,19 +113,7 @@ def species_columns(constituents: ak.Array, species: Sequence[str],
     module docstring). Raises InputError naming ``where`` and the missing fields when
     the jets carry no particle identity.
     """
-    fields = set(ak.fields(constituents))
-    if {"pid", "charge"} <= fields:
-        source, names = 0, ("pid", "charge")
-    elif {"charge", *FLAG_FIELDS} <= fields:
-        source, names = 1, ("charge", *FLAG_FIELDS)
-    else:
-        have = sorted(fields - {"px", "py", "pz", "energy"})
-        raise InputError(f"{where}: species channels {list(species)} need per-constituent "
-                         "particle identity: fields 'pid' and 'charge' (branches part_pid, "
-                         "part_charge) or 'charge' and the JetClass flags "
-                         f"{', '.join(FLAG_FIELDS)}; these jets have "
-                         f"{have or 'no per-constituent field besides the momenta'} "
-                         "(map other branches with a schema's 'extras')")
+    source, names = identity_source(ak.fields(constituents), species, where)
     flat = {n: np.asarray(ak.to_numpy(ak.flatten(constituents[n], axis=1))) for n in names}
     out = []
     for name in species:

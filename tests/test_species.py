@@ -202,3 +202,51 @@ def test_lorentz_reduced_channels_contain_the_kinematic_features(species_jets):
     assert_reproduced(f(p4, mask)[:, first], kin(p4[..., :4], mask), "the 'all' mixtures")
     g = jetace.features.features_from_spec(f.spec)
     assert g.feature_names == f.feature_names and g.species == f.species
+
+
+# ------------------------------------------------------------------ files and commands
+
+def _write_identity_file(path, jets: ak.Array, identity: bool = True):
+    from toyjets import write_branches
+
+    cons = jets.constituents
+    branches = {f"part_{f}": ak.values_astype(cons[f], np.float32)
+                for f in ("px", "py", "pz", "energy")}
+    if identity:
+        branches["part_pid"] = ak.values_astype(cons.pid, np.int32)
+        branches["part_charge"] = ak.values_astype(cons.charge, np.float32)
+    branches["label_QCD"] = np.ones(len(jets), dtype=bool)
+    return write_branches(path, branches)
+
+
+def test_features_command_with_species(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    from jetace.cli import main
+
+    jets = _jets(20)
+    path = _write_identity_file(tmp_path / "id.root", jets)
+    out = tmp_path / "f.parquet"
+    args = ["features", str(path), "-o", str(out), "--order", "2", "--degree", "3",
+            "--mirror", "--species", "default", "--rank", "2", "--quiet", "--device", "cpu"]
+    assert main(args) == 0
+    f = BIPFeatures(2, 3, mirror=True, species="default", rank=2)
+    table = pq.read_table(out)
+    cols = [c for c in table.column_names if c.startswith("bip_")]
+    assert len(cols) == f.num_features and len(table) == 20
+    p4, mask = jetace.to_padded(jetace.read_jets(str(path)), species=f.species)
+    assert_reproduced(np.stack([table[c].to_numpy() for c in cols], 1), f(p4, mask),
+                      "jetace features --species")
+    bare = _write_identity_file(tmp_path / "bare.root", jets, identity=False)
+    assert main([*args[:1], str(bare), "-o", str(tmp_path / "g.parquet"), *args[4:]]) == 1
+    err = capsys.readouterr().err
+    assert "bare.root" in err and "particle identity" in err
+    assert not (tmp_path / "g.parquet").exists()
+
+
+def test_feature_modules_take_numpy():
+    p4, mask = jetace.to_padded(_jets(4), dtype=torch.float64)
+    for f in (BIPFeatures(2, 3), jetace.LorentzACEFeatures(order=2, degree=3)):
+        got = f(p4.numpy(), mask.numpy())
+        assert isinstance(got, np.ndarray)
+        torch.testing.assert_close(torch.from_numpy(got), f(p4, mask), **EXACT)

@@ -38,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 
 from jetace.basis import chebyshev, fourier_powers
@@ -88,7 +89,8 @@ class BIPFeatures(torch.nn.Module):
     columns with their metadata; ``print(module.plan)`` summarises it.
 
     ``forward(p4, mask)``: ``p4`` (B, P, 4) constituents (E, px, py, pz) in GeV, ``mask``
-    (B, P) bool; returns (B, num_features) on p4's device in p4's dtype. Padded positions
+    (B, P) bool; returns (B, num_features) on p4's device in p4's dtype (numpy arrays in:
+    computed on the CPU, a numpy array out). Padded positions
     must be masked; a jet with no constituents gives all-zero features.
 
     Feature counts (default construction): (order, degree) = (3, 6): 311, (3, 7): 595,
@@ -200,6 +202,8 @@ class BIPFeatures(torch.nn.Module):
         return a_re, a_im
 
     def forward(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if isinstance(p4, np.ndarray):  # numpy in, numpy out (computed on the CPU)
+            return self.forward(torch.from_numpy(p4), torch.as_tensor(mask)).numpy()
         return self.evaluate(p4, mask, self._products, self.num_features)
 
     def forward_packed(self, flat: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:

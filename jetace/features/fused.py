@@ -55,6 +55,11 @@ class FusedLinear(torch.nn.Module):
     def spec(self) -> dict:
         return self.features.spec
 
+    @property
+    def species(self) -> tuple[str, ...]:
+        """The species channels whose weights follow the momenta in the input."""
+        return self.features.species
+
     def forward(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.features.evaluate(p4, mask, self._contract, self.num_features)
 

@@ -285,7 +285,7 @@ class LorentzACEFeatures(torch.nn.Module):
 
     ``forward(p4, mask)``: ``p4`` (B, P, 4) constituents (E, px, py, pz) in GeV, ``mask``
     (B, P) bool (padded entries False); returns (B, num_features) on p4's device and in
-    p4's dtype (float32 or float64).
+    p4's dtype (float32 or float64); numpy arrays in: computed on the CPU, numpy out.
     """
 
     def __init__(self, order: int = 4, degree: int | None = None, lmax: int | None = None,
@@ -479,6 +479,8 @@ class LorentzACEFeatures(torch.nn.Module):
         return per_channel.reshape(len(p4), -1)
 
     def forward(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if isinstance(p4, np.ndarray):  # numpy in, numpy out (computed on the CPU)
+            return self.forward(torch.from_numpy(p4), torch.as_tensor(mask)).numpy()
         width = 4 + len(self.species)
         if p4.ndim != 3 or p4.shape[-1] != width or mask.shape != p4.shape[:2]:
             hint = (f" (momenta, then the weights of the species channels "
