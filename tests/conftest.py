@@ -25,7 +25,8 @@ SLOW_MODULES = frozenset({"test_cli_train", "test_cli_score", "test_demo", "test
 #: and single tests (module -> test function names) that train networks for seconds
 SLOW_TESTS = {"test_anomaly": {"test_synthetic_signal_ranked_above_background",
                                "test_reproducible_and_round_trip",
-                               "test_toy_three_prong_jets_are_anomalous"},
+                               "test_toy_three_prong_jets_are_anomalous",
+                               "test_autoencoder_seed_matters_and_early_stopping"},
               "test_fused": {"test_model_scores_through_the_fused_path"}}
 
 
