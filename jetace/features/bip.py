@@ -43,7 +43,7 @@ import torch
 
 from jetace.basis import chebyshev, fourier_powers
 from jetace.features.bip_plan import COLUMN_PROPERTIES, L_MAX, N_CHEB, N_MAX, bip_plan
-from jetace.features.plan import parse_selection
+from jetace.features.plan import optional_spec, parse_selection
 from jetace.frames import axis_frame_kinematics
 from jetace.species import channel_mixing, check_species
 
@@ -147,12 +147,7 @@ class BIPFeatures(torch.nn.Module):
         """JSON-serialisable description; ``features_from_spec(spec)`` rebuilds this module."""
         spec = {"family": "bip", "order": self.order, "degree": self.degree,
                 "complete": self.complete, "mirror": self.mirror}
-        if self.select:
-            spec["select"] = list(self.select)
-        if self.species:
-            spec.update(species=list(self.species), channel_mode=self.channel_mode,
-                        rank=self.rank, mixing_seed=self.mixing_seed)
-        return spec
+        return {**spec, **optional_spec(self)}
 
     def extra_repr(self) -> str:
         sel = f", select={self.select}" if self.select else ""

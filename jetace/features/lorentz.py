@@ -85,7 +85,7 @@ import torch
 
 from jetace.basis import chebyshev
 from jetace.features.angular import real_coupling, real_spherical_harmonics
-from jetace.features.plan import enumerate_multisets, parse_selection
+from jetace.features.plan import enumerate_multisets, optional_spec, parse_selection
 from jetace.species import channel_mixing, check_species
 
 __all__ = ["LorentzACEFeatures", "RestFrame", "rest_frame", "column_meta", "U_SHIFT",
@@ -362,12 +362,7 @@ class LorentzACEFeatures(torch.nn.Module):
         spec = {"family": "lorentz", "order": self.order, "degree": self.degree,
                 "lmax": self.lmax, "n_radial": self._n_radial_arg, "irc_safe": self.irc_safe,
                 "weight": self.weight}
-        if self.select:
-            spec["select"] = list(self.select)
-        if self.species:
-            spec.update(species=list(self.species), channel_mode=self.channel_mode,
-                        rank=self.rank, mixing_seed=self.mixing_seed)
-        return spec
+        return {**spec, **optional_spec(self)}
 
     def extra_repr(self) -> str:
         return (f"order={self.order}, degree={self.degree}, lmax={self.lmax}, "

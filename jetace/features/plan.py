@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["enumerate_multisets", "enumerate_products", "ProductPlan", "build_plan",
-           "Selection", "parse_selection"]
+           "Selection", "parse_selection", "optional_spec"]
 
 
 def enumerate_multisets(degrees: Sequence[int], order: int, degree: int,
@@ -151,3 +151,15 @@ def parse_selection(select: str | Sequence[str] | None, names: Sequence[str]) ->
     if isinstance(select, str):
         select = [select]
     return Selection.parse(*select, names=names)
+
+
+def optional_spec(module: object) -> dict:
+    """The spec entries a feature module writes only when set: ``select`` (its
+    selection's clauses) and the species channel settings."""
+    out: dict = {}
+    if getattr(module, "select", None):
+        out["select"] = list(module.select)
+    if getattr(module, "species", None):
+        out.update(species=list(module.species), channel_mode=module.channel_mode,
+                   rank=module.rank, mixing_seed=module.mixing_seed)
+    return out
