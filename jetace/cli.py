@@ -577,6 +577,7 @@ def _add_evaluate(sub) -> None:
         import json
         import math
 
+        from jetace.cost import model_cost_fields
         from jetace.metrics import plot_roc
         from jetace.model_file import load_model
         from jetace.scoring import evaluate_files
@@ -592,6 +593,7 @@ def _add_evaluate(sub) -> None:
             **_input_kwargs(args))
         if args.plot:
             plot_roc({model.metadata.get("model", "model"): (scores, labels)}, args.plot)
+        metrics.update(model_cost_fields(model))
         if args.json:
             strict = {k: None if isinstance(v, float) and not math.isfinite(v) else v
                       for k, v in metrics.items()}

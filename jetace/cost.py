@@ -29,7 +29,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 __all__ = ["OpCount", "count_flops", "bip_flops", "ModelCost", "model_cost", "synthetic_jets",
-           "trainable_parameters"]
+           "trainable_parameters", "model_cost_fields", "REPORT_MULTIPLICITY"]
+
+#: constituents per jet at which ``jetace evaluate`` reports FLOPs per jet
+REPORT_MULTIPLICITY = 60
 
 _ELEMENTWISE = frozenset("""
 add sub rsub mul div neg reciprocal abs sign sgn sqrt rsqrt exp exp2 expm1 log log2 log10
@@ -240,3 +243,13 @@ def model_cost(features: torch.nn.Module, head: Any = None, multiplicity: int = 
                      fcount.total / n_jets, ccount.total / n_jets,
                      analytic["total"] if analytic else None,
                      {k: v / n_jets for k, v in sorted(fcount.by_op.items())})
+
+
+def model_cost_fields(model: Any, multiplicity: int = REPORT_MULTIPLICITY) -> dict[str, Any]:
+    """``parameters``, ``features``, ``flops_per_jet`` and ``flops_multiplicity`` of a
+    :class:`jetace.model_file.JetaceModel` (features in its dtype, then its tagger), as
+    ``jetace evaluate`` reports them."""
+    cost = model_cost(model.features, model.tagger, multiplicity,
+                      dtype=model.feature_dtype)
+    return {"parameters": cost.parameters, "features": cost.features,
+            "flops_per_jet": cost.flops_per_jet, "flops_multiplicity": cost.multiplicity}

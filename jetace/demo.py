@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "COST_MULTIPLICITY"]
+
+COST_MULTIPLICITY = 60  #: constituents per jet at which the demo states FLOPs per jet
 
 
 def run_demo(output: str | Path = "jetace-demo-output", *, order: int = 4, degree: int = 7,
@@ -30,6 +32,7 @@ def run_demo(output: str | Path = "jetace-demo-output", *, order: int = 4, degre
     read per class (default: all 4,000). ``mirror``: mirror-symmetrised BIP features, as
     ``jetace train`` uses by default.
     """
+    from jetace.cost import model_cost
     from jetace.extract import resolve_device
     from jetace.generate import demo_files
     from jetace.metrics import binary_metrics, plot_roc
@@ -53,18 +56,20 @@ def run_demo(output: str | Path = "jetace-demo-output", *, order: int = 4, degre
     tr, te = (torch.as_tensor(i, device=X.device) for i in (train, test))
 
     rows, curves = [], {}
+    features = _features(spec)
     for name, tagger in [("linear", LinearTagger()), ("mlp", MLPTagger(seed=seed))]:
         t1 = time.perf_counter()
         tagger.fit(X[tr], y[train])
         seconds = time.perf_counter() - t1
         scores = to_numpy(tagger.signal_score(X[te]))
         label = f"BIP({order},{degree}){' mirror' if mirror else ''} + {name}"
+        cost = model_cost(features, tagger, COST_MULTIPLICITY)
         rows.append({"model": label, "train_seconds": seconds,
-                     "parameters": _n_parameters(tagger),
+                     "parameters": cost.parameters, "flops_per_jet": cost.flops_per_jet,
                      **binary_metrics(scores, y[test])})
         curves[rows[-1]["model"]] = (scores, y[test])
         if name == "linear":
-            JetaceModel(_features(spec), tagger, ["qcd", "top"]).save(out / "demo_linear.model")
+            JetaceModel(features, tagger, ["qcd", "top"]).save(out / "demo_linear.model")
 
     summary = {"n_train": len(train), "n_test": len(test), "num_features": int(X.shape[1]),
                "device": str(X.device), "feature_seconds": feature_seconds,
@@ -82,13 +87,6 @@ def _features(spec: dict[str, Any]) -> torch.nn.Module:
     return features_from_spec(spec)
 
 
-def _n_parameters(tagger) -> int:
-    module = tagger.as_module() if hasattr(tagger, "as_module") else None
-    if module is None:
-        return 0
-    return sum(p.numel() for p in module.parameters())
-
-
 def format_table(summary: dict[str, Any]) -> str:
     """The demo's result table as fixed-width text."""
     width = max([len("model")] + [len(r["model"]) for r in summary["models"]])
@@ -96,9 +94,12 @@ def format_table(summary: dict[str, Any]) -> str:
              f"{summary['num_features']} features on {summary['device']} "
              f"({summary['feature_jets_per_s']:,.0f} jets/s, reading included)", "",
              f"{'model':{width}s} {'accuracy':>8s} {'AUC':>7s} {'1/eB@0.3':>9s} "
-             f"{'1/eB@0.5':>9s} {'params':>7s} {'train s':>8s}"]
+             f"{'1/eB@0.5':>9s} {'params':>7s} {'MFLOP/jet':>9s} {'train s':>8s}"]
     for r in summary["models"]:
         lines.append(f"{r['model']:{width}s} {r['accuracy']:8.4f} {r['auc']:7.4f} "
                      f"{r['rejection_at_0.3']:9.1f} {r['rejection_at_0.5']:9.1f} "
-                     f"{r['parameters']:7d} {r['train_seconds']:8.2f}")
+                     f"{r['parameters']:7d} {r['flops_per_jet'] / 1e6:9.3f} "
+                     f"{r['train_seconds']:8.2f}")
+    lines.append(f"(FLOPs per jet of features + tagger at {COST_MULTIPLICITY} constituents, "
+                 "jetace.cost)")
     return "\n".join(lines)

@@ -74,6 +74,14 @@ def test_evaluate_json_and_plot(files, trained, capsys, tmp_path):
     assert m["n_signal"] == 120 and m["n_background"] == 120
     assert m["auc"] > 0.9  # 3-prong vs 1-prong toy jets are clearly separable
     assert 0.5 < m["accuracy"] <= 1 and m["accuracy_threshold"] == 0  # probability 0.5
+    from jetace.cost import model_cost
+    from jetace.model_file import load_model
+
+    model = load_model(trained)
+    cost = model_cost(model.features, model.tagger, m["flops_multiplicity"],
+                      dtype=model.feature_dtype)
+    assert m["parameters"] == cost.parameters > 0 and m["features"] == cost.features
+    assert m["flops_per_jet"] == cost.flops_per_jet > cost.feature_flops > 0
     assert plot.stat().st_size > 1000
     code, out, _ = _run(capsys, "evaluate", trained, "--signal", files["sig_te"], "--background",
                         files["bkg_te"])
