@@ -183,10 +183,10 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
     module, spec_particles = feature_module(spec)
     max_particles = spec_particles if max_particles is None else max_particles
     module = module.to(dev).eval()
+    species = getattr(module, "species", ())  # channel weights the module takes
     # the constituents' identity branches are read for species channels only
-    files = JetFiles(paths, tree, schema, extras=bool(getattr(module, "species", ())),
-                     skip_bad=skip_bad, bad_jets=bad_jets)
-    species = getattr(module, "species", ())
+    files = JetFiles(paths, tree, schema, extras=bool(species), skip_bad=skip_bad,
+                     bad_jets=bad_jets)
     if species:  # every file must carry particle identity, checked before any reading
         from jetace.species import identity_source
 
@@ -226,7 +226,6 @@ def iter_features(paths: Paths, spec: Mapping[str, Any] | torch.nn.Module, *,
         # (padding overlaps the GPU)
         cpu = dev.type == "cpu"
         packed = cpu and hasattr(module, "forward_packed")
-        species = getattr(module, "species", ())  # channel weights the module takes
         rows = batch_size if cpu else _rows_per_yield(module, batch_size, dtype)
 
         def blocks() -> Iterator[tuple[int, np.ndarray, ak.Array,

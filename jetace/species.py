@@ -36,7 +36,7 @@ import torch
 from jetace.errors import InputError
 
 __all__ = ["SPECIES", "DEFAULT_SPECIES", "FLAG_FIELDS", "check_species", "identity_source",
-           "species_columns", "channel_mixing"]
+           "species_columns", "channel_mixing", "input_hint"]
 
 FLAG_FIELDS = ("is_charged_hadron", "is_neutral_hadron", "is_photon", "is_electron",
                "is_muon")
@@ -84,6 +84,14 @@ def check_species(species: str | Sequence[str] | None) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise ValueError(f"species channels repeat: {list(names)}")
     return names
+
+
+def input_hint(species: Sequence[str]) -> str:
+    """What a species-aware module's input holds, for its shape errors ("" without)."""
+    if not species:
+        return ""
+    return (f" (momenta, then the weights of the species channels {list(species)}: "
+            "jetace.to_padded(jets, species=module.species) gives them)")
 
 
 def identity_source(fields: Sequence[str], species: Sequence[str], where: str = "jets"

@@ -12,7 +12,7 @@ import awkward as ak
 import numpy as np
 import uproot
 
-__all__ = ["toy_jet", "toy_jets", "write_jetclass", "write_branches"]
+__all__ = ["toy_jet", "toy_jets", "stored_demo_jets", "write_jetclass", "write_branches"]
 
 
 def toy_jet(rng: np.random.Generator, n: int, n_prongs: int = 1, pt: float = 600.0,
@@ -93,3 +93,21 @@ def write_branches(path: str | Path, branches: dict, tree: str = "tree",
                             for k, v in branches.items()})
             f[tree].extend(branches)
     return path
+
+
+def stored_demo_jets(rng: np.random.Generator, per_class: int):
+    """``per_class`` random top and QCD jets of the shipped demo sample as stored (float32
+    momenta, massless constituents slightly spacelike), padded to 128 in float64:
+    (p4, mask) torch tensors. Asserts that some constituents are spacelike."""
+    import torch
+
+    import jetace
+    from jetace.generate import demo_files
+
+    jets = jetace.read_jets(list(demo_files()))
+    pick = np.r_[rng.choice(4000, per_class, replace=False),
+                 4000 + rng.choice(4000, per_class, replace=False)]
+    p4, mask = jetace.to_padded(jets[pick], max_particles=128, dtype=torch.float64)
+    m2 = p4[..., 0] ** 2 - (p4[..., 1:] ** 2).sum(-1)
+    assert bool((m2[mask] < 0).any()), "the sample should hold spacelike constituents"
+    return p4, mask

@@ -45,7 +45,7 @@ from jetace.basis import chebyshev, fourier_powers
 from jetace.features.bip_plan import COLUMN_PROPERTIES, L_MAX, N_CHEB, N_MAX, bip_plan
 from jetace.features.plan import optional_spec, parse_selection
 from jetace.frames import axis_frame_kinematics
-from jetace.species import channel_mixing, check_species
+from jetace.species import channel_mixing, check_species, input_hint
 
 __all__ = ["BIPFeatures", "R_OFFSET", "U_SHIFT", "U_SCALE"]
 
@@ -216,7 +216,8 @@ class BIPFeatures(torch.nn.Module):
         features, :class:`jetace.features.fused.FusedLinear` an affine map of them)."""
         if p4.ndim != 3 or p4.shape[-1] != self.n_inputs or mask.shape != p4.shape[:2]:
             raise ValueError(f"expected p4 (B, P, {self.n_inputs}) and mask (B, P), got "
-                             f"{tuple(p4.shape)} and {tuple(mask.shape)}{self._input_hint()}")
+                             f"{tuple(p4.shape)} and {tuple(mask.shape)}"
+                             f"{input_hint(self.species)}")
         mask = mask.to(torch.bool)
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             return finish(*self.pooled_basis(p4, mask))
@@ -236,7 +237,7 @@ class BIPFeatures(torch.nn.Module):
                 or int(counts.sum()) != len(flat) or bool((counts < 0).any()):
             raise ValueError(f"expected flat (N, {self.n_inputs}) and counts (B,) of sum N, "
                              f"got {tuple(flat.shape)} and {tuple(counts.shape)} of sum "
-                             f"{int(counts.sum())}{self._input_hint()}")
+                             f"{int(counts.sum())}{input_hint(self.species)}")
         empty = counts == 0
         if bool(empty.any()):
             # a jet without constituents reads nothing: its row is ``finish`` of an
@@ -270,12 +271,6 @@ class BIPFeatures(torch.nn.Module):
             return self._finish(*take(torch.arange(len(counts), device=flat.device)),
                                 finish, width)
         return self._sub_batches(counts, take, flat, finish, width)
-
-    def _input_hint(self) -> str:
-        if not self.species:
-            return ""
-        return (f" (momenta, then the weights of the species channels {list(self.species)}: "
-                "jetace.to_padded(jets, species=module.species) gives them)")
 
     @staticmethod
     def _use_sub_batches(p: torch.Tensor, n_jets: int) -> bool:
@@ -326,8 +321,7 @@ class BIPFeatures(torch.nn.Module):
     @property
     def level_sizes(self) -> list[int]:
         """Nodes per product level: the elements, then the products of 2, 3, ... factors."""
-        return [self.n_elements] + [len(getattr(self, f"_parent{t}"))
-                                    for t in range(self._n_levels)]
+        return self.plan.level_sizes()
 
     def levels(self, a_re: torch.Tensor, a_im: torch.Tensor
                ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:

@@ -86,7 +86,7 @@ import torch
 from jetace.basis import chebyshev
 from jetace.features.angular import real_coupling, real_spherical_harmonics
 from jetace.features.plan import enumerate_multisets, optional_spec, parse_selection
-from jetace.species import channel_mixing, check_species
+from jetace.species import channel_mixing, check_species, input_hint
 
 __all__ = ["LorentzACEFeatures", "RestFrame", "rest_frame", "column_meta", "U_SHIFT",
            "U_SCALE", "RESOLVED_EPS", "COLUMN_PROPERTIES"]
@@ -478,11 +478,9 @@ class LorentzACEFeatures(torch.nn.Module):
             return self.forward(torch.from_numpy(p4), torch.as_tensor(mask)).numpy()
         width = 4 + len(self.species)
         if p4.ndim != 3 or p4.shape[-1] != width or mask.shape != p4.shape[:2]:
-            hint = (f" (momenta, then the weights of the species channels "
-                    f"{list(self.species)}: jetace.to_padded(jets, species=module.species))"
-                    if self.species else "")
             raise ValueError(f"expected p4 (B, P, {width}) and mask (B, P), got "
-                             f"{tuple(p4.shape)} and {tuple(mask.shape)}{hint}")
+                             f"{tuple(p4.shape)} and {tuple(mask.shape)}"
+                             f"{input_hint(self.species)}")
         mask = mask.to(torch.bool)
         if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()) and mask.numel():
             used = torch.nonzero(mask.any(dim=0))

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["enumerate_multisets", "enumerate_products", "ProductPlan", "build_plan",
+__all__ = ["enumerate_multisets", "ProductPlan", "build_plan",
            "Selection", "parse_selection", "optional_spec"]
 
 
@@ -47,29 +47,6 @@ def enumerate_multisets(degrees: Sequence[int], order: int, degree: int,
 
     extend(0, (), 0)
     return [m for size in by_size for m in size]
-
-
-def enumerate_products(charges: Sequence[tuple[int, ...]], degrees: Sequence[int], order: int,
-                       degree: int) -> list[tuple[int, ...]]:
-    """Sorted multisets of element indices, of size 1..order, whose charges sum to zero
-    and whose degrees add up to at most ``degree``; ordered by size, then lexicographically.
-
-    ``charges[i]`` is the tuple of conserved integer charges of element i (for BIP the
-    azimuthal and rapidity frequencies (l, n)); ``degrees[i]`` its non-negative degree,
-    which must bound the sum of its absolute charges (used to prune the search).
-    """
-    if any(sum(abs(c) for c in ch) > d for ch, d in zip(charges, degrees, strict=True)):
-        raise ValueError("each element's degree must bound the sum of its absolute charges")
-    width = len(charges[0]) if charges else 0
-
-    def total(ms: tuple[int, ...]) -> list[int]:
-        return [sum(charges[i][c] for i in ms) for c in range(width)]
-
-    def prune(prefix: tuple[int, ...], used: int) -> bool:
-        # the remaining factors can cancel at most (degree - used) units of charge
-        return sum(abs(c) for c in total(prefix)) <= degree - used
-
-    return enumerate_multisets(degrees, order, degree, prune, lambda ms: not any(total(ms)))
 
 
 @dataclass
