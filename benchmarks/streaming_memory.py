@@ -20,7 +20,7 @@ It also compares, on the same input and in the same run, three rates:
 ``--batch-sweep 17 1024 4096`` instead measures the peak RSS of ``jetace features`` at
 those ``--batch-size`` values on ``--sweep-jets`` jets each (``--max-jets``), to show that
 the output's memory does not depend on the compute batch size (the writer's row groups
-have a fixed size, ``jetace.extract.ROW_GROUP_BYTES``)::
+have a fixed size, ``jetace.outputs.ROW_GROUP_BYTES``)::
 
     python benchmarks/streaming_memory.py --batch-sweep 17 1024 4096 \\
         --sweep-jets 50000 400000 --json benchmarks/results/streaming_memory_batches.json

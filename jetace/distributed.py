@@ -7,7 +7,7 @@ splits the files into the same entry ranges the single-process pipeline uses
 :func:`jetace.extract.iter_features` yields), and submits one task per range. A worker
 reads its range, computes the features in the same batches as a single process would
 (:func:`jetace.extract.chunk_features`) and returns them with the jet-level columns.
-The client writes the results in input order through :class:`jetace.extract.TableWriter`,
+The client writes the results in input order through :class:`jetace.outputs.TableWriter`,
 so the output is the single-process output, jet for jet.
 
 At most ``max_in_flight`` tasks (default: twice the cluster's worker threads) are
@@ -40,12 +40,11 @@ from jetace.extract import (
     chunk_features,
     feature_blocks,
     feature_table_layout,
-    jet_columns,
     resolve_device,
     write_feature_table,
 )
 from jetace.io import JetFiles, Paths, SchemaLike, StepSize
-from jetace.outputs import check_output_of
+from jetace.outputs import check_output_of, jet_columns
 
 __all__ = ["connect", "feature_ranges", "write_features_dask"]
 

@@ -27,12 +27,10 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import awkward as ak
@@ -47,11 +45,10 @@ from jetace.io import (
     Paths,
     SchemaLike,
     StepSize,
-    field_origins,
     to_packed,
     to_padded,
 )
-from jetace.outputs import check_output_of, remove_stale_temporaries, temporary_name
+from jetace.outputs import TableWriter, check_output_of, feature_columns, jet_columns
 from jetace.parallel import map_blocks
 
 __all__ = [
@@ -61,25 +58,14 @@ __all__ = [
     "iter_features",
     "feature_blocks",
     "chunk_features",
-    "jet_columns",
-    "feature_columns",
-    "TableWriter",
     "write_features",
     "feature_table_layout",
     "write_feature_table",
-    "OUTPUT_TREE",
     "MAX_FEATURE_BYTES",
-    "ROW_GROUP_BYTES",
 ]
-
-#: Name of the TTree written to ROOT feature files.
-OUTPUT_TREE = "features"
 
 _DEFAULT_MAX_PARTICLES = 128
 
-#: Bytes of one Parquet row group (ROOT basket set) of :class:`TableWriter`, which fixes
-#: its rows per group from the row width (694 float32 features: about 12,000 rows).
-ROW_GROUP_BYTES = 32 * 2**20
 #: Largest feature tensor :func:`iter_features` yields at once (bytes).
 MAX_FEATURE_BYTES = 128 * 2**20
 #: Batches :func:`iter_features` reads and pads ahead of the one being computed on CPU
@@ -425,201 +411,6 @@ def _rows_per_yield(module: torch.nn.Module, batch_size: int, dtype: torch.dtype
         return 2**62
     itemsize = torch.empty((), dtype=dtype).element_size()
     return batch_size * max(1, MAX_FEATURE_BYTES // (int(n_features) * itemsize * batch_size))
-
-
-def jet_columns(jets_chunk: ak.Array) -> dict[str, np.ndarray]:
-    """Flat per-jet columns named as in the JetClass input: ``jet_*`` and ``label_*``.
-
-    Jet fields get the prefix ``jet_`` (a field renamed by the reader, such as the energy
-    stored as ``raw_energy`` because the record uses ``mass`` as its vector coordinate,
-    comes back under the name it was read as, ``jet_energy``: the record's parameter
-    :data:`jetace.io.FIELD_ORIGINS`); label fields keep their names; constituents are
-    not included.
-    """
-    out: dict[str, np.ndarray] = {}
-    fields = ak.fields(jets_chunk)
-    if "jet" in fields:
-        jet = jets_chunk["jet"]
-        origins = field_origins(jet)
-        for name in ak.fields(jet):
-            out[f"jet_{origins.get(name, name)}"] = np.asarray(ak.to_numpy(jet[name]))
-    for name in fields:
-        if name not in ("constituents", "jet"):
-            if name in out:
-                raise InputError(f"branch {name!r} is read both as a label and as a jet "
-                                 "field; rename one of them in the schema")
-            out[name] = np.asarray(ak.to_numpy(jets_chunk[name]))
-    return out
-
-
-_INVALID = re.compile(r"[^A-Za-z0-9_]")
-
-
-def feature_columns(module: torch.nn.Module, family: str | None = None) -> list[str]:
-    """Column names for the module's features: ``<family>_<feature name>``.
-
-    A feature name that already starts with ``<family>_`` is not prefixed again.
-    Names are made valid ROOT branch / Python identifiers: '-' becomes 'm', other
-    characters outside [A-Za-z0-9_] become '_'; duplicates get a numeric suffix.
-    Modules without ``feature_names`` get ``<family>_<index>``.
-    """
-    family = family or (getattr(module, "spec", None) or {}).get("family", "f")
-    names = getattr(module, "feature_names", None)
-    n = int(getattr(module, "num_features", len(names) if names is not None else 0))
-    if names is None:
-        names = [str(i) for i in range(n)]
-    out, seen = [], set()
-    for raw in names:
-        name = _INVALID.sub("_", str(raw).replace("-", "m")).strip("_") or "f"
-        if not name.startswith(f"{family}_"):
-            name = f"{family}_{name}"
-        candidate, k = name, 1
-        while candidate in seen:
-            candidate, k = f"{name}_{k}", k + 1
-        seen.add(candidate)
-        out.append(candidate)
-    return out
-
-
-class TableWriter:
-    """Incremental writer of flat columns to Parquet (.parquet, .pq) or ROOT (.root).
-
-    Use as a context manager; every ``write(columns)`` appends rows (a dict of equal-length
-    1-d numpy arrays; the first call fixes the column names and dtypes). Data go to a
-    hidden temporary file in the output's directory, renamed to ``path`` only when the
-    block exits without an exception; on an exception the temporary file is deleted, so
-    an interrupted run never leaves a file that looks complete. ROOT output is one TTree
-    named :data:`OUTPUT_TREE`; ``metadata`` (str -> str) goes into the Parquet schema
-    metadata or, for ROOT, into TObjString entries beside the tree.
-
-    Rows are buffered and written in row groups (Parquet) or baskets (ROOT) of a fixed
-    number of rows, ``group_rows``: as many as fit in :data:`ROW_GROUP_BYTES` (at least
-    one), whatever the sizes of the ``write`` calls, so the file's metadata, which the
-    writer keeps in memory until it closes, stays small at any compute batch size.
-    """
-
-    _FORMATS = {".parquet": "parquet", ".pq": "parquet", ".root": "root"}
-
-    def __init__(self, path: str | os.PathLike, metadata: Mapping[str, str] | None = None,
-                 tree: str = OUTPUT_TREE) -> None:
-        self.path = Path(path)
-        self.format = self._FORMATS.get(self.path.suffix.lower())
-        if self.format is None:
-            raise JetaceError(f"{self.path}: unknown output format {self.path.suffix!r}; "
-                              "use .parquet (or .pq) or .root")
-        if not self.path.parent.is_dir():
-            raise JetaceError(f"{self.path}: the directory {self.path.parent} does not exist")
-        self.metadata = dict(metadata or {})
-        self.tree = tree
-        self.rows = 0
-        self._tmp: Path | None = None
-        self._writer: Any = None
-        self._columns: dict[str, np.dtype] | None = None
-        self.group_rows = 0
-        self._pending: list[dict[str, np.ndarray]] = []
-        self._pending_rows = 0
-
-    def __enter__(self) -> TableWriter:
-        # a fresh hidden name in the same directory (so the final rename is atomic),
-        # created by the writer itself so it gets the usual permissions; temporary files
-        # of earlier runs killed outright are removed (jetace.outputs)
-        remove_stale_temporaries(self.path)
-        self._tmp = temporary_name(self.path)
-        return self
-
-    def write(self, columns: Mapping[str, np.ndarray]) -> None:
-        """Append rows; every array 1-d and of the same length."""
-        if self._tmp is None:
-            raise JetaceError("TableWriter.write called outside its 'with' block")
-        arrays = {k: np.ascontiguousarray(v) for k, v in columns.items()}
-        lengths = {len(v) for v in arrays.values()}
-        if len(lengths) > 1 or any(v.ndim != 1 for v in arrays.values()):
-            raise JetaceError("TableWriter.write needs 1-d columns of equal length")
-        dtypes = {k: v.dtype for k, v in arrays.items()}
-        if self._columns is None:
-            self._columns = dtypes
-            self._open(arrays)
-        elif dtypes != self._columns:
-            raise JetaceError(f"{self.path}: columns changed between writes "
-                              f"({_column_change(self._columns, dtypes)}); all input files "
-                              "must hold the same jet and label branches")
-        n = lengths.pop() if lengths else 0
-        self._pending.append(arrays)
-        self._pending_rows += n
-        self.rows += n
-        if self._pending_rows >= self.group_rows:
-            self._flush(final=False)
-
-    def _flush(self, final: bool) -> None:
-        """Write the buffered rows in groups of ``group_rows`` (the last, partial group
-        only when ``final``), keeping the rest buffered."""
-        if not self._pending:
-            return
-        names = list(self._pending[0])
-        merged = self._pending[0] if len(self._pending) == 1 else \
-            {k: np.concatenate([p[k] for p in self._pending]) for k in names}
-        self._pending = []
-        total, start = self._pending_rows, 0
-        while total - start >= self.group_rows or (final and start < total):
-            stop = min(start + self.group_rows, total)
-            self._append({k: v[start:stop] for k, v in merged.items()})
-            start = stop
-        if start < total:
-            self._pending = [{k: v[start:] for k, v in merged.items()}]
-        self._pending_rows = total - start
-
-    def _open(self, arrays: dict[str, np.ndarray]) -> None:
-        row_bytes = sum(v.dtype.itemsize for v in arrays.values())
-        self.group_rows = max(1, ROW_GROUP_BYTES // max(1, row_bytes))
-        if self.format == "parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            schema = pa.schema([(k, pa.from_numpy_dtype(v.dtype)) for k, v in arrays.items()],
-                               metadata=self.metadata)
-            # dictionary encoding only costs time on float feature columns
-            self._writer = pq.ParquetWriter(self._tmp, schema, use_dictionary=False)
-        else:
-            import uproot
-
-            self._writer = uproot.recreate(self._tmp)
-            for key, value in self.metadata.items():
-                self._writer[key] = value
-            self._writer.mktree(self.tree, {k: v.dtype for k, v in arrays.items()})
-
-    def _append(self, arrays: dict[str, np.ndarray]) -> None:
-        if self.format == "parquet":
-            import pyarrow as pa
-
-            self._writer.write_table(pa.table(arrays, schema=self._writer.schema))
-        else:
-            self._writer[self.tree].extend(arrays)
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if self._writer is not None:
-                if exc_type is None:
-                    self._flush(final=True)
-                self._writer.close()
-            if exc_type is None:
-                if self._columns is None:
-                    raise JetaceError(f"{self.path}: nothing was written")
-                os.replace(self._tmp, self.path)
-        finally:
-            if self._tmp is not None and self._tmp.exists():
-                self._tmp.unlink()
-            self._writer = None
-            self._tmp = None
-
-
-def _column_change(before: Mapping[str, np.dtype], after: Mapping[str, np.dtype]) -> str:
-    gone = [k for k in before if k not in after]
-    new = [k for k in after if k not in before]
-    retyped = [f"{k} {before[k]} -> {after[k]}" for k in before
-               if k in after and before[k] != after[k]]
-    parts = [f"missing {gone}" if gone else "", f"new {new}" if new else "",
-             f"dtype {retyped}" if retyped else ""]
-    return ", ".join(p for p in parts if p) or "column order"
 
 
 def write_features(paths: Paths, output: str | os.PathLike,

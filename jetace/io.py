@@ -19,7 +19,7 @@ exactly; ``jets.jet.energy`` is then computed from it, which is well conditioned
 stored energy is kept bit for bit in the field ``raw_energy`` (``_raw_energy``, with
 more underscores as needed, when the file also has a branch that gives ``raw_energy``).
 The record's parameter :data:`FIELD_ORIGINS` maps every renamed field to the field it
-was read as, and :func:`jetace.extract.jet_columns` writes it back under that name
+was read as, and :func:`jetace.outputs.jet_columns` writes it back under that name
 (``jet_energy``), so a user's own ``jet_raw_energy`` or ``jet_raw_mass`` branch keeps its
 name and never replaces the mass or the energy.
 

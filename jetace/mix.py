@@ -18,9 +18,8 @@ import awkward as ak
 import numpy as np
 
 from jetace.errors import InputError, JetaceError
-from jetace.extract import jet_columns
 from jetace.io import read_jets
-from jetace.outputs import atomic_output, check_output_of
+from jetace.outputs import TableWriter, check_output_of, jet_columns
 
 __all__ = ["mix_files", "MIX_TRUTH"]
 
@@ -64,8 +63,6 @@ def mix_files(signal: Any, background: Any, output: str | os.PathLike, fraction:
     check_output_of(out, [*_items(signal), *_items(background)])
     if out.suffix.lower() != ".root":
         raise JetaceError(f"{out}: mixtures are written as ROOT files; use a .root name")
-    if not out.parent.is_dir():
-        raise JetaceError(f"{out}: the directory {out.parent} does not exist")
     rng = np.random.default_rng(seed)
     n_sig = int(round(fraction * n))
     read_kw = {"tree": tree, "schema": schema, "max_jets": max_jets}
@@ -92,13 +89,7 @@ def mix_files(signal: Any, background: Any, output: str | os.PathLike, fraction:
         raise InputError(f"the inputs already have a branch {MIX_TRUTH!r}, the name the "
                          "mixture gives its truth; mix files that are not mixtures")
     flat[MIX_TRUTH] = truth
-    data = {"part": part, **flat}
-    import uproot
-
     # written under a temporary name, renamed when complete (jetace.outputs)
-    with atomic_output(out) as tmp, uproot.recreate(tmp) as f:
-        f.mktree(tree, {k: v.type if k == "part" else v.dtype for k, v in data.items()},
-                 field_name=lambda outer, inner: f"{outer}_{inner}",
-                 counter_name=lambda counted: "n" + counted)
-        f[tree].extend(data)
+    with TableWriter(out, tree=tree) as writer:
+        writer.write({"part": part, **flat})
     return {"n_jets": n, "n_signal": n_sig, "n_background": n - n_sig}

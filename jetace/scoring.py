@@ -112,8 +112,7 @@ def predict_to_file(model: JetaceModel, paths, output, *, progress: bool = True,
     logit) or ``score_<class>`` per class (multi-class: softmax probabilities). Returns
     the number of jets written; no jets at all is an :class:`InputError`.
     """
-    from jetace.extract import TableWriter, jet_columns
-    from jetace.outputs import check_output_of
+    from jetace.outputs import TableWriter, check_output_of, jet_columns
 
     check_output_of(output, paths)
     names = [c[len("label_"):] if c.startswith("label_") else c for c in model.classes]

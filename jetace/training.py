@@ -57,7 +57,8 @@ def collect_features(sets, spec, *, labels: list[str] | None = None, tree: str =
     schema's weight branch (:attr:`jetace.schema.Schema.weight`, which must be set).
     Only the feature matrix stays in memory.
     """
-    from jetace.extract import iter_features, jet_columns
+    from jetace.extract import iter_features
+    from jetace.outputs import jet_columns
     from jetace.schema import resolve_schema
 
     if weights and resolve_schema(schema).weight is None:

@@ -176,8 +176,8 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         return np.concatenate(out)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """Feature names as :func:`jetace.extract.feature_columns` writes them."""
-        from jetace.extract import feature_columns
+        """Feature names as :func:`jetace.outputs.feature_columns` writes them."""
+        from jetace.outputs import feature_columns
 
         check_is_fitted(self)
         return np.asarray(feature_columns(self.features_, self.family), dtype=object)

@@ -21,7 +21,8 @@ def one_thread():
 #: end to end, worker process pools, dask clusters, notebooks, Pythia generation, and
 #: the tagger fits on toy mixtures; individual slow tests elsewhere carry the marker
 SLOW_MODULES = frozenset({"test_cli_train", "test_cli_score", "test_demo", "test_distributed",
-                          "test_generate", "test_notebooks", "test_parallel", "test_weak"})
+                          "test_generate", "test_kill", "test_notebooks", "test_parallel",
+                          "test_weak"})
 #: and single tests (module -> test function names) that train networks for seconds
 SLOW_TESTS = {"test_anomaly": {"test_synthetic_signal_ranked_above_background",
                                "test_reproducible_and_round_trip",

@@ -17,15 +17,9 @@ import jetace.features
 from jetace import extract
 from jetace.cli import main
 from jetace.errors import InputError, JetaceError
-from jetace.extract import (
-    TableWriter,
-    feature_columns,
-    iter_features,
-    jet_columns,
-    resolve_device,
-    write_features,
-)
+from jetace.extract import iter_features, resolve_device, write_features
 from jetace.io import read_jets, to_padded
+from jetace.outputs import TableWriter, feature_columns, jet_columns
 
 
 class StandIn(torch.nn.Module):

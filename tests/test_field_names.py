@@ -13,7 +13,7 @@ from toyjets import toy_jets, write_branches
 
 from jetace.cli import main
 from jetace.errors import InputError
-from jetace.extract import jet_columns
+from jetace.outputs import jet_columns
 from jetace.io import FIELD_ORIGINS, read_jets
 from jetace.training import train_model
 

@@ -11,8 +11,9 @@ import uproot
 from tolerances import assert_reproduced
 from toyjets import toy_jets, write_jetclass
 
-from jetace import extract
-from jetace.extract import TableWriter, write_features
+from jetace import outputs
+from jetace.extract import write_features
+from jetace.outputs import TableWriter
 
 SPEC = {"family": "bip", "order": 2, "degree": 3, "max_particles": 16}
 N = 230
@@ -26,7 +27,7 @@ def source(tmp_path_factory):
 
 @pytest.mark.parametrize("suffix", ["parquet", "root"])
 def test_group_size_does_not_depend_on_the_batch_size(source, tmp_path, monkeypatch, suffix):
-    monkeypatch.setattr(extract, "ROW_GROUP_BYTES", 4096)
+    monkeypatch.setattr(outputs, "ROW_GROUP_BYTES", 4096)
     layouts, tables = {}, {}
     for batch in (17, 64, 4096):
         out = tmp_path / f"b{batch}.{suffix}"
@@ -56,7 +57,7 @@ def test_group_size_does_not_depend_on_the_batch_size(source, tmp_path, monkeypa
 
 
 def test_rows_are_written_once_and_in_order(tmp_path, monkeypatch):
-    monkeypatch.setattr(extract, "ROW_GROUP_BYTES", 80)  # 10 rows of one float64
+    monkeypatch.setattr(outputs, "ROW_GROUP_BYTES", 80)  # 10 rows of one float64
     out = tmp_path / "t.parquet"
     with TableWriter(out) as writer:
         for a, b in ((0, 3), (3, 27), (27, 28), (28, 45)):

@@ -8,7 +8,7 @@ import numpy as np
 
 from jetace.errors import JetaceError
 from jetace.generate.processes import LABEL_SETS
-from jetace.outputs import atomic_output
+from jetace.outputs import TableWriter
 
 __all__ = ["write_jets", "parse_compression"]
 
@@ -49,7 +49,6 @@ def write_jets(path: str | Path, jets: dict, label: str, *, rntuple: bool = Fals
     :data:`~jetace.generate.processes.QG_LABELS`), the others false.
     """
     import awkward as ak
-    import uproot
 
     family = next((s for s in LABEL_SETS if label in s), None)
     if family is None:
@@ -70,17 +69,7 @@ def write_jets(path: str | Path, jets: dict, label: str, *, rntuple: bool = Fals
     for name in family:
         data[name] = np.full(len(counts), name == label, dtype=bool)
     path = Path(path)
-    if not path.parent.is_dir():
-        raise JetaceError(f"cannot write {path}: directory {path.parent} does not exist")
     # written under a temporary name, renamed when complete (jetace.outputs)
-    with atomic_output(path) as tmp, uproot.recreate(tmp, compression=comp) as f:
-        if rntuple:
-            f.mkrntuple(tree, {"npart": counts.astype(np.int32),
-                               **{f"part_{k}": v for k, v in part.items()}, **data})
-        else:
-            record = ak.zip(part)
-            f.mktree(tree, {"part": record.type, **{k: v.dtype for k, v in data.items()}},
-                     field_name=lambda outer, inner: f"{outer}_{inner}",
-                     counter_name=lambda counted: "n" + counted)
-            f[tree].extend({"part": record, **data})
+    with TableWriter(path, tree=tree, rntuple=rntuple, compression=comp) as writer:
+        writer.write({"part": ak.zip(part), **data})
     return path
