@@ -35,8 +35,8 @@ import torch
 import uproot
 
 import jetace
-from jetace.extract import iter_features
 from jetace.features.fused import FusedLinear
+from jetace.run.features import iter_features
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FILES = [ROOT.parent / "shared" / "data" / f for f in ("top_train.root", "qcd_train.root")]

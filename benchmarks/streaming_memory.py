@@ -10,7 +10,7 @@ default step size (the development files hold only 25k jets each).
 It also compares, on the same input and in the same run, three rates:
 
 - ``uproot``: uproot alone reading the branches jetace reads (same step size),
-- ``features``: ``jetace.extract.iter_features`` (reading + validation + padding +
+- ``features``: ``jetace.run.features.iter_features`` (reading + validation + padding +
   features), with a linear score (one dot product per jet) on top,
 - ``features_cli``: the ``jetace features`` command (as above plus writing Parquet).
 
@@ -58,7 +58,7 @@ print(n, time.perf_counter() - t0)
 
 FEATURES_LINEAR = """
 import sys, time, torch
-from jetace.extract import iter_features
+from jetace.run.features import iter_features
 order, degree, step = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 spec = {"family": "bip", "order": order, "degree": degree, "max_particles": 128}
 t0 = time.perf_counter(); n = 0; w = None

@@ -128,9 +128,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     default=Path(__file__).parent / "results" / "top_tagging_reference.json",
                     help="JSON file for the results")
     args = ap.parse_args(argv)
-    from jetace.extract import resolve_device
     from jetace.features import features_from_spec
     from jetace.model_file import JetaceModel
+    from jetace.run.options import resolve_device
     from jetace.taggers.linear import LinearTagger
     from jetace.taggers.mlp import MLPTagger
 

@@ -177,30 +177,13 @@ def _add_features(sub) -> None:
                         "output is the same as without --dask")
 
     def run(args):
-        from jetace.errors import JetaceError
         from jetace.extract import write_features
 
-        kwargs = dict(tree=args.tree, schema=_schema(args), step_size=args.step_size,
-                      max_jets=args.max_jets, device=args.device, batch_size=args.batch_size,
-                      skip_bad=args.skip_bad, progress=not args.quiet)
-        if _dtype(args) is not None:
-            kwargs["dtype"] = _dtype(args)
-        bad_jets = _bad_jets(args)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            if args.dask:
-                from jetace.distributed import write_features_dask
-
-                if args.workers != 1:
-                    raise JetaceError("--workers and --dask cannot be combined: the dask "
-                                      "cluster's workers do the work")
-                if bad_jets is not None:
-                    raise JetaceError("--skip-bad-jets and --dask cannot be combined")
-                n = write_features_dask(args.files, args.output, feature_spec_from_args(args),
-                                        dask=args.dask, **kwargs)
-            else:
-                n = write_features(args.files, args.output, feature_spec_from_args(args),
-                                   workers=args.workers, bad_jets=bad_jets, **kwargs)
+            n = write_features(args.files, args.output, feature_spec_from_args(args),
+                               _read_options(args), _run_options(args, dask=args.dask),
+                               bad_jets=_bad_jets(args))
         print(f"wrote features of {n} jets to {args.output}")
         for w in caught:
             print(f"jetace features: warning: {w.message}", file=sys.stderr)
@@ -528,6 +511,24 @@ def _add_skip_bad(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bad", action="store_true",
                    help="skip input files with a missing tree or bad branches (listed on "
                         "stderr) instead of stopping before any jet is scored")
+
+
+def _read_options(args: argparse.Namespace):
+    """The reading options of a command's input arguments."""
+    from jetace.run.options import ReadOptions
+
+    return ReadOptions(tree=args.tree, schema=_schema(args), step_size=args.step_size,
+                       max_jets=args.max_jets, skip_bad=getattr(args, "skip_bad", False))
+
+
+def _run_options(args: argparse.Namespace, **extra):
+    """The run options of a command's arguments (``extra``: command-specific fields)."""
+    from jetace.run.options import RunOptions
+
+    dtype = _dtype(args)
+    return RunOptions(device=args.device, batch_size=args.batch_size,
+                      workers=getattr(args, "workers", 1), progress=not args.quiet,
+                      **({} if dtype is None else {"dtype": dtype}), **extra)
 
 
 def _readable(paths: list[str], args: argparse.Namespace, command: str) -> list[str]:

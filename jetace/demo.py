@@ -33,10 +33,11 @@ def run_demo(output: str | Path = "jetace-demo-output", *, order: int = 4, degre
     ``jetace train`` uses by default.
     """
     from jetace.cost import model_cost
-    from jetace.extract import resolve_device
+    from jetace.features import feature_module
     from jetace.generate import demo_files
     from jetace.metrics import binary_metrics, plot_roc
     from jetace.model_file import JetaceModel
+    from jetace.run.options import resolve_device
     from jetace.taggers.linear import LinearTagger
     from jetace.taggers.mlp import MLPTagger
     from jetace.taggers.preprocess import to_numpy
@@ -56,7 +57,7 @@ def run_demo(output: str | Path = "jetace-demo-output", *, order: int = 4, degre
     tr, te = (torch.as_tensor(i, device=X.device) for i in (train, test))
 
     rows, curves = [], {}
-    features = _features(spec)
+    features, _ = feature_module(spec)
     for name, tagger in [("linear", LinearTagger()), ("mlp", MLPTagger(seed=seed))]:
         t1 = time.perf_counter()
         tagger.fit(X[tr], y[train])
@@ -79,12 +80,6 @@ def run_demo(output: str | Path = "jetace-demo-output", *, order: int = 4, degre
     print(format_table(summary))
     print(f"\nwrote {out / 'roc.png'}, {out / 'summary.json'} and {out / 'demo_linear.model'}")
     return summary
-
-
-def _features(spec: dict[str, Any]) -> torch.nn.Module:
-    from jetace.features import features_from_spec
-
-    return features_from_spec(spec)
 
 
 def format_table(summary: dict[str, Any]) -> str:

@@ -49,6 +49,8 @@ Documented behaviours for unusual input:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 import glob
 import os
@@ -541,6 +543,20 @@ class JetFiles:
         if not self._sources:
             raise InputError("none of the input files is readable: "
                              + "; ".join(reason for _, reason in self.skipped))
+
+    def without_extras(self) -> JetFiles:
+        """These checked files, reading only momenta, jet fields and labels (not the
+        optional per-constituent branches such as pid and charge)."""
+        new = copy.copy(self)
+        new._sources = [dataclasses.replace(s, plan=dataclasses.replace(s.plan, extras={}))
+                        for s in self._sources]
+        return new
+
+    def with_bad_jets(self, bad_jets: list[tuple[str, int, str]] | None) -> JetFiles:
+        """These checked files with ``bad_jets`` as the list of left-out jets."""
+        new = copy.copy(self)
+        new.bad_jets = bad_jets
+        return new
 
     @property
     def files(self) -> list[str]:

@@ -218,12 +218,12 @@ class JetaceModel:
 
         ``scores`` is a numpy array (n,) or (n, K) as :meth:`score`; only one chunk of
         jets and features is in memory at a time. ``workers`` > 1: that many CPU worker
-        processes compute features and scores (see :func:`jetace.extract.iter_features`;
+        processes compute features and scores (see :func:`jetace.run.features.iter_features`;
         ``jets_chunk`` then lacks the constituents). ``dtype``: the features' floating
         type (default: the model's feature dtype). No NaN or infinite score is yielded:
         its jet raises, or with a ``bad_jets`` list is left out and listed there.
         """
-        from jetace.extract import iter_features
+        from jetace.run.features import iter_features
 
         fused = self.fused()
         module, finish = (self.features, functools.partial(_tagger_scores, self.tagger)) \

@@ -50,15 +50,15 @@ def collect_features(sets, spec, *, labels: list[str] | None = None, tree: str =
     ``labels`` (jets with none of them are dropped; the class index of the set is then
     ignored). ``max_jets`` applies per set; ``skip_bad`` skips unreadable files with a
     warning and ``workers`` > 1 computes in that many CPU processes (see
-    :func:`jetace.extract.iter_features`); ``bad_jets``: a list to leave jets with bad
+    :func:`jetace.run.features.iter_features`); ``bad_jets``: a list to leave jets with bad
     momenta or non-finite features out (listed there) instead of stopping
-    (:func:`jetace.extract.iter_features`). Returns X (n, F) on ``device`` in ``dtype``
+    (:func:`jetace.run.features.iter_features`). Returns X (n, F) on ``device`` in ``dtype``
     and y (n,) int64, and with ``weights`` the per-jet weights w (n,) float64 of the
     schema's weight branch (:attr:`jetace.schema.Schema.weight`, which must be set).
     Only the feature matrix stays in memory.
     """
-    from jetace.extract import iter_features
     from jetace.outputs import jet_columns
+    from jetace.run.features import iter_features
     from jetace.schema import resolve_schema
 
     if weights and resolve_schema(schema).weight is None:
@@ -158,10 +158,9 @@ ANOMALY_SPEC = {**WEAK_SPEC, "max_particles": 32}
 
 def _feature_module(spec: dict[str, Any] | None) -> tuple[torch.nn.Module, int]:
     """The feature module of ``spec`` (None: :data:`SUPERVISED_SPEC`) and max_particles."""
-    from jetace.extract import build_features
+    from jetace.features import feature_module
 
-    spec = dict(spec or SUPERVISED_SPEC)
-    return build_features(spec), int(spec.get("max_particles", 128))
+    return feature_module(dict(spec or SUPERVISED_SPEC))
 
 
 def _check_disjoint(first, second, names: tuple[str, str]) -> None:
@@ -187,8 +186,8 @@ def _fit_model(sets, classes: list[str], tagger: Tagger, *, spec: dict[str, Any]
     When jets were held out, the tagger is then fitted again, with the same settings, on
     all jets: the report describes the held-out check, the saved model uses every jet.
     """
-    from jetace.extract import resolve_device
     from jetace.io import expand_paths
+    from jetace.run.options import resolve_device
     from jetace.schema import resolve_schema
 
     features, max_particles = _feature_module(spec)

@@ -136,9 +136,9 @@ class ACETransformer(TransformerMixin, BaseEstimator):
 
     def fit(self, X: Any = None, y: Any = None) -> ACETransformer:
         """Build the feature module (checking the settings); X and y are not used."""
-        from jetace.extract import resolve_device
         from jetace.features import features_from_spec
         from jetace.formats import MASSES
+        from jetace.run.options import resolve_device
 
         if self.columns not in COLUMNS:
             raise InputError(f"unknown columns {self.columns!r}; choose one of "

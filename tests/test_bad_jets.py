@@ -13,8 +13,9 @@ from toyjets import toy_jets, write_jetclass
 
 from jetace.cli import main
 from jetace.errors import InputError
-from jetace.extract import iter_features, write_features
+from jetace.extract import write_features
 from jetace.io import MAX_MOMENTUM, read_jets
+from jetace.run.features import iter_features
 
 FEATURES = ["--order", "2", "--degree", "3", "--max-particles", "16", "--quiet"]
 TOP = {"label_Tbqq": True, "label_QCD": False}

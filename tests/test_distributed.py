@@ -1,4 +1,4 @@
-"""Tests of jetace.distributed: features on a dask LocalCluster equal the single-process ones."""
+"""Tests of jetace.run.dask: features on a dask LocalCluster equal the single-process ones."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from jetace.extract import write_features
 from jetace.io import JetFiles
 
 distributed = pytest.importorskip("distributed", reason="needs the dask extra")
-from jetace.distributed import connect, feature_ranges, write_features_dask  # noqa: E402
+from jetace.run.dask import connect  # noqa: E402
+from jetace.run.features import feature_blocks  # noqa: E402
 
 SPEC = {"family": "bip", "order": 3, "degree": 6, "max_particles": 24}
 
@@ -55,8 +56,7 @@ def test_dask_output_equals_single_process(cluster, inputs, tmp_path, step_size,
     kw = dict(step_size=step_size, batch_size=batch_size, max_jets=max_jets, device="cpu",
               progress=False)
     n1 = write_features(inputs, tmp_path / "single.parquet", SPEC, **kw)
-    n2 = write_features_dask(inputs, tmp_path / "dask.parquet", SPEC, dask=cluster,
-                             max_in_flight=3, **kw)
+    n2 = write_features(inputs, tmp_path / "dask.parquet", SPEC, dask=cluster, **kw)
     assert n1 == n2 == (148 if max_jets is None else max_jets)
     single, dask = _table(tmp_path / "single.parquet"), _table(tmp_path / "dask.parquet")
     assert single.column_names == dask.column_names
@@ -67,7 +67,8 @@ def test_dask_output_equals_single_process(cluster, inputs, tmp_path, step_size,
 
 def test_ranges_cover_every_jet_once_in_order(inputs):
     files = JetFiles(inputs, extras=False)
-    ranges = feature_ranges(files, rows=16, step_size=20)
+    ranges = [(files.files[i], a, b) for i, a, b in feature_blocks(files, rows=16,
+                                                                   step_size=20)]
     by_file: dict[str, list[tuple[int, int]]] = {}
     for path, a, b in ranges:
         assert 0 < b - a <= 16
@@ -104,12 +105,12 @@ def test_dask_bad_files(cluster, inputs, tmp_path):
     bad = write_branches(tmp_path / "bad.root", {"jet_pt": np.ones(2, np.float32)})
     out = tmp_path / "f.parquet"
     with pytest.raises(InputError, match="bad.root.*part_px"):
-        write_features_dask([*inputs, bad], out, SPEC, dask=cluster, device="cpu",
-                            progress=False)
+        write_features([*inputs, bad], out, SPEC, dask=cluster, device="cpu",
+                       progress=False)
     assert not out.exists()
     with pytest.warns(UserWarning, match="bad.root"):
-        n = write_features_dask([inputs[0], bad, inputs[2]], out, SPEC, dask=cluster,
-                                device="cpu", progress=False, skip_bad=True)
+        n = write_features([inputs[0], bad, inputs[2]], out, SPEC, dask=cluster,
+                           device="cpu", progress=False, skip_bad=True)
     assert n == 70 + 45 and _table(out).num_rows == n
     # a problem found only in the data (here NaN momenta) on a worker stops the run
     counts = [2, 3]
@@ -119,7 +120,7 @@ def test_dask_bad_files(cluster, inputs, tmp_path):
         for name in ("part_px", "part_py", "part_pz", "part_energy")})
     out2 = tmp_path / "g.parquet"
     with pytest.raises(InputError, match="nan.root.*NaN or infinite.*jet entry 1"):
-        write_features_dask([nan], out2, SPEC, dask=cluster, device="cpu", progress=False)
+        write_features([nan], out2, SPEC, dask=cluster, device="cpu", progress=False)
     assert not out2.exists() and [p for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
@@ -160,5 +161,5 @@ def test_dask_with_a_module_instance(cluster, inputs, tmp_path):
     """A module that no spec rebuilds is shipped to the workers as is."""
     kw = dict(step_size=30, batch_size=16, device="cpu", progress=False)
     write_features(inputs, tmp_path / "a.parquet", Scaled(), **kw)
-    write_features_dask(inputs, tmp_path / "b.parquet", Scaled(), dask=cluster, **kw)
+    write_features(inputs, tmp_path / "b.parquet", Scaled(), dask=cluster, **kw)
     assert _table(tmp_path / "a.parquet").equals(_table(tmp_path / "b.parquet"))

@@ -14,12 +14,15 @@ from tolerances import assert_reproduced
 from toyjets import toy_jets, write_branches, write_jetclass
 
 import jetace.features
-from jetace import extract
 from jetace.cli import main
 from jetace.errors import InputError, JetaceError
-from jetace.extract import iter_features, resolve_device, write_features
+from jetace.extract import write_features
 from jetace.io import read_jets, to_padded
 from jetace.outputs import TableWriter, feature_columns, jet_columns
+from jetace.run import features as features_run
+from jetace.run.executor import prefetch
+from jetace.run.features import iter_features
+from jetace.run.options import resolve_device
 
 
 class StandIn(torch.nn.Module):
@@ -79,7 +82,7 @@ def test_resolve_device():
                           ("100 MB", 4, 6 * 4 * 8), ("100 MB", 4, 1)])
 def test_iter_features_every_jet_in_order(files, monkeypatch, step_size, batch_size, max_bytes):
     if max_bytes is not None:  # features of 8 jets (2 batches) or 1 batch per yield
-        monkeypatch.setattr(extract, "MAX_FEATURE_BYTES", max_bytes)
+        monkeypatch.setattr(features_run, "MAX_FEATURE_BYTES", max_bytes)
     jets, ref = _reference(files)
     got_jets, got = [], []
     for chunk, feats in iter_features(files, StandIn(), step_size=step_size,
@@ -292,18 +295,18 @@ def test_chunk_features_batches_and_empty(files):
     jets = read_jets(files)
     module = StandIn()
     with torch.no_grad():
-        out = extract.chunk_features(module, jets, max_particles=16, device=torch.device("cpu"),
-                                     batch_size=7)
+        out = features_run.chunk_features(module, jets, max_particles=16,
+                                          device=torch.device("cpu"), batch_size=7)
     assert module.calls == -(-len(jets) // 7)
     assert_reproduced(out, _reference(files)[1], "batches of 7")
-    empty = extract.chunk_features(StandIn(), jets[:0], max_particles=16,
+    empty = features_run.chunk_features(StandIn(), jets[:0], max_particles=16,
                                    device=torch.device("cpu"))
     assert empty.shape == (0, 6)
     # the pad-ahead pipeline of the CUDA path (helper thread), here on the CPU
     with torch.no_grad():
-        ahead = extract.chunk_features(StandIn(), jets, max_particles=16,
+        ahead = features_run.chunk_features(StandIn(), jets, max_particles=16,
                                        device=torch.device("cpu"), batch_size=7, prefetch=True)
-        one = extract.chunk_features(StandIn(), jets[:3], max_particles=16,
+        one = features_run.chunk_features(StandIn(), jets[:3], max_particles=16,
                                      device=torch.device("cpu"), batch_size=7, prefetch=True)
     assert torch.equal(ahead, out) and torch.equal(one, out[:3])
 
@@ -325,7 +328,7 @@ def test_cuda_pipeline_matches_cpu(files, batch_size):
     module = features_from_spec(spec).cuda()
     jets = read_jets(files)
     with torch.no_grad():
-        out = extract.chunk_features(module, jets, max_particles=32,
+        out = features_run.chunk_features(module, jets, max_particles=32,
                                      device=torch.device("cuda"), dtype=torch.float64,
                                      batch_size=batch_size)
     assert_reproduced(out.cpu(), cpu, "CUDA chunk_features")
@@ -351,8 +354,8 @@ def test_write_features_keeps_jets_without_constituents(tmp_path):
 
 @pytest.mark.parametrize("depth", [1, 3])
 def test_read_ahead_order_errors_and_close(depth):
-    assert list(extract.read_ahead(iter(range(5)), depth)) == list(range(5))
-    assert list(extract.read_ahead(iter([]), depth)) == []
+    assert list(prefetch(iter(range(5)), depth)) == list(range(5))
+    assert list(prefetch(iter([]), depth)) == []
 
     def failing():
         yield "a"
@@ -360,7 +363,7 @@ def test_read_ahead_order_errors_and_close(depth):
 
     seen = []
     with pytest.raises(InputError, match="broken chunk"):
-        for item in extract.read_ahead(failing(), depth):
+        for item in prefetch(failing(), depth):
             seen.append(item)
     assert seen == ["a"]  # the error comes at the item that failed, not before
 
@@ -372,7 +375,7 @@ def test_read_ahead_order_errors_and_close(depth):
         finally:
             closed.append(True)
 
-    gen = extract.read_ahead(source(), depth)
+    gen = prefetch(source(), depth)
     assert next(gen) == 0
     gen.close()
     assert closed == [True]

@@ -13,8 +13,8 @@ from toyjets import toy_jets, write_branches
 
 from jetace.cli import main
 from jetace.errors import InputError
-from jetace.outputs import jet_columns
 from jetace.io import FIELD_ORIGINS, read_jets
+from jetace.outputs import jet_columns
 from jetace.training import train_model
 
 N = 40

@@ -1,4 +1,4 @@
-"""Worker processes (jetace.parallel, ``--workers``): the same features and scores as one
+"""Worker processes (jetace.run.workers, ``--workers``): the same features and scores as one
 process, jet for jet, in input order; errors of a worker reach the caller."""
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from toyjets import toy_jets, write_jetclass
 
 from jetace.cli import main
 from jetace.errors import InputError, JetaceError
-from jetace.extract import feature_blocks, iter_features
 from jetace.io import JetFiles, read_jets
-from jetace.parallel import WorkerDied, map_blocks
+from jetace.run.features import feature_blocks, iter_features
+from jetace.run.workers import WorkerDied, map_blocks
 
 SPEC = {"family": "bip", "order": 3, "degree": 5, "mirror": True, "max_particles": 32}
 
@@ -128,10 +128,10 @@ def test_cli_workers_same_outputs(files, tmp_path, capsys):
 def test_module_state_reaches_spawned_workers(files, monkeypatch):
     """Without fork (macOS, Windows), the module and the transform are pickled to the
     workers: the same features and transformed values come back."""
-    import jetace.parallel as parallel
+    import jetace.run.executor as executor
 
     _, ref = _features(files)
-    monkeypatch.setattr(parallel, "start_method", lambda: "spawn")
+    monkeypatch.setattr(executor, "start_method", lambda: "spawn")
     got = [v for _, v in iter_features(files, SPEC, device="cpu", progress=False, workers=2,
                                        transform=_two_columns)]
     assert_reproduced(np.concatenate(got)[:, None], _two_columns(ref)[:, None], "spawned")

@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the plans (jetace.features.plan, .bip_plan) import without torch
     import torch
 
-__all__ = ["features_from_spec", "FAMILIES", "FEATURE_DEFINITION", "definition_change"]
+__all__ = ["features_from_spec", "build_features", "feature_module", "FAMILIES",
+           "FEATURE_DEFINITION", "definition_change", "DEFAULT_MAX_PARTICLES"]
 
 FAMILIES = ("bip", "lorentz")
 FEATURE_DEFINITION = 2  #: the feature definition this jetace computes (module docstring)
+DEFAULT_MAX_PARTICLES = 128  #: constituents fed per jet when a spec names no max_particles
 
 
 def definition_change(spec: dict[str, Any], definition: int) -> str | None:
@@ -63,3 +65,36 @@ def features_from_spec(spec: dict[str, Any]) -> torch.nn.Module:
 
         return LorentzACEFeatures(**opts)
     raise JetaceError(f"unknown feature family {family!r}; choose one of {', '.join(FAMILIES)}")
+
+
+def build_features(spec: Any) -> torch.nn.Module:
+    """:func:`features_from_spec`, with an invalid spec (order 0, an unknown option...)
+    reported as a :class:`~jetace.errors.JetaceError` naming the spec."""
+    from jetace.errors import JetaceError
+
+    try:
+        return features_from_spec(dict(spec))
+    except JetaceError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise JetaceError(f"invalid feature options {dict(spec)}: {exc}") from exc
+
+
+def feature_module(spec: Any) -> tuple[torch.nn.Module, int]:
+    """The feature module for ``spec`` and the number of constituents it is fed: the one
+    place where jetace turns a spec into a module.
+
+    ``spec`` is a feature spec mapping (``{"family": "bip", "order": 3, "degree": 6,
+    "max_particles": 128}``, see :func:`features_from_spec`) or an already built module
+    (its ``spec`` attribute, if any, may hold ``max_particles``).
+    """
+    import torch
+
+    if isinstance(spec, torch.nn.Module):
+        module = spec
+        max_particles = (getattr(module, "spec", None) or {}).get(
+            "max_particles", DEFAULT_MAX_PARTICLES)
+    else:
+        module = build_features(spec)
+        max_particles = spec.get("max_particles", DEFAULT_MAX_PARTICLES)
+    return module, int(max_particles)

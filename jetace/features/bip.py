@@ -36,7 +36,6 @@ prefers a handedness about the jet axis). Duplicates go too: (4, 7) gives 694 co
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -283,32 +282,15 @@ class BIPFeatures(torch.nn.Module):
         """CPU features of a large batch from sub-batches that stay in cache, of jets of
         similar multiplicity (sorted by ``counts``), each cropped to its longest jet:
         about twice as fast as one batch of 4096. ``take(idx)`` gives the padded (p4,
-        mask) of the jets ``idx``. With torch set to T > 1 threads and at least 2T
-        sub-batches, T Python threads share them, each running torch single-threaded
-        (torch releases the GIL): about 1.3-1.5x the rate of torch's own threads on
-        these small operations on 2 cores.
-        The torch thread count is set to 1 meanwhile and restored before returning.
+        mask) of the jets ``idx``.
+        The sub-batches run one after the other: threads belong to the runner
+        (:mod:`jetace.run.features` computes several batches at once).
         """
         order = torch.argsort(counts)
         out = like.new_empty(len(counts), width)
         rows = out.numpy()  # numpy's row scatter is a few times faster than index_copy_
-
-        def work(idx: torch.Tensor) -> None:
+        for idx in order.split(CPU_CHUNK):
             rows[idx.numpy()] = self._finish(*take(idx), finish, width).contiguous().numpy()
-
-        chunks = order.split(CPU_CHUNK)
-        threads = torch.get_num_threads()
-        if threads == 1 or len(chunks) < 2 * threads:  # too few to share out evenly
-            for idx in chunks:
-                work(idx)
-            return out
-        torch.set_num_threads(1)  # read by each new worker thread at its first operation
-        try:
-            with ThreadPoolExecutor(min(threads, len(chunks)),
-                                    thread_name_prefix="jetace-bip") as pool:
-                list(pool.map(work, chunks))
-        finally:
-            torch.set_num_threads(threads)
         return out
 
     def _finish(self, p4: torch.Tensor, mask: torch.Tensor, finish: Finish,

@@ -1,19 +1,20 @@
-"""Local worker processes for CPU feature extraction (``--workers N``).
+"""Local worker processes for CPU feature extraction (``--workers N``): a back end of
+:func:`jetace.run.executor.ordered_map`.
 
 On CPU one Python process computes features at about one core's rate: torch's own
 threads and Python threads share the interpreter lock, which the many small operations
 of a feature batch hold often. ``N`` worker processes each read, pack and compute whole
 blocks of jets single-threaded (decompression included), so reading, decompression and
 features run on ``N`` cores at once. The blocks are those
-:func:`jetace.extract.iter_features` yields in one process (whole batches of a chunk),
+:func:`jetace.run.features.iter_features` yields in one process (whole batches of a chunk),
 computed in the same batches, so the features are the same jet for jet (to rounding,
 see :mod:`jetace.reproducibility`), and results come back in input order.
 
-Workers are forked from the calling process where the platform allows it (Linux), so
-the feature module and the function applied to each block need not be picklable; else
-they are started with ``spawn`` and must be. Every worker has its own pipe and at most
-two blocks assigned, and at most ``2 N`` blocks are in flight, so memory stays bounded:
-one block per worker plus the results waiting to be consumed.
+Workers are started by :func:`jetace.run.executor.start_method`: forked where the
+platform allows it (Linux), so the feature module and the function applied to each block
+need not be picklable; else with ``spawn``, and then they must be. Every worker has its
+own pipe and at most two blocks assigned, and at most ``2 N`` blocks are in flight, so
+memory stays bounded: one block per worker plus the results waiting to be consumed.
 
 A worker's exception (an :class:`~jetace.errors.InputError` naming the file and jet
 entry) is raised in the caller at the block where it happened; the others stop. A
@@ -25,7 +26,6 @@ dies twice raises :class:`WorkerDied`, naming the file, the entry range and the 
 
 from __future__ import annotations
 
-import multiprocessing
 import pickle
 import signal
 import warnings
@@ -39,8 +39,9 @@ import torch
 
 from jetace.errors import JetaceError
 from jetace.io import JetFiles, set_read_threads
+from jetace.run.executor import mp_context, ordered_map
 
-__all__ = ["map_blocks", "start_method", "WorkerDied"]
+__all__ = ["map_blocks", "WorkerPool", "WorkerDied"]
 
 #: per-process state of a worker: (files, function)
 _STATE: tuple[JetFiles, Callable[[ak.Array], Any]] | None = None
@@ -50,11 +51,6 @@ _PER_WORKER = 2
 
 class WorkerDied(JetaceError):
     """A worker process died twice while computing the same block."""
-
-
-def start_method() -> str:
-    """``"fork"`` where available (no pickling of the module), else ``"spawn"``."""
-    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def _init(files: JetFiles, fn: Callable[[ak.Array], Any]) -> None:
@@ -162,85 +158,117 @@ def _death(exitcode: int | None) -> str:
     return f"exit status {exitcode}"
 
 
-def map_blocks(files: JetFiles, blocks: Sequence[tuple[int, int, int]],
-               fn: Callable[[ak.Array], Any], workers: int
-               ) -> Iterator[tuple[Any, ak.Array, Any]]:
-    """Yield ``(entries, jets, fn(jets))`` for every ``(file index, entry_start,
-    entry_stop)`` block of ``files``, in order, computed by ``workers`` processes.
+class _Result:
+    """The future of one block in a :class:`WorkerPool`: ``result()`` runs the pool until
+    this block's reply is in."""
 
-    ``jets`` is the block as :meth:`JetFiles.read_range` gives it without the
+    def __init__(self, pool: WorkerPool, seq: int) -> None:
+        self.pool, self.seq = pool, seq
+
+    def result(self) -> tuple[Any, ak.Array, Any]:
+        return self.pool.result(self.seq)
+
+    def cancel(self) -> bool:
+        return False  # the pool is stopped as a whole when the run ends
+
+
+class WorkerPool:
+    """``workers`` processes computing ``fn`` of blocks ``(file index, entry_start,
+    entry_stop)`` of ``files``; use as a context manager (the workers stop on exit).
+
+    ``submit(block)`` sends the block to the least busy worker and returns its future,
+    whose ``result()`` is ``(entries, jets, fn(jets))``: ``jets`` the block without the
     ``constituents`` field (jet-level fields and labels), ``entries`` their tree
-    entries; ``fn`` runs in the workers with torch single-threaded. Bad jets left out
-    in the workers (``files.bad_jets`` a list) are appended to ``files.bad_jets`` here.
-    Closing the generator early stops the workers. A dead worker is replaced and its
-    blocks are sent again once (module doc).
+    entries; bad jets left out in the workers (``files.bad_jets`` a list) are appended
+    to ``files.bad_jets`` when the result is taken. A worker's exception is raised by
+    that ``result()``. A dead worker is replaced and its blocks are sent again once
+    (module doc).
     """
-    if workers < 1:
-        raise ValueError(f"need at least one worker, got {workers}")
-    blocks = list(blocks)
-    context = multiprocessing.get_context(start_method())
 
-    def start() -> _Worker:
+    def __init__(self, files: JetFiles, fn: Callable[[ak.Array], Any], workers: int) -> None:
+        if workers < 1:
+            raise ValueError(f"need at least one worker, got {workers}")
+        self.files, self.fn, self.workers = files, fn, workers
+        self._context = mp_context()
+        self._pool: list[_Worker] = []
+        self._results: dict[int, tuple[bool, Any]] = {}
+        self._retried: set[int] = set()
+        self._sent = 0
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def _start(self) -> _Worker:
         with warnings.catch_warnings():
             # Python >= 3.12 warns about fork in a process with threads; the workers use
             # no lock of the parent's threads (torch is set to one thread in them)
             warnings.simplefilter("ignore", DeprecationWarning)
-            return _Worker(context, files, fn)
+            return _Worker(self._context, self.files, self.fn)
 
-    pool = [start() for _ in range(min(workers, max(1, len(blocks))))]
-    results: dict[int, tuple[bool, Any]] = {}
-    retried: set[int] = set()
-    sent = done = 0
-    finished = False
-    try:
-        while done < len(blocks):
-            while sent < len(blocks) and sent - done < _PER_WORKER * workers:
-                worker = min(pool, key=lambda w: len(w.assigned))
-                if len(worker.assigned) >= _PER_WORKER:
-                    break
-                worker.send(sent, blocks[sent])
-                sent += 1
-            if done in results:
-                ok, value = results.pop(done)
-                if not ok:
-                    raise value
-                done += 1
-                if value[3]:
-                    files.bad_jets.extend(value[3])
-                yield value[:3]
-                del value
-                continue
-            busy = [w for w in pool if w.assigned]
+    def submit(self, block: tuple[int, int, int]) -> _Result:
+        if len(self._pool) < self.workers:
+            self._pool.append(self._start())
+        worker = min(self._pool, key=lambda w: len(w.assigned))
+        seq, self._sent = self._sent, self._sent + 1
+        worker.send(seq, block)
+        return _Result(self, seq)
+
+    def result(self, seq: int) -> tuple[Any, ak.Array, Any]:
+        while seq not in self._results:
+            busy = [w for w in self._pool if w.assigned]
+            if not busy:
+                raise JetaceError(f"block {seq} was never sent to a worker")
             ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy]))
-            for i, worker in enumerate(pool):
+            for i, worker in enumerate(self._pool):
                 if worker.conn in ready or worker.process.sentinel in ready:
-                    worker.receive(results)
+                    worker.receive(self._results)
                 if worker.process.sentinel in ready or not worker.process.is_alive():
-                    pool[i] = _replace(worker, start, retried, files)
-        finished = True
-    finally:
-        for worker in pool:
-            worker.stop(5 if finished else 0)
+                    self._pool[i] = self._replace(worker)
+        ok, value = self._results.pop(seq)
+        if not ok:
+            raise value
+        if value[3]:
+            self.files.bad_jets.extend(value[3])
+        return value[:3]
+
+    def _replace(self, dead: _Worker) -> _Worker:
+        """A new worker for ``dead``, with its unfinished blocks sent again; raises
+        :class:`WorkerDied` when the block it was computing had been retried already."""
+        dead.process.join()
+        reason = _death(dead.process.exitcode)
+        dead.conn.close()
+        if dead.assigned:
+            seq, (index, a, b) = dead.assigned[0]
+            path = self.files.files[index]
+            if seq in self._retried:
+                raise WorkerDied(f"{path}: a worker process died ({reason}) while computing "
+                                 f"jets [{a}, {b}), also when the block was computed again; "
+                                 "use fewer --workers or a smaller --batch-size if memory "
+                                 "is short")
+            self._retried.add(seq)
+            warnings.warn(f"{path}: a worker process died ({reason}) while computing jets "
+                          f"[{a}, {b}); computing them again", stacklevel=4)
+        new = self._start()
+        for seq, block in dead.assigned:
+            new.send(seq, block)
+        return new
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        for worker in self._pool:
+            worker.stop(5 if exc_type is None else 0)
 
 
-def _replace(dead: _Worker, start: Callable[[], _Worker], retried: set[int],
-             files: JetFiles) -> _Worker:
-    """A new worker for ``dead``, with its unfinished blocks sent again; raises
-    :class:`WorkerDied` when the block it was computing had been retried already."""
-    dead.process.join()
-    reason = _death(dead.process.exitcode)
-    dead.conn.close()
-    if dead.assigned:
-        seq, (index, a, b) = dead.assigned[0]
-        if seq in retried:
-            raise WorkerDied(f"{files.files[index]}: a worker process died ({reason}) while "
-                             f"computing jets [{a}, {b}), also when the block was computed "
-                             "again; use fewer --workers or a smaller --batch-size if memory "
-                             "is short")
-        retried.add(seq)
-        warnings.warn(f"{files.files[index]}: a worker process died ({reason}) while "
-                      f"computing jets [{a}, {b}); computing them again", stacklevel=3)
-    new = start()
-    for seq, block in dead.assigned:
-        new.send(seq, block)
-    return new
+def map_blocks(files: JetFiles, blocks: Sequence[tuple[int, int, int]],
+               fn: Callable[[ak.Array], Any], workers: int
+               ) -> Iterator[tuple[Any, ak.Array, Any]]:
+    """Yield ``(entries, jets, fn(jets))`` for every block of ``files``, in order,
+    computed by ``workers`` processes (:class:`WorkerPool` through
+    :func:`jetace.run.executor.ordered_map`, at most two blocks per worker in flight).
+    Closing the generator early stops the workers."""
+    if workers < 1:
+        raise ValueError(f"need at least one worker, got {workers}")
+    blocks = list(blocks)
+    with WorkerPool(files, fn, min(workers, max(1, len(blocks)))) as pool:
+        for _, result in ordered_map(pool.submit, blocks, _PER_WORKER * pool.workers):
+            yield result
+            del result
