@@ -1,88 +1,90 @@
 """Worker processes for :func:`jetace.generate.generate`: one seeded Pythia each.
 
-Worker ``k`` runs :func:`~jetace.generate.pythia.generate_jets` with ``worker=k`` and
-reports progress and its result through a queue; results are returned in worker order.
+Worker ``k`` runs :func:`~jetace.generate.pythia.generate_jets` with ``worker=k`` in a
+process of :func:`jetace.run.executor.mp_context`, reports progress through a queue and
+returns its result; results come back in worker order through
+:func:`jetace.run.executor.ordered_map`. A worker that dies (killed by a signal, as the
+out-of-memory killer does) stops the run with a :class:`~jetace.errors.JetaceError`.
 """
 
 from __future__ import annotations
 
 import queue
-import sys
-import traceback
+import threading
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 from jetace.errors import JetaceError
 from jetace.generate.output import write_jets
 from jetace.generate.pythia import generate_jets
+from jetace.run.executor import mp_context, ordered_map
 
 __all__ = ["run_workers", "worker_quotas", "worker_paths"]
+
+_MESSAGES: Any = None  # a worker's progress queue, set when it starts
 
 
 def worker_quotas(n_jets: int, workers: int) -> list[int]:
     return [n_jets // workers + (k < n_jets % workers) for k in range(workers)]
 
 
+def _start(messages: Any) -> None:
+    global _MESSAGES
+    _MESSAGES = messages
+
+
 def _worker_main(k: int, quota: int, kwargs: dict, out_path: str | None, label: str,
-                 write_kw: dict, messages) -> None:
-    """Entry point of worker process ``k``: messages go to the ``messages`` queue."""
+                 write_kw: dict) -> dict:
+    """Entry point of worker ``k``: its jets (or, written to ``out_path``, its counts)."""
     try:
-        res = generate_jets(n_jets=quota, worker=k, progress=lambda n: messages.put(("jets", k, n)),
+        res = generate_jets(n_jets=quota, worker=k, progress=lambda n: _MESSAGES.put(n),
                             **kwargs)
         if out_path is not None:
             write_jets(out_path, res, label, **write_kw)
-            res = {k: res[k] for k in ("n_events", "seconds", "cpu_seconds")}
-        messages.put(("done", k, res))
+            res = {key: res[key] for key in ("n_events", "seconds", "cpu_seconds")}
+        return res
     except JetaceError as exc:
-        messages.put(("error", k, str(exc)))
-    except BaseException:  # report anything else with its traceback, then stop
-        messages.put(("error", k, traceback.format_exc()))
-
-
-def _mp_context():
-    """Fork on Linux (no re-import of the user's main script); spawn elsewhere."""
-    import multiprocessing as mp
-
-    return mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        raise JetaceError(f"generation worker {k} failed: {exc}") from None
 
 
 def run_workers(quotas: list[int], kwargs: dict, out_paths: list[str | None], label: str,
-                 write_kw: dict, make_bar: Callable) -> list[dict]:
+                write_kw: dict, make_bar: Callable) -> list[dict]:
     """Run one process per quota; ``make_bar()`` opens the progress bar once all started."""
-    ctx = _mp_context()
-    messages = ctx.Queue()
-    procs = [ctx.Process(target=_worker_main, name=f"jetace-generate-{k}", daemon=True,
-                         args=(k, q, kwargs, out_paths[k], label, write_kw, messages))
-             for k, q in enumerate(quotas)]
-    results: dict[int, dict] = {}
-    try:
-        for p in procs:
-            p.start()
+    context = mp_context()
+    messages = context.Queue()
+    stop = threading.Event()
+    with ProcessPoolExecutor(len(quotas), mp_context=context, initializer=_start,
+                             initargs=(messages,)) as pool:
         bar = make_bar()
-        while len(results) < len(procs):
-            try:
-                kind, k, payload = messages.get(timeout=1.0)
-            except queue.Empty:
-                dead = [k for k, p in enumerate(procs) if k not in results
-                        and p.exitcode is not None]
-                if dead:
-                    raise JetaceError(f"generation worker {dead[0]} died "
-                                      f"(exit code {procs[dead[0]].exitcode})") from None
-                continue
-            if kind == "jets":
-                bar.update(payload)
-            elif kind == "done":
-                results[k] = payload
-            else:
-                raise JetaceError(f"generation worker {k} failed: {payload}")
-        for p in procs:
-            p.join()
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-                p.join()
-    return [results[k] for k in range(len(procs))]
+
+        def show_progress() -> None:
+            while not stop.is_set():
+                try:
+                    bar.update(messages.get(timeout=0.2))
+                except queue.Empty:
+                    continue
+
+        shower = threading.Thread(target=show_progress, name="jetace-generate-progress",
+                                  daemon=True)
+        shower.start()
+        try:
+            return [result for _, result in ordered_map(
+                lambda k: pool.submit(_worker_main, k, quotas[k], kwargs, out_paths[k], label,
+                                      write_kw), range(len(quotas)), len(quotas))]
+        except BrokenProcessPool:
+            raise JetaceError("a generation worker died (killed by a signal, as the "
+                              "out-of-memory killer does); no output was written") from None
+        finally:
+            stop.set()
+            shower.join()
+            while True:  # what the workers reported after the last look
+                try:
+                    bar.update(messages.get_nowait())
+                except queue.Empty:
+                    break
 
 
 def worker_paths(output: Path, workers: int) -> list[Path]:
