@@ -39,6 +39,7 @@ import torch
 
 import jetace
 from jetace.metrics import binary_metrics, roc_curve
+from jetace.numerics import to_numpy
 
 __all__ = [
     "REPO",
@@ -204,8 +205,7 @@ def roc_points(scores: np.ndarray, labels: np.ndarray, n: int = 200) -> dict[str
 
 def metrics_row(scores: Any, labels: np.ndarray, threshold: float = 0.0) -> dict[str, Any]:
     """binary_metrics on the test jets plus thinned ROC points."""
-    s = scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
-    s = s.astype(np.float64)
+    s = to_numpy(scores).astype(np.float64)
     row = dict(binary_metrics(s, labels, threshold))
     row["roc"] = roc_points(s, labels)
     return row

@@ -37,11 +37,11 @@ def run_demo(output: str | Path = "jetace-demo-output", *, order: int = 4, degre
     from jetace.generate import demo_files
     from jetace.metrics import binary_metrics, plot_roc
     from jetace.model_file import JetaceModel
+    from jetace.numerics import split_indices, to_numpy
     from jetace.run.options import resolve_device
     from jetace.taggers.linear import LinearTagger
     from jetace.taggers.mlp import MLPTagger
-    from jetace.taggers.preprocess import to_numpy
-    from jetace.training import collect_features, split_indices
+    from jetace.training import collect_features
 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from jetace.errors import InputError
-from jetace.taggers.preprocess import to_numpy
+from jetace.numerics import to_numpy
 
 __all__ = ["roc_curve", "roc_auc", "rejection_at", "accuracy", "binary_metrics", "plot_roc"]
 

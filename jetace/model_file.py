@@ -48,8 +48,8 @@ import torch
 
 from jetace.errors import InputError, ModelFileError
 from jetace.features import FEATURE_DEFINITION, definition_change, features_from_spec
+from jetace.numerics import to_numpy
 from jetace.taggers.base import Tagger, tagger_from_state
-from jetace.taggers.preprocess import to_numpy
 
 __all__ = ["JetaceModel", "load_model", "FORMAT", "FORMAT_VERSION", "SPEC_LIMITS"]
 

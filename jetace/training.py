@@ -24,8 +24,8 @@ from sklearn.base import clone
 
 from jetace.errors import InputError
 from jetace.model_file import JetaceModel
+from jetace.numerics import split_indices, to_numpy
 from jetace.taggers.base import Tagger
-from jetace.taggers.preprocess import to_numpy
 
 __all__ = ["train_model", "train_unsupervised", "train_cwola", "collect_features",
            "make_tagger", "split_indices", "UNSUPERVISED", "default_spec"]
@@ -127,15 +127,6 @@ def make_tagger(model: str, **params) -> Tagger:
     from jetace.taggers.base import renamed_params
 
     return TAGGERS[model](**renamed_params(params))
-
-
-def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random (train, validation) index arrays; validation may be empty."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise InputError(f"validation fraction must lie in [0, 1), got {val_fraction}")
-    perm = np.random.default_rng(seed).permutation(n)
-    n_val = int(round(val_fraction * n))
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
 #: Default features of supervised training: 694 mirror-symmetrised BIP(4,7) columns.

@@ -12,8 +12,9 @@ from tolerances import SKLEARN
 
 from jetace.errors import InputError
 from jetace.metrics import roc_auc
+from jetace.numerics import ledoit_wolf_shrinkage
 from jetace.taggers import tagger_from_state
-from jetace.taggers.linear import LinearTagger, ledoit_wolf_shrinkage
+from jetace.taggers.linear import LinearTagger
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -32,8 +32,9 @@ more anomalous (signal-like) jets. The density and reconstruction fits take no
 ``X``'s device for torch input. Everything is deterministic given ``seed``.
 
 The shared preprocessing (:class:`FeatureTransform`: scaling, PCA, whitening),
-:func:`kmeans` and Gaussian-mixture fitting (:func:`fit_gaussian_mixture`) are public so
-that the clustering tagger reuses them. Every fitted detector has ``as_module()``: a
+:func:`kmeans`, Gaussian-mixture fitting (:func:`fit_gaussian_mixture`) and the base
+class of the module-scored taggers (:class:`ModuleTagger`) are public so that the
+clustering tagger reuses them. Every fitted detector has ``as_module()``: a
 ``torch.nn.Module`` from raw features (B, F) to the anomaly score (B,).
 """
 
@@ -47,14 +48,20 @@ import torch
 from sklearn.base import OutlierMixin
 
 from jetace.errors import InputError
+from jetace.numerics import (
+    holdout_size,
+    ledoit_wolf_shrinkage,
+    like_input,
+    permutation_split,
+    shrunk_covariance,
+    to_numpy,
+)
 from jetace.taggers.base import Tagger, register, renamed_params
-from jetace.taggers.linear import ledoit_wolf_shrinkage
 from jetace.taggers.preprocess import (
     FeatureScaler,
     as_features,
     check_fit_input,
     check_predict_input,
-    to_numpy,
 )
 
 __all__ = [
@@ -62,6 +69,7 @@ __all__ = [
     "kmeans",
     "fit_gaussian_mixture",
     "mixture_log_prob",
+    "ModuleTagger",
     "GaussianAnomaly",
     "GMMAnomaly",
     "AutoencoderAnomaly",
@@ -73,13 +81,6 @@ __all__ = [
 def _features64(X: Any, name: str = "X") -> torch.Tensor:
     """Checked feature matrix (see :func:`as_features`) as float64 on its device."""
     return as_features(X, name).to(torch.float64)
-
-
-def _like_input(scores: torch.Tensor, X: Any):
-    """Return ``scores`` as a torch tensor if ``X`` was one, else as a numpy array."""
-    if isinstance(X, torch.Tensor):
-        return scores
-    return scores.detach().cpu().numpy()
 
 
 def _cpu(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -166,10 +167,11 @@ def _n_components(n: int | float, evals: torch.Tensor) -> int:
     return min(int(n), rank)
 
 
-class _ModuleTagger(Tagger):
-    """Shared plumbing: a fitted ``module_`` maps raw features (B, F) to the signal-like
-    score (B,) (:meth:`signal_score`). Subclasses implement ``_check_params()`` and
-    ``_fit(x)`` (x: checked float64 features (n, F) on their device; sets ``module_``)."""
+class ModuleTagger(Tagger):
+    """Shared plumbing of the anomaly and clustering taggers: a fitted ``module_`` maps
+    raw features (B, F) to the signal-like score (B,) (:meth:`signal_score`). Subclasses
+    implement ``_check_params()`` and ``_fit(x)`` (x: checked float64 features (n, F) on
+    their device; sets ``module_``)."""
 
     module_: torch.nn.Module
     min_jets: ClassVar[int] = 2
@@ -215,10 +217,10 @@ class _ModuleTagger(Tagger):
     def signal_score(self, X: Any):
         """The module's score per jet, shape (n,): larger = more signal-like (for an
         anomaly detector: more anomalous, less like the training sample)."""
-        return _like_input(self._score(self._features(X)), X)
+        return like_input(self._score(self._features(X)), X)
 
 
-class _ScoreTagger(OutlierMixin, _ModuleTagger):
+class _ScoreTagger(OutlierMixin, ModuleTagger):
     """An anomaly detector, with scikit-learn's outlier convention.
 
     ``score_samples(X)``: larger = more normal (more like the training jets), the
@@ -458,10 +460,7 @@ class GaussianAnomaly(_ScoreTagger):
         else:
             raise InputError(f"shrinkage must be 'ledoit-wolf' or a number in [0, 1], "
                              f"got {self.shrinkage!r}")
-        d = z.shape[1]
-        cov = zc.T @ zc / z.shape[0]
-        mu = float(torch.diagonal(cov).sum()) / d
-        cov = (1 - a) * cov + a * mu * torch.eye(d, dtype=z.dtype, device=z.device)
+        cov = shrunk_covariance(zc, a)
         evals, evecs = torch.linalg.eigh(cov)
         evals = evals.clamp(min=1e-12 * float(evals.max()))
         self.module_ = _GaussianScore(tr, mean, evecs / evals.sqrt())
@@ -528,7 +527,7 @@ class GMMAnomaly(_ScoreTagger):
         x = self._features(X)
         with torch.no_grad():
             p = torch.softmax(self.module_.to(x.device).component_log_prob(x), dim=1)
-        return _like_input(p, X)
+        return like_input(p, X)
 
     def get_state(self) -> dict[str, Any]:
         self._check_fitted()
@@ -630,13 +629,12 @@ class AutoencoderAnomaly(_ScoreTagger):
         from tqdm.auto import tqdm
 
         n = x.shape[0]
-        n_val = max(1, int(round(self.val_fraction * n)))
+        n_val = holdout_size(n, self.val_fraction)
         if n - n_val < 1:
             raise InputError(f"the autoencoder needs at least 2 jets (training and "
                              f"validation), got {n}")
         gen = torch.Generator().manual_seed(self.seed)
-        perm = torch.randperm(n, generator=gen).to(x.device)
-        val_idx, tr_idx = perm[:n_val], perm[n_val:]
+        tr_idx, val_idx = permutation_split(n, n_val, gen, x.device)
         tr = FeatureTransform.fit(x[tr_idx], self.scaling, self.n_components)
         mod = _ReconstructionScore(tr, self._hidden, self.latent, self.activation)
         with torch.no_grad():  # seeded initialisation (torch's default scheme)

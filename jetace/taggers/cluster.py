@@ -29,10 +29,10 @@ import torch
 from sklearn.base import ClusterMixin
 
 from jetace.errors import InputError
+from jetace.numerics import like_input, to_numpy
 from jetace.taggers.anomaly import (
     FeatureTransform,
-    _like_input,
-    _ModuleTagger,
+    ModuleTagger,
     fit_gaussian_mixture,
     kmeans,
     mixture_log_prob,
@@ -74,7 +74,7 @@ class _ClusterScore(torch.nn.Module):
 
 
 @register("cluster")
-class ClusterTagger(ClusterMixin, _ModuleTagger):
+class ClusterTagger(ClusterMixin, ModuleTagger):
     """Unsupervised two-or-more-cluster tagger on an unlabelled sample.
 
     Parameters
@@ -166,7 +166,7 @@ class ClusterTagger(ClusterMixin, _ModuleTagger):
 
     def predict_proba(self, X: Any):
         """Posterior probability of every cluster, shape (n, n_clusters)."""
-        return _like_input(self._posterior(self._features(X)), X)
+        return like_input(self._posterior(self._features(X)), X)
 
     def predict(self, X: Any) -> np.ndarray:
         """Most probable cluster per jet, numpy int array of shape (n,)."""
@@ -200,26 +200,28 @@ def cluster_report(tagger: ClusterTagger, X: Any, labels: Any) -> dict[str, floa
     ``purity`` (fraction of jets in the majority class of their cluster),
     ``signal_cluster_purity`` (signal fraction inside the signal-like cluster),
     ``signal_cluster_efficiency`` (fraction of all signal jets that land in it),
-    ``auc`` (ROC AUC of ``decision_function`` against the labels), ``signal_cluster``,
+    ``auc`` (ROC AUC of ``decision_function`` against the labels, ties counting one
+    half, as :func:`jetace.metrics.roc_auc`), ``signal_cluster``,
     ``n_signal`` and ``n_background``.
     """
-    from jetace.metrics import roc_auc
+    from sklearn.metrics import roc_auc_score
 
-    y = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    y = y.astype(bool)
+    y = to_numpy(labels).astype(bool)
     assign = tagger.predict(X)
     if len(y) != len(assign):
         raise InputError(f"{len(assign)} jets but {len(y)} labels")
+    if y.all() or not y.any():
+        raise InputError("cluster_report needs both signal and background jets "
+                         f"(got {int(y.sum())} signal, {int((~y).sum())} background)")
     purity = sum(max(int(y[assign == c].sum()), int((~y[assign == c]).sum()))
                  for c in np.unique(assign)) / len(y)
     in_sig = assign == tagger.signal_cluster_
-    scores = tagger.decision_function(X)
-    scores = scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else scores
+    scores = to_numpy(tagger.decision_function(X)).astype(np.float64)
     return {
         "purity": float(purity),
         "signal_cluster_purity": float(y[in_sig].mean()) if in_sig.any() else 0.0,
         "signal_cluster_efficiency": float(in_sig[y].mean()) if y.any() else 0.0,
-        "auc": roc_auc(scores, y),
+        "auc": float(roc_auc_score(y, scores)),
         "signal_cluster": tagger.signal_cluster_,
         "n_signal": int(y.sum()),
         "n_background": int((~y).sum()),

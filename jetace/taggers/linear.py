@@ -6,6 +6,7 @@ trains full-batch in torch on the features' device, in a few seconds for 50k jet
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -13,10 +14,20 @@ import numpy as np
 import torch
 
 from jetace.errors import InputError
+from jetace.numerics import (
+    fit_logistic,
+    holdout_size,
+    ledoit_wolf_shrinkage,
+    logits,
+    permutation_split,
+    second_moment,
+    shrunk_covariance,
+    weighted_log_loss,
+)
 from jetace.taggers.base import register, renamed_params
 from jetace.taggers.preprocess import TRANSFORMS, FeatureScaler, SupervisedTagger, check_choice
 
-__all__ = ["LinearTagger", "LinearHead", "ledoit_wolf_shrinkage", "weighted_log_loss"]
+__all__ = ["LinearTagger", "LinearHead"]
 
 METHODS = ("logistic", "lda")
 
@@ -37,37 +48,6 @@ class LinearHead(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.linear(self.scaler(x).to(self.linear.weight.dtype))
         return out[:, 0] if self.binary else out
-
-
-def weighted_log_loss(out: torch.Tensor, y: torch.Tensor,
-                      sample_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean log-loss of logits ``out`` ((n,) binary logit of class 1, or (n, K)) against
-    class indices ``y`` (n,); with ``sample_weight`` (n,), ``sum(w l) / sum(w)``."""
-    F = torch.nn.functional
-    if out.ndim == 1:
-        loss = F.binary_cross_entropy_with_logits(out, y.to(out.dtype), reduction="none")
-    else:
-        loss = F.cross_entropy(out, y, reduction="none")
-    if sample_weight is None:
-        return loss.mean()
-    w = sample_weight.to(loss.dtype)
-    return (loss * w).sum() / w.sum()
-
-
-def ledoit_wolf_shrinkage(Xc: torch.Tensor) -> float:
-    """Ledoit-Wolf optimal shrinkage of the covariance of centred data Xc (n, F) to a
-    multiple of the identity; returns a coefficient in [0, 1]."""
-    n, f = Xc.shape
-    X = Xc.to(torch.float64)
-    X2 = X * X
-    trace = X2.sum(0) / n
-    mu = trace.sum() / f
-    beta_ = (X2.T @ X2).sum()
-    delta_ = ((X.T @ X) ** 2).sum() / n**2
-    beta = (beta_ / n - delta_) / (f * n)
-    delta = (delta_ - 2 * mu * trace.sum() + f * mu**2) / f
-    beta = torch.minimum(beta, delta)
-    return 0.0 if float(delta) == 0 else float(beta / delta)
 
 
 @register("linear")
@@ -134,121 +114,26 @@ class LinearTagger(SupervisedTagger):
             self._fit_lda(Z, y, k, sw)
             return
         self.scan_ = {}
-        gram = self._gram(Z, sw)
+        gram = second_moment(Z, sw)
+        opts = {"max_iter": self.max_iter, "tol": self.tol}
         if self.C == "auto":
             g = torch.Generator().manual_seed(self.seed)
-            perm = torch.randperm(Z.shape[0], generator=g).to(X.device)
-            n_val = max(1, int(round(self.val_fraction * Z.shape[0])))
-            va, tr = perm[:n_val], perm[n_val:]
+            tr, va = permutation_split(Z.shape[0], holdout_size(Z.shape[0], self.val_fraction),
+                                       g, X.device)
             w = None
             for c in sorted(float(c) for c in self.C_grid):  # strongest first, warm starts
-                w, _ = self._lbfgs(Z[tr], y[tr], k, c, w, gram,
-                                   None if sw is None else sw[tr])
+                w, _ = fit_logistic(Z[tr], y[tr], k, c, w, gram,
+                                    None if sw is None else sw[tr], **opts)
                 with torch.no_grad():
-                    loss = weighted_log_loss(self._logits(Z[va], w, k), y[va],
+                    loss = weighted_log_loss(logits(Z[va], w, k), y[va],
                                              None if sw is None else sw[va])
                 self.scan_[c] = float(loss)
             self.C_ = min(self.scan_, key=self.scan_.get)
         else:
             self.C_ = float(self.C)
-        w, self.n_iter_ = self._lbfgs(Z, y, k, self.C_, None, gram, sw)
+        w, self.n_iter_ = fit_logistic(Z, y, k, self.C_, None, gram, sw, **opts)
         self.coef_ = w[:, :-1].detach().clone()
         self.intercept_ = w[:, -1].detach().clone()
-
-    @staticmethod
-    def _logits(Z: torch.Tensor, w: torch.Tensor, k: int) -> torch.Tensor:
-        out = Z @ w[:, :-1].T + w[:, -1]
-        return torch.cat([torch.zeros_like(out), out], dim=1) if k == 2 else out
-
-    @staticmethod
-    def _gram(Z: torch.Tensor, sample_weight: torch.Tensor | None = None,
-              max_rows: int = 20000) -> torch.Tensor:
-        """The second-moment matrix Z^T Z / n (F, F) in float64 (Z is centred by the
-        scaler, so this is the feature covariance; weighted by ``sample_weight``),
-        estimated on every s-th row so that at most about ``max_rows`` rows enter: it
-        only preconditions the optimiser and seeds the warm start, so a subsample (half
-        the cost at 40k jets) is enough. Accumulated in blocks of Z's dtype."""
-        step = max(1, -(-Z.shape[0] // max_rows))
-        Z = Z[::step]
-        w = None if sample_weight is None else sample_weight[::step].to(Z.dtype)
-        gram = torch.zeros(Z.shape[1], Z.shape[1], dtype=torch.float64, device=Z.device)
-        for i in range(0, Z.shape[0], 16384):
-            z = Z[i:i + 16384]
-            wz = z if w is None else z * w[i:i + 16384, None]
-            gram += (wz.T @ z).to(torch.float64)
-        total = Z.shape[0] if w is None else float(w.sum())
-        return gram / max(total, 1e-300)
-
-    @staticmethod
-    def _warm_start(Z: torch.Tensor, y: torch.Tensor, L: torch.Tensor,
-                    sample_weight: torch.Tensor | None = None) -> torch.Tensor:
-        """Binary warm start (1, F + 1): the ridge least-squares direction (an LDA-like
-        closed form, from the preconditioner's Cholesky factor ``L``), with its scale and
-        the intercept fitted by a few Newton steps of the 2-parameter logistic loss
-        (both weighted by ``sample_weight``)."""
-        yf = y.to(torch.float64)
-        w = torch.ones_like(yf) if sample_weight is None else sample_weight.to(yf)
-        target = w * (yf - (w * yf).sum() / w.sum())
-        b = (Z.T @ target.to(Z.dtype)).to(torch.float64) / w.sum()
-        d = torch.cholesky_solve(b[:, None], L)[:, 0].to(Z.dtype)
-        s = (Z @ d).to(torch.float64)
-        ab = torch.zeros(2, dtype=torch.float64, device=Z.device)
-        design = torch.stack([s, torch.ones_like(s)], dim=1)
-        for _ in range(8):
-            p = torch.sigmoid(design @ ab)
-            grad = design.T @ (w * (p - yf))
-            hess = (design * (w * p * (1 - p))[:, None]).T @ design
-            hess = hess + 1e-9 * torch.eye(2, dtype=hess.dtype, device=hess.device)
-            ab = ab - torch.linalg.solve(hess, grad)
-        return torch.cat([ab[0].to(Z.dtype) * d, ab[1:].to(Z.dtype)])[None]
-
-    def _lbfgs(self, Z, y, k, C, w0, gram=None, sample_weight=None):
-        """Minimise mean log-loss + |w|^2 / (2 C n) with L-BFGS (weighted:
-        ``sum(s_i loss_i) / S + |w|^2 / (2 C S)``, S the sum of the weights s_i, so that a
-        weight of 2 is the same as the jet given twice, as in scikit-learn).
-
-        The search runs in preconditioned coordinates v, w = L^-T v with
-        L L^T = gram / 4 + lam (gram / 4 approximates the Hessian of the log-loss; the
-        Cholesky factor is computed once per strength, in float64), which makes the
-        problem nearly isotropic: the collinear ACE products then converge in tens of
-        iterations instead of thousands. Binary fits start from a closed-form
-        least-squares direction (see :meth:`_warm_start`) unless ``w0`` is given. The
-        minimiser (and so the model) is the same as without preconditioning.
-        """
-        n, f = Z.shape
-        rows = 1 if k == 2 else k
-        sw = None if sample_weight is None else sample_weight.to(Z.dtype)
-        lam = 1.0 / (C * (n if sw is None else float(sw.sum())))
-        gram = self._gram(Z, sw) if gram is None else gram
-        eye = torch.eye(f, dtype=gram.dtype, device=gram.device)
-        L = torch.linalg.cholesky(gram / 4 + lam * eye)
-        L_inv = torch.linalg.solve_triangular(L, eye, upper=False)
-        if w0 is None and k == 2:
-            w0 = self._warm_start(Z, y, L, sw)
-        P, P_inv = L_inv.to(Z.dtype), L.to(Z.dtype)  # w = v @ L^-1, v = w @ L
-        v = torch.zeros(rows, f + 1, dtype=Z.dtype, device=Z.device)
-        if w0 is not None:
-            v[:, :-1] = w0[:, :-1] @ P_inv
-            v[:, -1] = w0[:, -1] / 2
-        v.requires_grad_(True)
-        opt = torch.optim.LBFGS([v], lr=1, max_iter=self.max_iter, tolerance_grad=self.tol,
-                                tolerance_change=1e-12, history_size=20,
-                                line_search_fn="strong_wolfe")
-
-        def weights(v):
-            return torch.cat([v[:, :-1] @ P, 2 * v[:, -1:]], dim=1)
-
-        def closure():
-            opt.zero_grad()
-            w = weights(v)
-            out = Z @ w[0, :-1] + w[0, -1] if k == 2 else self._logits(Z, w, k)
-            loss = weighted_log_loss(out, y, sw) + 0.5 * lam * (w[:, :-1] ** 2).sum()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        n_iter = int(opt.state[opt._params[0]].get("n_iter", 0))
-        return weights(v).detach(), n_iter
 
     def _fit_lda(self, Z: torch.Tensor, y: torch.Tensor, k: int,
                  sample_weight: torch.Tensor | None = None) -> None:
@@ -262,7 +147,6 @@ class LinearTagger(SupervisedTagger):
                              f"{counts.tolist()}")
         means = (onehot.T @ Z64) / counts[:, None]  # (K, F)
         Zc = (Z64 - means[y]) * (w / w.mean()).sqrt()[:, None]
-        n, f = Zc.shape
         if self.shrinkage == "auto":
             a = ledoit_wolf_shrinkage(Zc)
         else:
@@ -271,13 +155,9 @@ class LinearTagger(SupervisedTagger):
                 raise InputError("shrinkage must lie in [0, 1] or be 'auto', "
                                  f"got {self.shrinkage!r}")
             a = float(a)
-        n = float(w.sum() / w.mean())
-        cov = Zc.T @ Zc / n
-        mu = torch.trace(cov) / f
-        eye = torch.eye(f, dtype=cov.dtype, device=cov.device)
         # a relative 1e-10 ridge keeps an unshrunk covariance of collinear or constant
         # features solvable; it moves the weights of a regular one at rounding level
-        cov = (1 - a) * cov + (a + 1e-10) * (mu if mu > 0 else 1.0) * eye
+        cov = shrunk_covariance(Zc, a, n=float(w.sum() / w.mean()), ridge=1e-10)
         w = torch.linalg.solve(cov, means.T).T  # (K, F)
         b = -0.5 * (w * means).sum(1) + torch.log(counts / counts.sum())
         if k == 2:
@@ -289,6 +169,25 @@ class LinearTagger(SupervisedTagger):
         self.intercept_ = b.to(Z.dtype)
 
     # -- model ----------------------------------------------------------------------
+    def with_coefficients(self, coef: torch.Tensor, intercept: torch.Tensor) -> LinearTagger:
+        """A copy of this fitted tagger with other weights on the same scaled features:
+        ``coef`` (K, F) and ``intercept`` (K,) (K = 1 for two classes), stored in the
+        dtype and on the device of the fitted ones; scaler, classes and parameters are
+        kept, and this tagger is left unchanged."""
+        self._check_fitted()
+        if tuple(coef.shape) != tuple(self.coef_.shape) or \
+                tuple(intercept.shape) != tuple(self.intercept_.shape):
+            raise InputError(f"coefficients of shape {tuple(coef.shape)} and "
+                             f"{tuple(intercept.shape)} do not fit this tagger's "
+                             f"{tuple(self.coef_.shape)} and {tuple(self.intercept_.shape)}")
+        out = type(self).__new__(type(self))
+        out.__dict__.update(copy.deepcopy({k: v for k, v in self.__dict__.items()
+                                           if k not in ("_module", "coef_", "intercept_")}))
+        out.coef_ = coef.detach().to(self.coef_.device, self.coef_.dtype).clone()
+        out.intercept_ = intercept.detach().to(self.coef_.device, self.coef_.dtype).clone()
+        out._module = {}
+        return out
+
     def as_module(self) -> LinearHead:
         """The fitted tagger as a module: raw features (B, F) -> logits (B,) or (B, K)."""
         self._check_fitted()

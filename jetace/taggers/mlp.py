@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from jetace.errors import InputError
+from jetace.numerics import fit_logistic, weighted_log_loss
 from jetace.taggers.base import register, renamed_params
-from jetace.taggers.linear import LinearTagger, weighted_log_loss
 from jetace.taggers.preprocess import TRANSFORMS, FeatureScaler, SupervisedTagger, check_choice
 
 __all__ = ["MLPTagger", "MLPNet", "MLPBody", "SCHEDULES"]
@@ -300,10 +300,9 @@ class MLPTagger(SupervisedTagger):
     def _linear_start(self, scaler: FeatureScaler, X: torch.Tensor, y: torch.Tensor,
                       k: int, C: float, sw: torch.Tensor | None = None) -> torch.Tensor:
         """Logistic weights (n_out, F + 1) on the scaled inputs, bias last."""
-        lin = LinearTagger(C=C)
         with torch.no_grad():
             Z = scaler(X)
-        w, _ = lin._lbfgs(Z, y, k, float(C), None, sample_weight=sw)
+        w, _ = fit_logistic(Z, y, k, float(C), None, sample_weight=sw)
         return w.detach()
 
     def as_module(self) -> MLPNet:

@@ -24,9 +24,10 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d, validate_data
 
 from jetace.errors import InputError
+from jetace.numerics import from_numpy, to_numpy
 from jetace.taggers.base import Tagger
 
-__all__ = ["FeatureScaler", "SupervisedTagger", "as_features", "to_numpy", "TRANSFORMS",
+__all__ = ["FeatureScaler", "SupervisedTagger", "as_features", "TRANSFORMS",
            "check_fit_input", "check_predict_input", "check_sample_weight", "check_choice"]
 
 TRANSFORMS = ("standard", "signed_log")
@@ -55,12 +56,6 @@ def as_features(X: Any, name: str = "X") -> torch.Tensor:
 
 
 _FLOATS = (np.float64, np.float32)
-
-
-def _from_numpy(X: np.ndarray) -> torch.Tensor:
-    """A CPU tensor of a validated numpy matrix (copied when read-only)."""
-    X = np.ascontiguousarray(X)
-    return torch.from_numpy(X if X.flags.writeable else X.copy())
 
 
 def _check_width(est: Any, n_features: int) -> None:
@@ -93,8 +88,8 @@ def check_fit_input(est: Any, X: Any, y: Any = None, *, requires_y: bool = False
     if not isinstance(X, torch.Tensor):
         if requires_y:
             Xn, yn = _validated(est, X, y)
-            return _from_numpy(Xn), yn
-        return _from_numpy(_validated(est, X)), None
+            return from_numpy(Xn), yn
+        return from_numpy(_validated(est, X)), None
     t = as_features(X)
     est.n_features_in_ = int(t.shape[1])
     if hasattr(est, "feature_names_in_"):
@@ -118,7 +113,7 @@ def check_predict_input(est: Any, X: Any) -> torch.Tensor:
         t = as_features(X)
         _check_width(est, t.shape[1])
         return t
-    return _from_numpy(_validated(est, X, reset=False))
+    return from_numpy(_validated(est, X, reset=False))
 
 
 def check_sample_weight(sample_weight: Any, n: int, device: torch.device | str = "cpu",
@@ -153,11 +148,6 @@ def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
     if value not in choices:
         raise InputError(f"unknown {name} {value!r}; choose one of "
                          f"{', '.join(map(str, choices))}")
-
-
-def to_numpy(x: Any) -> np.ndarray:
-    """A torch tensor (on any device) or array-like as a numpy array."""
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 class FeatureScaler(torch.nn.Module):
@@ -306,18 +296,18 @@ class SupervisedTagger(ClassifierMixin, Tagger):
 
     def decision_function(self, X: Any):
         """Scores (n,) = logit of ``classes_[1]`` for two classes, else logits (n, K)."""
-        out, to_numpy = self._run(X)
-        return out.cpu().numpy() if to_numpy else out
+        out, numpy_out = self._run(X)
+        return out.cpu().numpy() if numpy_out else out
 
     def predict_proba(self, X: Any):
         """Class probabilities, shape (n, K), columns in the order of ``classes_``."""
-        out, to_numpy = self._run(X)
+        out, numpy_out = self._run(X)
         if out.ndim == 1:
             p1 = torch.sigmoid(out)
             out = torch.stack([1 - p1, p1], dim=1)
         else:
             out = torch.softmax(out, dim=1)
-        return out.cpu().numpy() if to_numpy else out
+        return out.cpu().numpy() if numpy_out else out
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class per jet, as a numpy array of ``classes_`` values."""

@@ -39,6 +39,7 @@ from sklearn.base import ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 
 from jetace.errors import InputError
+from jetace.numerics import like_input, preconditioner, second_moment, split_indices, to_numpy
 from jetace.taggers.base import TAGGERS, Tagger, register, renamed_params, tagger_from_state
 from jetace.taggers.preprocess import (
     SupervisedTagger,
@@ -47,7 +48,6 @@ from jetace.taggers.preprocess import (
     check_fit_input,
     check_predict_input,
     check_sample_weight,
-    to_numpy,
 )
 
 __all__ = ["CWoLaTagger", "make_mixture", "LINKS"]
@@ -239,9 +239,10 @@ class CWoLaTagger(ClassifierMixin, Tagger):
 
     def _fit_link(self, X_fit: Any, y_fit: np.ndarray, rows: np.ndarray, n: int,
                   w_fit: torch.Tensor | None = None) -> None:
-        """Refit the inner linear tagger through the mixture link (``link_C`` chosen on
-        held-out jets for "auto"; ``rows``: the original jet of every training row, so
-        that oversampled copies of a jet stay on one side of the split)."""
+        """Replace the inner linear tagger by one with the weights of the mixture-link fit
+        (same scaler; ``link_C`` chosen on held-out jets for "auto"; ``rows``: the
+        original jet of every training row, so that oversampled copies of a jet stay on
+        one side of the split)."""
         inner = self.classifier_
         Xt = as_features(X_fit)
         Z = inner.scaler_.to(Xt.device)(Xt).to(inner.coef_.dtype)
@@ -253,8 +254,7 @@ class CWoLaTagger(ClassifierMixin, Tagger):
             return None if sw is None else sw[mask]
 
         if self.link_C == "auto":
-            rng = np.random.default_rng(self.seed)
-            val_jets = rng.permutation(n)[:max(1, int(round(self.val_fraction * n)))]
+            _, val_jets = split_indices(n, self.val_fraction, self.seed, min_val=1)
             is_val = torch.as_tensor(np.isin(rows, val_jets), device=Z.device)
             scan = {}
             for c in sorted(float(c) for c in self.link_C_grid):
@@ -269,9 +269,7 @@ class CWoLaTagger(ClassifierMixin, Tagger):
             self.link_C_ = float(self.link_C)
         w, self.link_n_iter_ = _fit_mixture_link(Z, yt, w0, float(self.ratio), self.link_C_,
                                                  sample_weight=sw)
-        inner.coef_ = w[None, :-1].to(inner.coef_.device).clone()
-        inner.intercept_ = w[-1:].to(inner.coef_.device).clone()
-        inner._module = {}
+        self.classifier_ = inner.with_coefficients(w[None, :-1], w[-1:])
 
     def fit_mixtures(self, X_a: Any, X_b: Any) -> CWoLaTagger:
         """Train on the two mixtures: X_a (n_a, F) signal-richer, X_b (n_b, F)."""
@@ -305,7 +303,7 @@ class CWoLaTagger(ClassifierMixin, Tagger):
             return u
         ut = u if isinstance(u, torch.Tensor) else torch.as_tensor(u)
         out = _mixture_logit(ut, float(np.log(self.ratio)))
-        return out if isinstance(u, torch.Tensor) else out.numpy()
+        return like_input(out, u)
 
     def predict(self, X: Any) -> np.ndarray:
         """The more probable mixture per jet (``classes_[1]`` = A), numpy (n,)."""
@@ -325,7 +323,7 @@ class CWoLaTagger(ClassifierMixin, Tagger):
         d = self.decision_function(X)
         pa = torch.sigmoid(d if isinstance(d, torch.Tensor) else torch.as_tensor(d))
         out = torch.stack([1 - pa, pa], dim=1)
-        return out if isinstance(d, torch.Tensor) else out.numpy()
+        return like_input(out, d)
 
     def as_module(self) -> torch.nn.Module:
         """The inner tagger's module: raw features (B, F) -> decision function (B,)."""
@@ -391,8 +389,6 @@ def _fit_mixture_link(Z: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, ratio:
     mixture labels ``y`` (1 = A) under the mixture link, from the A-vs-B logistic
     weights ``w0`` = (w, b) (F + 1,). ``Z`` (n, F): standardised features. Returns
     ((F + 1,) weights and intercept, L-BFGS iterations); deterministic (full batch)."""
-    from jetace.taggers.linear import LinearTagger
-
     n, f = Z.shape
     dtype = Z.dtype
     log_r = float(np.log(ratio))
@@ -417,11 +413,9 @@ def _fit_mixture_link(Z: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, ratio:
     a, c = (float(v) for v in ac.detach())
     if not a > 0:  # the logistic direction does not separate the mixtures: keep its sign
         a = 1.0
-    # 2) all weights, preconditioned as in LinearTagger (gram / 4 + lam)
-    gram = LinearTagger._gram(Z, sw)
-    eye = torch.eye(f, dtype=gram.dtype, device=gram.device)
-    L = torch.linalg.cholesky(gram / 4 + lam * eye)
-    P = torch.linalg.solve_triangular(L, eye, upper=False).to(dtype)  # w = v @ P
+    # 2) all weights, preconditioned as the logistic fit (gram / 4 + lam)
+    L, L_inv = preconditioner(second_moment(Z, sw), lam)
+    P = L_inv.to(dtype)  # w = v @ P
     v = torch.zeros(f + 1, dtype=dtype, device=Z.device)
     v[:-1] = (a * w_init) @ L.to(dtype)
     v[-1] = a * b_init + c
