@@ -40,6 +40,7 @@ Verification on load (:meth:`JetaceModel.load`), each failure a
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
@@ -311,11 +312,14 @@ class JetaceModel:
         from jetace.outputs import atomic_output
 
         axes = {0: torch.export.Dim("batch"), 1: torch.export.Dim("particles")}
+        # the exporter's notes on unused axis names and on torchvision ops it skips
+        registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+        level = registry_log.level
         try:
             with warnings.catch_warnings():
-                # the exporter's notes on unused axis names and torchvision ops
                 warnings.simplefilter("ignore", UserWarning)
                 warnings.simplefilter("ignore", FutureWarning)
+                registry_log.setLevel(logging.ERROR)
                 program = torch.onnx.export(
                     module, example, dynamo=True, input_names=["p4", "mask"],
                     output_names=["score"], opset_version=opset,
@@ -328,6 +332,8 @@ class JetaceModel:
             raise
         except Exception as exc:
             raise InputError(f"ONNX export failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
+        finally:
+            registry_log.setLevel(level)
         return path
 
 

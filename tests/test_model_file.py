@@ -149,15 +149,25 @@ def test_any_registered_tagger_is_stored(toy, tmp_path):
                                score(m, toy["p4"], toy["mask"]).numpy())
 
 
-@pytest.mark.parametrize("kind", ["linear", "mlp"])
+@pytest.mark.parametrize("kind", ["linear", "mlp", "lorentz"])
 def test_onnx_agrees_with_torch(toy, tmp_path, kind):
+    """One ONNX file (weights inside) whose float64 graph gives the torch scores, batch
+    and particle axes dynamic; "lorentz": a linear tagger on Lorentz features."""
     ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
     if kind == "linear":
         tagger = LinearTagger().fit(toy["X"], toy["y"])
-    else:
+    elif kind == "mlp":
         tagger = MLPTagger(max_epochs=5).fit(toy["X"], np.arange(len(toy["y"])) % 3)
-    m = _model(toy, tagger, classes=("background", "signal") if kind == "linear" else "abc")
+    if kind == "lorentz":
+        f = jetace.LorentzACEFeatures(order=3)
+        X = f(toy["p4"], toy["mask"])
+        m = JetaceModel(f, LinearTagger().fit(X, toy["y_test"]), ["background", "signal"],
+                        max_particles=64)
+    else:
+        m = _model(toy, tagger, classes="abc" if kind == "mlp" else ("background", "signal"))
     path = m.to_onnx(tmp_path / "m.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
     sess = ort.InferenceSession(str(path))
     for b, p in ((37, 64), (5, 50)):  # batch and particle axes are dynamic
         p4 = toy["p4"][:b, :p].contiguous()
