@@ -326,15 +326,29 @@ class JetaceModel:
                     dynamic_shapes=(axes, axes), verbose=False,
                     custom_translation_table={torch.ops.aten.scalar_tensor.default:
                                               _scalar_tensor})
+            _check_dynamic_axes(program)
             with atomic_output(path) as tmp:
                 program.save(str(tmp), external_data=False)
-        except OSError:
+        except (OSError, InputError):
             raise
         except Exception as exc:
             raise InputError(f"ONNX export failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
         finally:
             registry_log.setLevel(level)
         return path
+
+
+def _check_dynamic_axes(program) -> None:
+    """Batch and particle axes of the exported inputs are symbolic. Where the traced code
+    fixes one (``len(p4)`` is a Python int under ``torch.export``), the exporter falls
+    back to a graph of that fixed size without an error; it is refused here."""
+    for value in program.model.graph.inputs:
+        for axis, name in enumerate(("batch", "particles")):
+            dim = value.shape[axis]
+            if isinstance(dim, int):
+                raise InputError(f"ONNX export failed: the exporter fixed the {name} axis "
+                                 f"(axis {axis}) of input {value.name!r} to {dim}; the "
+                                 "feature or tagger code specialises that size")
 
 
 def _scalar_tensor(s: float, dtype: int = -1, layout: str = "", device: str = "",

@@ -50,7 +50,8 @@ class Preset:
     ``spec``: default feature spec; ``val_fraction``: default held-out fraction of the
     validation check (the saved model is refitted on all jets); ``models``: the tagger
     kinds the mode trains (for CWoLa: its inner classifiers), ``model`` the default one
-    (None: the user names it); ``tagger_params``: per tagger kind, the parameters the
+    of the library functions (``jetace train --unsupervised`` names its method);
+    ``tagger_params``: per tagger kind, the parameters the
     mode sets over the tagger's own defaults (an absent kind, or an empty mapping: the
     tagger's constructor defaults as they are, e.g. :class:`jetace.taggers.mlp.MLPTagger`).
     """
@@ -59,7 +60,7 @@ class Preset:
     spec: Mapping[str, Any]
     val_fraction: float
     models: tuple[str, ...]
-    model: str | None
+    model: str
     tagger_params: Mapping[str, Mapping[str, Any]]
 
 
@@ -74,7 +75,7 @@ WEAK = Preset("weak", WEAK_SPEC, 0.2, ("linear", "mlp"), "linear", SUPERVISED.ta
 #: anomaly scores fitted on background jets (gaussian, gmm, autoencoder, ensemble) and
 #: clustering of an unlabelled sample (cluster); no held-out check by default
 ANOMALY = Preset("anomaly", ANOMALY_SPEC, 0.0,
-                 ("gaussian", "gmm", "autoencoder", "ensemble", "cluster"), None,
+                 ("gaussian", "gmm", "autoencoder", "ensemble", "cluster"), "gaussian",
                  MappingProxyType({}))
 PRESETS: Mapping[str, Preset] = MappingProxyType(
     {p.mode: p for p in (SUPERVISED, WEAK, ANOMALY)})

@@ -293,7 +293,8 @@ def train_model(*, signal=None, background=None, inputs=None, labels: list[str] 
                                        workers, bad_jets, dtype, weight_branch))
 
 
-def train_unsupervised(*, background=None, inputs=None, method: str = "gaussian",
+def train_unsupervised(*, background=None, inputs=None,
+                       method: str = presets.ANOMALY.model,
                        spec: dict[str, Any] | None = None,
                        tagger_params: dict[str, Any] | None = None,
                        val_fraction: float = presets.ANOMALY.val_fraction,

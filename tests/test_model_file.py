@@ -10,7 +10,7 @@ from tolerances import FLOAT32_SCORES_REBATCHED, LOG_ODDS, ONNX_VS_TORCH
 from toyjets import toy_jets, write_jetclass
 
 import jetace
-from jetace.errors import ModelFileError
+from jetace.errors import InputError, ModelFileError
 from jetace.metrics import roc_auc
 from jetace.model_file import JetaceModel, _decode, _encode, load_model
 from jetace.scoring import score, score_jets, signal_score
@@ -176,3 +176,30 @@ def test_onnx_agrees_with_torch(toy, tmp_path, kind):
         ref = score(m, p4.double(), mask).numpy()  # the graph computes in float64 inside
         assert out.shape == ref.shape and out.dtype == np.float32
         np.testing.assert_allclose(out, ref, **ONNX_VS_TORCH)
+
+
+def test_onnx_export_refuses_a_graph_of_fixed_batch_size():
+    """torch's exporter falls back, without an error, to a fixed size where the code
+    specialises it (len(p4) is a Python int under torch.export); to_onnx refuses that."""
+    pytest.importorskip("onnxscript")
+    from jetace.model_file import _check_dynamic_axes
+
+    class Sized(torch.nn.Module):
+        def __init__(self, fixed: bool):
+            super().__init__()
+            self.fixed = fixed
+
+        def forward(self, p4, mask):
+            b = len(p4) if self.fixed else p4.shape[0]
+            return p4.reshape(b, -1).sum(1) * mask.sum(1)
+
+    axes = {0: torch.export.Dim("batch"), 1: torch.export.Dim("particles")}
+    example = (torch.ones(2, 5, 4), torch.ones(2, 5, dtype=torch.bool))
+    for fixed in (False, True):
+        program = torch.onnx.export(Sized(fixed), example, dynamo=True, verbose=False,
+                                    dynamic_shapes=(axes, axes))
+        if fixed:
+            with pytest.raises(InputError, match="fixed the batch axis"):
+                _check_dynamic_axes(program)
+        else:
+            _check_dynamic_axes(program)

@@ -50,6 +50,8 @@ def test_training_and_cli_read_the_presets():
     for mode, params in defaults.items():
         assert params["val_fraction"] == presets.preset(mode).val_fraction
     assert defaults["supervised"]["model"] == presets.SUPERVISED.model
+    assert defaults["weak"]["model"] == presets.WEAK.model
+    assert defaults["anomaly"]["method"] == presets.ANOMALY.model
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     actions = {a.dest: a for a in train._actions}
     assert tuple(actions["unsupervised"].choices) == presets.UNSUPERVISED
