@@ -19,14 +19,15 @@ def add_feature_arguments(p: argparse.ArgumentParser) -> None:
     """Options that choose the feature family (shared by features and train)."""
     from jetace.presets import ANOMALY_SPEC, WEAK_SPEC
 
+    unsup, cwola = (f"{s['order']} and {s['degree']}" for s in (ANOMALY_SPEC, WEAK_SPEC))
+    train_bip = (f"train --unsupervised and CWoLa: {cwola}" if unsup == cwola
+                 else f"train --unsupervised: {unsup}; CWoLa: {cwola}")
     g = p.add_argument_group("features")
     g.add_argument("--family", default="bip", choices=["bip", "lorentz"],
                    help="feature family (default: bip, the paper's boost-invariant polynomials)")
     g.add_argument("--order", type=int, default=None,
                    help="maximal body order (number of factors in a product); bip default "
-                        f"4, with --degree 7 (train --unsupervised: {ANOMALY_SPEC['order']} "
-                        f"and {ANOMALY_SPEC['degree']}; CWoLa: {WEAK_SPEC['order']} and "
-                        f"{WEAK_SPEC['degree']})")
+                        f"4, with --degree 7 ({train_bip})")
     g.add_argument("--degree", type=int, default=None,
                    help="maximal total polynomial degree of a product")
     g.add_argument("--complete", action="store_true",
