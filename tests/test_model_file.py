@@ -200,6 +200,7 @@ def test_onnx_export_refuses_a_graph_of_fixed_batch_size():
     for fixed in (False, True):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the exporter's note on axis names
+            warnings.simplefilter("ignore", FutureWarning)  # and torch's own deprecations
             program = torch.onnx.export(Sized(fixed), example, dynamo=True, verbose=False,
                                         dynamic_shapes=(axes, axes))
         if fixed:
