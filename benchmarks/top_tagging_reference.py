@@ -31,7 +31,9 @@ import torch
 
 import jetace
 from jetace.metrics import binary_metrics
-from jetace.training import SUPERVISED_SPEC, collect_features
+from jetace.presets import SUPERVISED_SPEC
+from jetace.scoring import score
+from jetace.training import collect_features
 
 #: published figures (AUC, 1/eps_B at eps_S = 0.3, trainable parameters where given):
 #: the community comparison (arXiv:1902.09914) and later taggers on the same dataset
@@ -76,12 +78,12 @@ def _throughput(model, path: Path, n: int, device: torch.device) -> float:
     jets = jetace.read_jets(path, max_jets=n)
     p4, mask = jetace.to_padded(jets, model.max_particles, device=device)
     with torch.no_grad():
-        model.score(p4[:256], mask[:256])  # warm-up
+        score(model, p4[:256], mask[:256])  # warm-up
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
         for i in range(0, len(jets), 4096):
-            model.score(p4[i:i + 4096], mask[i:i + 4096])
+            score(model, p4[i:i + 4096], mask[i:i + 4096])
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     return len(jets) / (time.perf_counter() - t0)

@@ -17,12 +17,17 @@ __all__ = ["main", "build_parser", "tune_malloc"]
 
 def add_feature_arguments(p: argparse.ArgumentParser) -> None:
     """Options that choose the feature family (shared by features and train)."""
+    from jetace.presets import ANOMALY_SPEC, WEAK_SPEC
+
+    unsup, cwola = (f"{s['order']} and {s['degree']}" for s in (ANOMALY_SPEC, WEAK_SPEC))
+    train_bip = (f"train --unsupervised and CWoLa: {cwola}" if unsup == cwola
+                 else f"train --unsupervised: {unsup}; CWoLa: {cwola}")
     g = p.add_argument_group("features")
     g.add_argument("--family", default="bip", choices=["bip", "lorentz"],
                    help="feature family (default: bip, the paper's boost-invariant polynomials)")
     g.add_argument("--order", type=int, default=None,
                    help="maximal body order (number of factors in a product); bip default "
-                        "4, with --degree 7 (train --unsupervised and CWoLa: 3 and 6)")
+                        f"4, with --degree 7 ({train_bip})")
     g.add_argument("--degree", type=int, default=None,
                    help="maximal total polynomial degree of a product")
     g.add_argument("--complete", action="store_true",
@@ -41,7 +46,7 @@ def add_feature_arguments(p: argparse.ArgumentParser) -> None:
                    help="lorentz: one-particle weight ln(1 + E*/GeV) (log, default) or 1")
     g.add_argument("--max-particles", type=int, default=None,
                    help="constituents kept per jet, highest pT first (default: 128; "
-                        "32 for train --unsupervised)")
+                        f"{ANOMALY_SPEC['max_particles']} for train --unsupervised)")
     g.add_argument("--select", action="append", default=None, metavar="CLAUSE",
                    help="keep only the columns whose metadata pass, e.g. 'nu<=3' or "
                         "'d<=6' (repeatable; see jetace.features.plan.Selection)")
@@ -333,6 +338,9 @@ def _widths(text: str) -> str:
 
 
 def _add_train(sub) -> None:
+    from jetace import presets
+
+    sup, anomaly = presets.SUPERVISED, presets.ANOMALY
     p = sub.add_parser(
         "train", help="train a tagger (supervised, unsupervised or CWoLa) on ACE features",
         description="Stream the jets of ROOT files through the feature module, train a tagger "
@@ -350,18 +358,19 @@ def _add_train(sub) -> None:
     p.add_argument("--inputs", nargs="+", help="multi-class: ROOT files with label_* branches")
     p.add_argument("--labels", default=None,
                    help="multi-class: comma-separated label branches, e.g. label_Tbqq,label_QCD")
-    p.add_argument("--unsupervised", default=None, metavar="METHOD",
-                   choices=["gaussian", "gmm", "autoencoder", "ensemble", "cluster"],
+    p.add_argument("--unsupervised", default=None, metavar="METHOD", choices=anomaly.models,
                    help="train without labels: gaussian, gmm, autoencoder, ensemble (anomaly "
                         "scores fitted on --background) or cluster (clusters of --inputs)")
     p.add_argument("--mixture-a", nargs="+", help="CWoLa: ROOT files of the signal-richer mixture")
     p.add_argument("--mixture-b", nargs="+", help="CWoLa: ROOT files of the other mixture")
     p.add_argument("-o", "--output", required=True, help="model file to write")
-    p.add_argument("--model", default="linear", choices=["linear", "mlp"],
-                   help="linear: logistic regression (default); mlp: small neural network "
-                        "(also the classifier of CWoLa)")
-    p.add_argument("--method", default="logistic", choices=["logistic", "lda"],
-                   help="linear model: logistic regression (default) or shrinkage LDA")
+    p.add_argument("--model", default=sup.model, choices=sup.models,
+                   help=f"linear: logistic regression; mlp: small neural network (also the "
+                        f"classifier of CWoLa; default: {sup.model})")
+    linear_method = presets.tagger_params("supervised", "linear")["method"]
+    p.add_argument("--method", default=linear_method, choices=["logistic", "lda"],
+                   help=f"linear model: logistic regression or shrinkage LDA (default: "
+                        f"{linear_method})")
     p.add_argument("--C", default=None, type=_strength,
                    help="linear model: inverse L2 strength, or 'auto' for a validation scan")
     p.add_argument("--hidden", default=None, type=_widths,
@@ -385,8 +394,8 @@ def _add_train(sub) -> None:
     _add_weight_branch(p, "the fit, its validation metrics and the refit are weighted")
     p.add_argument("--val-fraction", type=float, default=None,
                    help="fraction of jets held out for the reported validation metrics; the "
-                        "saved model is then refitted on all jets (default: 0.2; 0 for "
-                        "--unsupervised)")
+                        f"saved model is then refitted on all jets (default: {sup.val_fraction}"
+                        f"; {anomaly.val_fraction:g} for --unsupervised)")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip input files with a missing tree or bad branches (with a warning) "
                         "instead of stopping")
@@ -450,19 +459,16 @@ def _add_train(sub) -> None:
         return params
 
     def run(args):
-        from jetace.training import default_spec, train_model
+        from jetace.training import train_model
 
-        val_fraction = args.val_fraction
-        if val_fraction is None:
-            val_fraction = 0.0 if args.unsupervised else 0.2
-        spec = feature_spec_from_args(args, mirror=True)
         weak = bool(args.unsupervised or args.mixture_a or args.mixture_b)
-        default = default_spec(args.unsupervised or ("cwola" if weak else "supervised"))
-        if args.family == "bip" and args.order is None and args.degree is None:
-            spec.update(order=default["order"], degree=default["degree"])
-        if args.max_particles is None:
-            spec["max_particles"] = default["max_particles"]
-        common = dict(spec=spec, val_fraction=val_fraction,
+        mode = "anomaly" if args.unsupervised else "weak" if weak else "supervised"
+        preset = presets.preset(mode)
+        val_fraction = preset.val_fraction if args.val_fraction is None else args.val_fraction
+        spec = feature_spec_from_args(args, mirror=bool(preset.spec.get("mirror")))
+        if args.max_particles is None:  # the mode's, not the features command's default
+            del spec["max_particles"]
+        common = dict(spec=presets.complete_spec(mode, spec), val_fraction=val_fraction,
                       seed=args.seed, progress=not args.quiet, skip_bad=args.skip_bad,
                       weight_branch=args.weight_branch, **_input_kwargs(args))
         if weak:

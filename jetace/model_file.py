@@ -1,5 +1,10 @@
 """Trained models as one versioned file: features + tagger + class names + metadata.
 
+This module is the artefact only: build, save, load and verify a model, and export it
+(:meth:`JetaceModel.as_module`, :meth:`JetaceModel.to_onnx`). Scoring jets with it
+(padded tensors, awkward arrays, streamed files, and whether features and a linear
+tagger run fused) is :mod:`jetace.scoring`.
+
 A model file is ``torch.save`` of a plain dict (tensors and JSON-compatible values, no
 pickled code), read back with ``torch.load(weights_only=True)``. The feature module is
 rebuilt from its spec (:func:`jetace.features.features_from_spec`) and the tagger from
@@ -35,7 +40,7 @@ Verification on load (:meth:`JetaceModel.load`), each failure a
 
 from __future__ import annotations
 
-import functools
+import logging
 import os
 import time
 import warnings
@@ -48,15 +53,18 @@ import torch
 
 from jetace.errors import InputError, ModelFileError
 from jetace.features import FEATURE_DEFINITION, definition_change, features_from_spec
-from jetace.numerics import to_numpy
 from jetace.taggers.base import Tagger, tagger_from_state
 
-__all__ = ["JetaceModel", "load_model", "FORMAT", "FORMAT_VERSION", "SPEC_LIMITS"]
+__all__ = ["JetaceModel", "load_model", "FORMAT", "FORMAT_VERSION", "SPEC_LIMITS",
+           "ONNX_OPSET"]
 
 FORMAT = "jetace-model"
 FORMAT_VERSION = 1
 _NDARRAY = "__ndarray__"
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+#: ONNX opset of :meth:`JetaceModel.to_onnx`: that of torch's exporter (torch 2.13).
+ONNX_OPSET = 18
 
 #: Largest feature specs a model file may ask for. The largest allowed plans take a few
 #: seconds to build (BIP(6, 10), 53,955 features: 4 s; BIP(5, 11): 5 s on one core);
@@ -99,12 +107,6 @@ def _decode(obj: Any) -> Any:
     return obj
 
 
-def _module_device(module: torch.nn.Module) -> torch.device | None:
-    for t in (*module.parameters(), *module.buffers()):
-        return t.device
-    return None
-
-
 class _Scorer(torch.nn.Module):
     """(p4 (B, P, 4), mask (B, P)) -> features -> tagger scores, as one module."""
 
@@ -123,7 +125,11 @@ class _Scorer(torch.nn.Module):
 
 
 class JetaceModel:
-    """Feature module + fitted tagger: scores raw jets.
+    """Feature module + fitted tagger + class names + metadata, as stored in a model file.
+
+    Scores of jets: :func:`jetace.scoring.score` (padded tensors),
+    :func:`jetace.scoring.score_jets` (awkward arrays), :func:`jetace.scoring.iter_scores`
+    (streamed files).
 
     Parameters
     ----------
@@ -151,7 +157,7 @@ class JetaceModel:
                          **(metadata or {})}
         self.format_version = FORMAT_VERSION
 
-    # -- scoring --------------------------------------------------------------------
+    # -- what the model computes ------------------------------------------------------
     @property
     def spec(self) -> dict[str, Any]:
         """The feature spec (with ``max_particles``) that rebuilds the feature module."""
@@ -160,97 +166,6 @@ class JetaceModel:
     @property
     def num_features(self) -> int:
         return int(self.features.num_features)
-
-    def score(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Scores of padded jets: p4 (B, P, 4) as (E, px, py, pz) in GeV, mask (B, P) bool.
-
-        Features are computed in p4's dtype on p4's device. Returns (B,) for a binary or
-        unsupervised tagger (larger = more signal-like / anomalous), (B, K) logits for a
-        multi-class one, on p4's device.
-        """
-        if p4.ndim != 3 or p4.shape[-1] != 4 or mask.shape != p4.shape[:2]:
-            raise InputError(f"expected p4 (B, P, 4) and mask (B, P), got {tuple(p4.shape)} "
-                             f"and {tuple(mask.shape)}")
-        if _module_device(self.features) not in (None, p4.device):
-            self.features = self.features.to(p4.device)
-        fused = self.fused()
-        with torch.no_grad():
-            if fused is not None:
-                return _fused_scores(fused.to(p4.device)(p4, mask.to(torch.bool)))
-            x = self.features(p4, mask.to(torch.bool))
-        return torch.as_tensor(self.tagger.signal_score(x))
-
-    def fused(self) -> torch.nn.Module | None:
-        """The features and a linear tagger as one :class:`~jetace.features.fused.FusedLinear`
-        (scores without forming the feature matrix), or None where the tagger is not an
-        affine map of the raw features or the features are not BIP. Built on first use."""
-        if not hasattr(self, "_fused"):
-            from jetace.features.bip import BIPFeatures
-            from jetace.features.fused import FusedLinear
-
-            affine = self.tagger.raw_affine() if isinstance(self.features, BIPFeatures) \
-                else None
-            self._fused = None if affine is None else FusedLinear(self.features, *affine)
-        return self._fused
-
-    def score_jets(self, jets, batch_size: int = 4096, device: str | torch.device = "cpu"):
-        """Scores of raw jets (an awkward array from :func:`jetace.read_jets`) as numpy,
-        (n,) or (n, K), in the order of ``jets``; features in the model's feature dtype."""
-        from jetace.io import to_padded
-
-        out = []
-        for i in range(0, len(jets), batch_size):
-            p4, mask = to_padded(jets[i:i + batch_size], max_particles=self.max_particles,
-                                 device=device, dtype=self.feature_dtype,
-                                 species=getattr(self.features, "species", ()))
-            out.append(self.score(p4, mask).cpu().numpy())
-        if not out:
-            return np.zeros((0,) if len(self.classes) <= 2 else (0, len(self.classes)))
-        return np.concatenate(out)
-
-    def iter_scores(self, paths, *, tree: str = "tree", schema="jetclass",
-                    step_size="100 MB", max_jets: int | None = None,
-                    device: str | torch.device = "auto", batch_size: int = 4096,
-                    progress: bool = True, desc: str | None = None, workers: int = 1,
-                    bad_jets: list[tuple[str, int, str]] | None = None,
-                    dtype: torch.dtype | None = None):
-        """Stream ROOT files: yield ``(jets_chunk, scores)`` per chunk, every jet in order.
-
-        ``scores`` is a numpy array (n,) or (n, K) as :meth:`score`; only one chunk of
-        jets and features is in memory at a time. ``workers`` > 1: that many CPU worker
-        processes compute features and scores (see :func:`jetace.run.features.iter_features`;
-        ``jets_chunk`` then lacks the constituents). ``dtype``: the features' floating
-        type (default: the model's feature dtype). No NaN or infinite score is yielded:
-        its jet raises, or with a ``bad_jets`` list is left out and listed there.
-        """
-        from jetace.run.features import iter_features
-
-        fused = self.fused()
-        module, finish = (self.features, functools.partial(_tagger_scores, self.tagger)) \
-            if fused is None else (fused, _numpy_fused_scores)
-        yield from iter_features(paths, module, tree=tree, schema=schema,
-                                 step_size=step_size, max_jets=max_jets, device=device,
-                                 batch_size=batch_size, dtype=dtype or self.feature_dtype,
-                                 progress=progress, desc=desc or "scoring",
-                                 max_particles=self.max_particles, workers=workers,
-                                 transform=finish, bad_jets=bad_jets)
-
-    def signal_score(self, scores: np.ndarray, signal_class: str | None = None) -> np.ndarray:
-        """One score per jet for a signal-vs-rest comparison.
-
-        Binary/unsupervised models: ``scores`` as they are. Multi-class models: the logit
-        log(p_s / (1 - p_s)) of class ``signal_class`` (a name in :attr:`classes`).
-        """
-        scores = np.asarray(scores)
-        if scores.ndim == 1:
-            return scores
-        if signal_class not in self.classes:
-            raise InputError(f"this model has classes {self.classes}; name the signal class "
-                             f"with one of them (got {signal_class!r})")
-        i = self.classes.index(signal_class)
-        logp = torch.log_softmax(torch.as_tensor(scores, dtype=torch.float64), dim=1)
-        rest = torch.logsumexp(torch.cat([logp[:, :i], logp[:, i + 1:]], dim=1), dim=1)
-        return (logp[:, i] - rest).numpy()
 
     # -- files ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -363,18 +278,29 @@ class JetaceModel:
         head = copy.deepcopy(head_fn()).cpu().to(dtype)
         return _Scorer(copy.deepcopy(self.features).cpu(), head, dtype).eval()
 
-    def to_onnx(self, path: str | os.PathLike, opset: int = 17,
+    def to_onnx(self, path: str | os.PathLike, opset: int = ONNX_OPSET,
                 example: tuple[torch.Tensor, torch.Tensor] | None = None,
                 dtype: torch.dtype = torch.float64) -> Path:
-        """Export features + classifier as one ONNX graph.
+        """Export features + classifier as one ONNX graph (one file, weights inside).
 
         Inputs: ``p4`` (B, P, 4) float32 (E, px, py, pz in GeV) and ``mask`` (B, P) bool,
-        with dynamic B and P; output ``score`` (float32): (B,) or (B, K) as :meth:`score`.
-        Inside, the graph computes in ``dtype``: float64 (default) reproduces
-        ``score(p4.double(), mask)``; high body-order products span many decades, and a
-        linear model on them can turn float32 rounding into 1e-3 changes of the score.
+        with dynamic B and P; output ``score`` (float32): (B,) or (B, K) as
+        :func:`jetace.scoring.score`. Inside, the graph computes in ``dtype``: float64
+        (default) reproduces ``score(model, p4.double(), mask)``; high body-order
+        products span many decades, and a linear model on them can turn float32 rounding
+        into 1e-3 changes of the score.
+
+        Exported with torch's ``torch.export``-based exporter (``torch.onnx.export(...,
+        dynamo=True)``, which needs ``onnxscript``: the ``onnx`` extra) at ``opset``
+        (default :data:`ONNX_OPSET`, the exporter's own). Its scalar constants are built
+        in the dtype the graph asks for (:func:`_scalar_tensor`).
         """
         path = Path(path)
+        try:
+            import onnxscript  # noqa: F401  (the exporter's ONNX builder)
+        except ImportError as exc:
+            raise InputError("ONNX export needs the 'onnx' extra (onnx, onnxscript, "
+                             "onnxruntime): pip install 'jetace[onnx]'") from exc
         module = self.as_module(dtype)
         if example is None:
             p4 = torch.zeros(2, self.max_particles, 4)
@@ -385,18 +311,61 @@ class JetaceModel:
             example = (p4, mask)
         from jetace.outputs import atomic_output
 
+        axes = {0: torch.export.Dim("batch"), 1: torch.export.Dim("particles")}
+        # the exporter's notes on unused axis names and on torchvision ops it skips
+        registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+        level = registry_log.level
         try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                warnings.simplefilter("ignore", FutureWarning)
+                registry_log.setLevel(logging.ERROR)
+                program = torch.onnx.export(
+                    module, example, dynamo=True, input_names=["p4", "mask"],
+                    output_names=["score"], opset_version=opset,
+                    dynamic_shapes=(axes, axes), verbose=False,
+                    custom_translation_table={torch.ops.aten.scalar_tensor.default:
+                                              _scalar_tensor})
+            _check_dynamic_axes(program)
             with atomic_output(path) as tmp:
-                torch.onnx.export(module, example, str(tmp), input_names=["p4", "mask"],
-                                  output_names=["score"], opset_version=opset, dynamo=False,
-                                  dynamic_axes={"p4": {0: "batch", 1: "particles"},
-                                                "mask": {0: "batch", 1: "particles"},
-                                                "score": {0: "batch"}})
-        except OSError:
+                program.save(str(tmp), external_data=False)
+        except (OSError, InputError):
             raise
         except Exception as exc:
             raise InputError(f"ONNX export failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
+        finally:
+            registry_log.setLevel(level)
         return path
+
+
+def _check_dynamic_axes(program) -> None:
+    """Batch and particle axes of the exported inputs are symbolic. Where the traced code
+    fixes one (``len(p4)`` is a Python int under ``torch.export``), the exporter falls
+    back to a graph of that fixed size without an error; it is refused here."""
+    for value in program.model.graph.inputs:
+        for axis, name in enumerate(("batch", "particles")):
+            dim = value.shape[axis]
+            if isinstance(dim, int):
+                raise InputError(f"ONNX export failed: the exporter fixed the {name} axis "
+                                 f"(axis {axis}) of input {value.name!r} to {dim}; the "
+                                 "feature or tagger code specialises that size")
+
+
+def _scalar_tensor(s: float, dtype: int = -1, layout: str = "", device: str = "",
+                   pin_memory: bool = False):
+    """ONNX of ``aten.scalar_tensor(s, dtype)``: a constant of ``dtype`` holding ``s``.
+
+    Replaces the exporter's own translation (onnxscript 0.7), which forms ``s`` as a
+    float32 constant and casts it: in a float64 graph every Python constant of the
+    feature code was then rounded to float32, 2.2e-308 (the float64 ``tiny`` that
+    guards 1 / r_t in :func:`jetace.frames.axis_frame_kinematics`) became 0 and the
+    padded constituents' scores NaN.
+    """
+    import onnx_ir as ir
+    from onnxscript import opset18 as op
+
+    kind = ir.DataType.FLOAT if dtype == -1 else ir.DataType(dtype)
+    return op.Constant(value=ir.tensor(np.asarray(s, dtype=kind.numpy())))
 
 
 def _check_archive(path: Path) -> None:
@@ -468,22 +437,6 @@ def _check_finite(state: Any, source: str, where: str) -> None:
                                  "values; the model cannot score jets")
 
 
-def _tagger_scores(tagger: Tagger, feats: torch.Tensor) -> np.ndarray:
-    return to_numpy(tagger.signal_score(feats))
-
-
-def _fused_scores(out: torch.Tensor) -> torch.Tensor:
-    """FusedLinear's (B, K) output as a decision function: (B,) for K = 1."""
-    return out[:, 0] if out.shape[1] == 1 else out
-
-
-def _numpy_fused_scores(out: torch.Tensor) -> np.ndarray:
-    return to_numpy(_fused_scores(out))
-
-
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> JetaceModel:
     """Load a model file written by :meth:`JetaceModel.save` (see :meth:`JetaceModel.load`)."""
     return JetaceModel.load(path, device=device)
-
-
-# ------------------------------------------------------------------ training pipeline

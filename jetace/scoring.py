@@ -1,17 +1,24 @@
-"""Scoring ROOT files with a trained model: metrics against truth, and per-jet scores.
+"""Scoring jets with a trained model: tensors, awkward arrays and streamed files.
 
-Used by ``jetace evaluate`` and ``jetace predict``; usable on their own::
+:func:`score` (padded jets), :func:`score_jets` (awkward arrays) and :func:`iter_scores`
+(files, chunk by chunk) compute the scores of a :class:`~jetace.model_file.JetaceModel`;
+:func:`fused_module` decides whether its features and tagger run as one fused module.
+:func:`evaluate_files` (metrics against truth) and :func:`predict_to_file` (per-jet
+scores) are ``jetace evaluate`` and ``jetace predict``; usable on their own::
 
     from jetace.model_file import load_model
-    from jetace.scoring import evaluate_files, predict_to_file
+    from jetace.scoring import evaluate_files, predict_to_file, score
     model = load_model("top.model")
+    scores = score(model, p4, mask)                  # padded jets, one score per jet
     metrics, scores, labels = evaluate_files(model, ["top_test.root"], ["qcd_test.root"])
     predict_to_file(model, ["data.root"], "scores.parquet")
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import weakref
 from typing import Any
 
 import numpy as np
@@ -19,8 +26,134 @@ import torch
 
 from jetace.errors import InputError, JetaceError
 from jetace.model_file import JetaceModel
+from jetace.numerics import to_numpy
 
-__all__ = ["evaluate_files", "predict_to_file", "rate_matched_threshold"]
+__all__ = ["score", "score_jets", "iter_scores", "signal_score", "fused_module",
+           "evaluate_files", "predict_to_file", "rate_matched_threshold"]
+
+#: model -> (its features, its tagger, their fused module or None), built on first use
+_FUSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def fused_module(model: JetaceModel) -> torch.nn.Module | None:
+    """The model's features and linear tagger as one
+    :class:`~jetace.features.fused.FusedLinear` (scores without forming the feature
+    matrix), or None where the tagger is not an affine map of the raw features or the
+    features are not BIP. Built on first use, again if the model's features or tagger
+    were replaced."""
+    cached = _FUSED.get(model)
+    if cached is not None and cached[0] is model.features and cached[1] is model.tagger:
+        return cached[2]
+    from jetace.features.bip import BIPFeatures
+    from jetace.features.fused import FusedLinear
+
+    affine = model.tagger.raw_affine() if isinstance(model.features, BIPFeatures) else None
+    fused = None if affine is None else FusedLinear(model.features, *affine)
+    _FUSED[model] = (model.features, model.tagger, fused)
+    return fused
+
+
+def _module_device(module: torch.nn.Module) -> torch.device | None:
+    for t in (*module.parameters(), *module.buffers()):
+        return t.device
+    return None
+
+
+def score(model: JetaceModel, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scores of padded jets: p4 (B, P, 4) as (E, px, py, pz) in GeV, mask (B, P) bool.
+
+    Features are computed in p4's dtype on p4's device (the model's feature module is
+    moved there). Returns (B,) for a binary or unsupervised tagger (larger = more
+    signal-like / anomalous), (B, K) logits for a multi-class one, on p4's device.
+    """
+    if p4.ndim != 3 or p4.shape[-1] != 4 or mask.shape != p4.shape[:2]:
+        raise InputError(f"expected p4 (B, P, 4) and mask (B, P), got {tuple(p4.shape)} "
+                         f"and {tuple(mask.shape)}")
+    if _module_device(model.features) not in (None, p4.device):
+        model.features = model.features.to(p4.device)
+    fused = fused_module(model)
+    with torch.no_grad():
+        if fused is not None:
+            return _fused_scores(fused.to(p4.device)(p4, mask.to(torch.bool)))
+        x = model.features(p4, mask.to(torch.bool))
+    return torch.as_tensor(model.tagger.signal_score(x))
+
+
+def score_jets(model: JetaceModel, jets, batch_size: int = 4096,
+               device: str | torch.device = "cpu") -> np.ndarray:
+    """Scores of raw jets (an awkward array from :func:`jetace.read_jets`) as numpy,
+    (n,) or (n, K), in the order of ``jets``; features in the model's feature dtype."""
+    from jetace.io import to_padded
+
+    out = []
+    for i in range(0, len(jets), batch_size):
+        p4, mask = to_padded(jets[i:i + batch_size], max_particles=model.max_particles,
+                             device=device, dtype=model.feature_dtype,
+                             species=getattr(model.features, "species", ()))
+        out.append(score(model, p4, mask).cpu().numpy())
+    if not out:
+        return np.zeros((0,) if len(model.classes) <= 2 else (0, len(model.classes)))
+    return np.concatenate(out)
+
+
+def iter_scores(model: JetaceModel, paths, *, tree: str = "tree", schema="jetclass",
+                step_size="100 MB", max_jets: int | None = None,
+                device: str | torch.device = "auto", batch_size: int = 4096,
+                progress: bool = True, desc: str | None = None, workers: int = 1,
+                bad_jets: list[tuple[str, int, str]] | None = None,
+                dtype: torch.dtype | None = None):
+    """Stream ROOT files: yield ``(jets_chunk, scores)`` per chunk, every jet in order.
+
+    ``scores`` is a numpy array (n,) or (n, K) as :func:`score`; only one chunk of jets
+    and features is in memory at a time. ``workers`` > 1: that many CPU worker processes
+    compute features and scores (see :func:`jetace.extract.iter_features`;
+    ``jets_chunk`` then lacks the constituents). ``dtype``: the features' floating type
+    (default: the model's feature dtype). No NaN or infinite score is yielded: its jet
+    raises, or with a ``bad_jets`` list is left out and listed there.
+    """
+    from jetace.run.features import iter_features
+
+    fused = fused_module(model)
+    module, finish = (model.features, functools.partial(_tagger_scores, model.tagger)) \
+        if fused is None else (fused, _numpy_fused_scores)
+    yield from iter_features(paths, module, tree=tree, schema=schema,
+                             step_size=step_size, max_jets=max_jets, device=device,
+                             batch_size=batch_size, dtype=dtype or model.feature_dtype,
+                             progress=progress, desc=desc or "scoring",
+                             max_particles=model.max_particles, workers=workers,
+                             transform=finish, bad_jets=bad_jets)
+
+
+def signal_score(model: JetaceModel, scores: np.ndarray,
+                 signal_class: str | None = None) -> np.ndarray:
+    """One score per jet for a signal-vs-rest comparison.
+
+    Binary/unsupervised models: ``scores`` as they are. Multi-class models: the logit
+    log(p_s / (1 - p_s)) of class ``signal_class`` (a name in ``model.classes``).
+    """
+    scores = np.asarray(scores)
+    if scores.ndim == 1:
+        return scores
+    if signal_class not in model.classes:
+        raise InputError(f"this model has classes {model.classes}; name the signal class "
+                         f"with one of them (got {signal_class!r})")
+    i = model.classes.index(signal_class)
+    logp = torch.log_softmax(torch.as_tensor(scores, dtype=torch.float64), dim=1)
+    rest = torch.logsumexp(torch.cat([logp[:, :i], logp[:, i + 1:]], dim=1), dim=1)
+    return (logp[:, i] - rest).numpy()
+
+
+def _tagger_scores(tagger, feats: torch.Tensor) -> np.ndarray:
+    return to_numpy(tagger.signal_score(feats))
+
+
+def _fused_scores(out: torch.Tensor) -> torch.Tensor:
+    """FusedLinear's (B, K) output as a decision function: (B,) for K = 1."""
+    return out[:, 0] if out.shape[1] == 1 else out
+
+
+def _numpy_fused_scores(out: torch.Tensor) -> np.ndarray:
+    return to_numpy(_fused_scores(out))
 
 
 def evaluate_files(model: JetaceModel, signal=None, background=None, *,
@@ -42,7 +175,7 @@ def evaluate_files(model: JetaceModel, signal=None, background=None, *,
     ``scores`` (n,) is the
     signal score (for a multi-class model that of ``signal_class``, default the first
     class); ``labels`` (n,) bool, True for signal jets. ``read_kw`` are the reading
-    options of :meth:`JetaceModel.iter_scores` (tree, schema, step_size, max_jets, ...).
+    options of :func:`iter_scores` (tree, schema, step_size, max_jets, ...).
     ``weight_branch`` (or the schema's ``weight``): a flat per-jet weight branch; the
     metrics are then weighted (:mod:`jetace.metrics`: negative weights are accepted) and
     carry ``sum_weight_signal`` / ``sum_weight_background``.
@@ -62,8 +195,8 @@ def evaluate_files(model: JetaceModel, signal=None, background=None, *,
     parts, weights, truth = [], [], []
     for name, paths in sets:
         scores, w = [], []
-        for chunk, s in model.iter_scores(paths, progress=progress, desc=f"scoring ({name})",
-                                          schema=schema, **read_kw):
+        for chunk, s in iter_scores(model, paths, progress=progress,
+                                    desc=f"scoring ({name})", schema=schema, **read_kw):
             scores.append(s)
             if schema.weight is not None:
                 w.append(np.asarray(chunk["weight"], dtype=np.float64))
@@ -73,7 +206,7 @@ def evaluate_files(model: JetaceModel, signal=None, background=None, *,
                     raise InputError(f"no label field {signal_label!r} in {paths}; label "
                                      f"fields there: {', '.join(have) or 'none'}")
                 truth.append(np.asarray(chunk[signal_label]).astype(bool))
-        parts.append(model.signal_score(np.concatenate(scores), signal_class)
+        parts.append(signal_score(model, np.concatenate(scores), signal_class)
                      if scores else np.zeros(0))
         weights.append(np.concatenate(w) if w else np.zeros(0))
     scores = np.concatenate(parts)
@@ -119,8 +252,8 @@ def predict_to_file(model: JetaceModel, paths, output, *, progress: bool = True,
     meta = {"jetace_model": json.dumps({"classes": model.classes, "features": model.spec})}
     n = 0
     with TableWriter(output, metadata=meta) as writer:
-        for chunk, scores in model.iter_scores(paths, progress=progress,
-                                               desc=f"predict -> {output}", **read_kw):
+        for chunk, scores in iter_scores(model, paths, progress=progress,
+                                         desc=f"predict -> {output}", **read_kw):
             cols = jet_columns(chunk)
             if scores.ndim == 1:
                 cols["score"] = scores.astype(np.float32)

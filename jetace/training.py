@@ -8,7 +8,8 @@ Used by ``jetace train`` and ``jetace demo``; usable on its own::
 
 :func:`train_unsupervised` (anomaly scores on background only, or clustering) and
 :func:`train_cwola` (two mixed samples) share the same pipeline and give model files
-that score larger = more signal-like.
+that score larger = more signal-like. The defaults of each mode (feature spec,
+validation fraction, tagger parameters) are :mod:`jetace.presets`.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import numpy as np
 import torch
 from sklearn.base import clone
 
+from jetace import presets
 from jetace.errors import InputError
 from jetace.model_file import JetaceModel
 from jetace.numerics import split_indices, to_numpy
 from jetace.taggers.base import Tagger
 
 __all__ = ["train_model", "train_unsupervised", "train_cwola", "collect_features",
-           "make_tagger", "split_indices", "UNSUPERVISED", "default_spec"]
+           "make_tagger", "split_indices"]
 
 
 def _stem(label: str) -> str:
@@ -129,29 +131,11 @@ def make_tagger(model: str, **params) -> Tagger:
     return TAGGERS[model](**renamed_params(params))
 
 
-#: Default features of supervised training: 694 mirror-symmetrised BIP(4,7) columns.
-SUPERVISED_SPEC = {"family": "bip", "order": 4, "degree": 7, "mirror": True,
-                   "max_particles": 128}
-#: Default features of CWoLa training (and, of fewer constituents, of anomaly detection
-#: and clustering): 178 mirror-symmetrised BIP(3,6) columns. Density estimates and weak
-#: labels do better with fewer dimensions (benchmarks/unsupervised.py: best anomaly AUC
-#: 0.952 against 0.948 on BIP(4,7); CWoLa at 0.2 vs 0.05 0.975 against 0.973).
-WEAK_SPEC = {**SUPERVISED_SPEC, "order": 3, "degree": 6}
-#: Default features of anomaly detection and clustering: :data:`WEAK_SPEC` of each jet's
-#: 32 hardest constituents. A density of QCD jets captures their hard structure better
-#: without the soft tail (about half of a 600 GeV jet's particles, the part that
-#: fluctuates most and is least well modelled). Top vs QCD, default ensemble fitted on
-#: QCD jets only: AUC 0.955 against 0.952 with 128 constituents (mean over five folds of
-#: the development files), 0.956-0.960 against 0.949-0.952 on three independently
-#: generated samples; clustering 0.921 against 0.910 (benchmarks/unsupervised.py).
-ANOMALY_SPEC = {**WEAK_SPEC, "max_particles": 32}
-
-
-def _feature_module(spec: dict[str, Any] | None) -> tuple[torch.nn.Module, int]:
-    """The feature module of ``spec`` (None: :data:`SUPERVISED_SPEC`) and max_particles."""
+def _feature_module(spec: dict[str, Any]) -> tuple[torch.nn.Module, int]:
+    """The feature module of ``spec`` and its max_particles (default 128)."""
     from jetace.features import feature_module
 
-    return feature_module(dict(spec or SUPERVISED_SPEC))
+    return feature_module(dict(spec))
 
 
 def _check_disjoint(first, second, names: tuple[str, str]) -> None:
@@ -165,7 +149,7 @@ def _check_disjoint(first, second, names: tuple[str, str]) -> None:
                          f"{', '.join(sorted(same))}")
 
 
-def _fit_model(sets, classes: list[str], tagger: Tagger, *, spec: dict[str, Any] | None,
+def _fit_model(sets, classes: list[str], tagger: Tagger, *, spec: dict[str, Any],
                labels: list[str] | None, val_fraction: float, seed: int, device,
                validate, read_kw: dict[str, Any], progress: bool, model_name: str,
                ) -> tuple[JetaceModel, dict[str, Any]]:
@@ -241,8 +225,9 @@ def _read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad, workers, b
 
 
 def train_model(*, signal=None, background=None, inputs=None, labels: list[str] | None = None,
-                spec: dict[str, Any] | None = None, model: str = "linear",
-                tagger_params: dict[str, Any] | None = None, val_fraction: float = 0.2,
+                spec: dict[str, Any] | None = None, model: str = presets.SUPERVISED.model,
+                tagger_params: dict[str, Any] | None = None,
+                val_fraction: float = presets.SUPERVISED.val_fraction,
                 seed: int = 0, tree: str = "tree", schema="jetclass", step_size="100 MB",
                 max_jets: int | None = None, device: str | torch.device = "auto",
                 batch_size: int = 4096, progress: bool = True, skip_bad: bool = False,
@@ -254,7 +239,9 @@ def train_model(*, signal=None, background=None, inputs=None, labels: list[str] 
 
     Binary: ``signal`` and ``background`` paths. Multi-class: ``inputs`` paths and
     ``labels`` (label branch names, two or more; one class each). The features follow
-    ``spec`` (default :data:`SUPERVISED_SPEC`: bip order 4, degree 7, mirrored). A seeded
+    ``spec`` (default :data:`jetace.presets.SUPERVISED_SPEC`: bip order 4, degree 7,
+    mirrored). ``tagger_params`` go to the tagger over the preset's
+    (:func:`jetace.presets.tagger_params`). A seeded
     ``val_fraction`` of the jets is held out; the report holds training time, jet counts
     and validation metrics
     (binary: :func:`jetace.metrics.binary_metrics`; multi-class: accuracy).
@@ -288,27 +275,20 @@ def train_model(*, signal=None, background=None, inputs=None, labels: list[str] 
             return {"accuracy": float(np.average(right, weights=w_val))}
         return {}
 
-    return _fit_model(sets, classes, make_tagger(model, **(tagger_params or {})), spec=spec,
+    tagger = make_tagger(model, **{**presets.tagger_params("supervised", model),
+                                   **(tagger_params or {})})
+    return _fit_model(sets, classes, tagger, spec=spec or presets.default_spec("supervised"),
                       labels=labels, val_fraction=val_fraction, seed=seed, device=device,
                       validate=validate, progress=progress, model_name=model,
                       read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad,
                                        workers, bad_jets, dtype, weight_branch))
 
 
-UNSUPERVISED = ("gaussian", "gmm", "autoencoder", "ensemble", "cluster")
-
-
-def default_spec(method: str) -> dict[str, Any]:
-    """Default feature spec of ``jetace train`` for ``method``: an unsupervised method
-    (:data:`UNSUPERVISED`), ``"cwola"``, or anything else (supervised)."""
-    if method in UNSUPERVISED:
-        return dict(ANOMALY_SPEC)
-    return dict(WEAK_SPEC if method == "cwola" else SUPERVISED_SPEC)
-
-
-def train_unsupervised(*, background=None, inputs=None, method: str = "gaussian",
+def train_unsupervised(*, background=None, inputs=None,
+                       method: str = presets.ANOMALY.model,
                        spec: dict[str, Any] | None = None,
-                       tagger_params: dict[str, Any] | None = None, val_fraction: float = 0.0,
+                       tagger_params: dict[str, Any] | None = None,
+                       val_fraction: float = presets.ANOMALY.val_fraction,
                        seed: int = 0, tree: str = "tree", schema="jetclass",
                        step_size="100 MB", max_jets: int | None = None,
                        device: str | torch.device = "auto", batch_size: int = 4096,
@@ -324,23 +304,24 @@ def train_unsupervised(*, background=None, inputs=None, method: str = "gaussian"
     ``"cluster"`` (an unlabelled sample, ``inputs`` or ``background``:
     :mod:`jetace.taggers.cluster`); ``"ensemble"`` averages three autoencoders' and a
     GMM's background tail scores (the best of them on top vs QCD jets). Features:
-    ``spec``, default :data:`ANOMALY_SPEC` (mirrored BIP(3,6) of the 32 hardest
-    constituents). ``tagger_params`` go to the tagger's constructor
+    ``spec``, default :data:`jetace.presets.ANOMALY_SPEC` (mirrored BIP(3,6) of the 32
+    hardest constituents). ``tagger_params`` go to the tagger's constructor
     (``seed`` defaults to ``seed``). The model's classes are ``["background",
     "signal"]`` and its score is larger for more anomalous (signal-like) jets, so
     ``jetace evaluate`` takes the anomaly as signal. With ``val_fraction`` > 0 a seeded
     part of the jets is held out and the report gives quantiles of its scores (the
     thresholds that keep 90%, 99% and 99.9% of background jets).
     """
-    if method not in UNSUPERVISED:
+    if method not in presets.UNSUPERVISED:
         raise InputError(f"unknown unsupervised method {method!r}; choose one of "
-                         f"{', '.join(UNSUPERVISED)}")
+                         f"{', '.join(presets.UNSUPERVISED)}")
     if (background is None) == (inputs is None):
         what = "the unlabelled sample" if method == "cluster" else "background jets"
         raise InputError(f"unsupervised training ({method}) needs {what}: give either "
                          f"background or input files (one of them)")
     name = "background" if inputs is None else "input"
-    tagger = make_tagger(method, **{"seed": seed, **(tagger_params or {})})
+    tagger = make_tagger(method, **{"seed": seed, **presets.tagger_params("anomaly", method),
+                                    **(tagger_params or {})})
 
     def validate(scores: np.ndarray, y_val: np.ndarray, w_val=None) -> dict[str, Any]:
         q = np.quantile(scores, [0.9, 0.99, 0.999])
@@ -348,16 +329,18 @@ def train_unsupervised(*, background=None, inputs=None, method: str = "gaussian"
                                                "0.999": float(q[2])}}
 
     return _fit_model([(name, inputs if background is None else background, 0)],
-                      ["background", "signal"], tagger, spec=spec or default_spec(method),
+                      ["background", "signal"], tagger,
+                      spec=spec or presets.default_spec("anomaly"),
                       labels=None, val_fraction=val_fraction, seed=seed, device=device,
                       validate=validate, progress=progress, model_name=method,
                       read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad,
                                        workers, bad_jets, dtype, weight_branch))
 
 
-def train_cwola(*, mixture_a, mixture_b, model: str = "linear",
+def train_cwola(*, mixture_a, mixture_b, model: str = presets.WEAK.model,
                 spec: dict[str, Any] | None = None, tagger_params: dict[str, Any] | None = None,
-                val_fraction: float = 0.2, seed: int = 0, tree: str = "tree",
+                val_fraction: float = presets.WEAK.val_fraction, seed: int = 0,
+                tree: str = "tree",
                 schema="jetclass", step_size="100 MB", max_jets: int | None = None,
                 device: str | torch.device = "auto", batch_size: int = 4096,
                 progress: bool = True, skip_bad: bool = False, workers: int = 1,
@@ -369,9 +352,9 @@ def train_cwola(*, mixture_a, mixture_b, model: str = "linear",
 
     ``mixture_a``: files of the mixture richer in signal; ``mixture_b``: the other one.
     No jet-level labels are read: a :class:`~jetace.taggers.weak.CWoLaTagger` with inner
-    tagger ``model`` (``"linear"`` or ``"mlp"``; ``tagger_params`` go to it) learns to
-    tell A from B, which ranks jets by signal-likeness. Features: ``spec``, default
-    :data:`WEAK_SPEC`. The model's classes are
+    tagger ``model`` (``"linear"`` or ``"mlp"``; ``tagger_params`` go to it, over the
+    preset's) learns to tell A from B, which ranks jets by signal-likeness. Features:
+    ``spec``, default :data:`jetace.presets.WEAK_SPEC`. The model's classes are
     ``["background", "signal"]`` (score larger = more signal-like). The held-out
     ``val_fraction`` gives A-versus-B metrics (``validation``: an AUC above 0.5 means
     the mixtures differ; it is far below the signal-versus-background AUC).
@@ -381,7 +364,8 @@ def train_cwola(*, mixture_a, mixture_b, model: str = "linear",
     if not mixture_a or not mixture_b:
         raise InputError("CWoLa training needs files for both mixtures (A: signal-richer, B)")
     _check_disjoint(mixture_a, mixture_b, ("mixture A", "mixture B"))
-    tagger = CWoLaTagger(classifier=model, classifier_params=tagger_params, seed=seed)
+    params = {**presets.tagger_params("weak", model), **(tagger_params or {})}
+    tagger = CWoLaTagger(classifier=model, classifier_params=params or None, seed=seed)
 
     def validate(scores: np.ndarray, y_val: np.ndarray, w_val=None) -> dict[str, Any]:
         from jetace.metrics import binary_metrics
@@ -393,7 +377,8 @@ def train_cwola(*, mixture_a, mixture_b, model: str = "linear",
                 "n_b": int((~y_val.astype(bool)).sum())}
 
     return _fit_model([("mixture B", mixture_b, 0), ("mixture A", mixture_a, 1)],
-                      ["background", "signal"], tagger, spec=spec or WEAK_SPEC, labels=None,
+                      ["background", "signal"], tagger,
+                      spec=spec or presets.default_spec("weak"), labels=None,
                       val_fraction=val_fraction, seed=seed, device=device, validate=validate,
                       progress=progress, model_name=f"cwola-{model}",
                       read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad,

@@ -308,7 +308,7 @@ def test_train_uses_mirror_features_by_default(files, trained, capsys):
 
 def test_unsupervised_training_defaults_to_fewer_features(files, capsys):
     from jetace.model_file import load_model
-    from jetace.training import WEAK_SPEC
+    from jetace.presets import WEAK_SPEC
 
     model = f"{files['dir']}/gauss.jetace"
     code, _, _ = _run(capsys, "train", "--unsupervised", "gaussian", "--background",

@@ -1,6 +1,9 @@
-"""Tests of jetace.model_file: save/load, scoring raw jets, errors, ONNX export."""
+"""Tests of jetace.model_file (save/load, errors, ONNX export) and of scoring its jets
+(jetace.scoring.score, score_jets, signal_score)."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
@@ -9,9 +12,10 @@ from tolerances import FLOAT32_SCORES_REBATCHED, LOG_ODDS, ONNX_VS_TORCH
 from toyjets import toy_jets, write_jetclass
 
 import jetace
-from jetace.errors import ModelFileError
+from jetace.errors import InputError, ModelFileError
 from jetace.metrics import roc_auc
 from jetace.model_file import JetaceModel, _decode, _encode, load_model
+from jetace.scoring import score, score_jets, signal_score
 from jetace.taggers.base import Tagger, register
 from jetace.taggers.linear import LinearTagger
 from jetace.taggers.mlp import MLPTagger
@@ -49,7 +53,7 @@ def _model(toy, tagger=None, classes=("background", "signal")) -> JetaceModel:
 
 def test_tagger_beats_chance_on_toy_jets(toy):
     m = _model(toy)
-    auc = roc_auc(m.score(toy["p4"], toy["mask"]), toy["y_test"])
+    auc = roc_auc(score(m, toy["p4"], toy["mask"]), toy["y_test"])
     assert auc > 0.9
 
 
@@ -63,20 +67,20 @@ def test_save_load_scores_equal(toy, tmp_path, kind):
     assert back.tagger.kind == kind and back.classes == ["background", "signal"]
     assert back.spec == m.spec and back.metadata["n_jets"] == len(toy["y"])
     assert back.metadata["jetace_version"] == jetace.__version__
-    np.testing.assert_array_equal(back.score(toy["p4"], toy["mask"]).numpy(),
-                                  m.score(toy["p4"], toy["mask"]).numpy())
+    np.testing.assert_array_equal(score(back, toy["p4"], toy["mask"]).numpy(),
+                                  score(m, toy["p4"], toy["mask"]).numpy())
     # raw jets, without the training data: same scores as the padded path, up to float32
     # rounding (batch composition changes the padded width, so the summation order)
-    np.testing.assert_allclose(back.score_jets(toy["jets"], batch_size=100),
-                               m.score(toy["p4"], toy["mask"]).numpy(), **FLOAT32_SCORES_REBATCHED)
+    np.testing.assert_allclose(score_jets(back, toy["jets"], batch_size=100),
+                               score(m, toy["p4"], toy["mask"]).numpy(), **FLOAT32_SCORES_REBATCHED)
 
 
 def test_multiclass_scores_and_signal_score(toy):
     y3 = np.arange(len(toy["y"])) % 3
     m = _model(toy, LinearTagger().fit(toy["X"], y3), classes=("a", "b", "c"))
-    s = m.score(toy["p4"], toy["mask"])
+    s = score(m, toy["p4"], toy["mask"])
     assert s.shape == (len(toy["p4"]), 3)
-    logit_b = m.signal_score(s.numpy(), "b")
+    logit_b = signal_score(m, s.numpy(), "b")
     p = torch.softmax(s.double(), 1)[:, 1].numpy()
     np.testing.assert_allclose(logit_b, np.log(p / (1 - p)), **LOG_ODDS["signal_score"])
 
@@ -143,24 +147,64 @@ def test_any_registered_tagger_is_stored(toy, tmp_path):
     m = _model(toy, _CentroidDistance().fit(toy["X"].double()), classes=["score"])
     back = load_model(m.save(tmp_path / "u.jetace"))
     assert isinstance(back.tagger.center_, np.ndarray)
-    np.testing.assert_allclose(back.score(toy["p4"], toy["mask"]).numpy(),
-                               m.score(toy["p4"], toy["mask"]).numpy())
+    np.testing.assert_allclose(score(back, toy["p4"], toy["mask"]).numpy(),
+                               score(m, toy["p4"], toy["mask"]).numpy())
 
 
-@pytest.mark.parametrize("kind", ["linear", "mlp"])
+@pytest.mark.parametrize("kind", ["linear", "mlp", "lorentz"])
 def test_onnx_agrees_with_torch(toy, tmp_path, kind):
+    """One ONNX file (weights inside) whose float64 graph gives the torch scores, batch
+    and particle axes dynamic; "lorentz": a linear tagger on Lorentz features."""
     ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
     if kind == "linear":
         tagger = LinearTagger().fit(toy["X"], toy["y"])
-    else:
+    elif kind == "mlp":
         tagger = MLPTagger(max_epochs=5).fit(toy["X"], np.arange(len(toy["y"])) % 3)
-    m = _model(toy, tagger, classes=("background", "signal") if kind == "linear" else "abc")
+    if kind == "lorentz":
+        f = jetace.LorentzACEFeatures(order=3)
+        X = f(toy["p4"], toy["mask"])
+        m = JetaceModel(f, LinearTagger().fit(X, toy["y_test"]), ["background", "signal"],
+                        max_particles=64)
+    else:
+        m = _model(toy, tagger, classes="abc" if kind == "mlp" else ("background", "signal"))
     path = m.to_onnx(tmp_path / "m.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
     sess = ort.InferenceSession(str(path))
     for b, p in ((37, 64), (5, 50)):  # batch and particle axes are dynamic
         p4 = toy["p4"][:b, :p].contiguous()
         mask = toy["mask"][:b, :p].contiguous()
         (out,) = sess.run(None, {"p4": p4.numpy(), "mask": mask.numpy()})
-        ref = m.score(p4.double(), mask).numpy()  # the graph computes in float64 inside
+        ref = score(m, p4.double(), mask).numpy()  # the graph computes in float64 inside
         assert out.shape == ref.shape and out.dtype == np.float32
         np.testing.assert_allclose(out, ref, **ONNX_VS_TORCH)
+
+
+def test_onnx_export_refuses_a_graph_of_fixed_batch_size():
+    """torch's exporter falls back, without an error, to a fixed size where the code
+    specialises it (len(p4) is a Python int under torch.export); to_onnx refuses that."""
+    pytest.importorskip("onnxscript")
+    from jetace.model_file import _check_dynamic_axes
+
+    class Sized(torch.nn.Module):
+        def __init__(self, fixed: bool):
+            super().__init__()
+            self.fixed = fixed
+
+        def forward(self, p4, mask):
+            b = len(p4) if self.fixed else p4.shape[0]
+            return p4.reshape(b, -1).sum(1) * mask.sum(1)
+
+    axes = {0: torch.export.Dim("batch"), 1: torch.export.Dim("particles")}
+    example = (torch.ones(2, 5, 4), torch.ones(2, 5, dtype=torch.bool))
+    for fixed in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the exporter's note on axis names
+            warnings.simplefilter("ignore", FutureWarning)  # and torch's own deprecations
+            program = torch.onnx.export(Sized(fixed), example, dynamo=True, verbose=False,
+                                        dynamic_shapes=(axes, axes))
+        if fixed:
+            with pytest.raises(InputError, match="fixed the batch axis"):
+                _check_dynamic_axes(program)
+        else:
+            _check_dynamic_axes(program)

@@ -466,12 +466,13 @@ class LorentzACEFeatures(torch.nn.Module):
         """A_{a,m} for every label a = (k, l) and m = -l..l, concatenated: (B, n_A)."""
         radial, ylm = self.radial_angular(p4, mask)
         pooled = torch.bmm(radial.transpose(1, 2), ylm)  # (B, C n_radial, nlm)
+        b = p4.shape[0]  # not len(p4): symbolic under torch.export, so ONNX keeps B dynamic
         if not self.species:
-            return pooled.reshape(len(p4), -1)[:, self._a_src]
-        per_channel = pooled.reshape(len(p4), 1 + len(self.species), -1)[..., self._a_src]
+            return pooled.reshape(b, -1)[:, self._a_src]
+        per_channel = pooled.reshape(b, 1 + len(self.species), -1)[..., self._a_src]
         if self.channel_mode == "reduced":  # product channels: mixtures of the species
             per_channel = torch.matmul(self._mixing.to(p4.dtype), per_channel)
-        return per_channel.reshape(len(p4), -1)
+        return per_channel.reshape(b, -1)
 
     def forward(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if isinstance(p4, np.ndarray):  # numpy in, numpy out (computed on the CPU)
