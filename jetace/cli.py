@@ -299,10 +299,11 @@ def _generate_paths(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 # -- supervised taggers: train, evaluate, predict, export-onnx -------------------------
 
 
-def _input_kwargs(args: argparse.Namespace) -> dict:
-    return {"tree": args.tree, "schema": _schema(args), "step_size": args.step_size,
-            "max_jets": args.max_jets, "device": args.device, "batch_size": args.batch_size,
-            "workers": args.workers, "bad_jets": _bad_jets(args), "dtype": _dtype(args)}
+def _options(args: argparse.Namespace, **run) -> dict:
+    """The reading and run options of a command and its list of left-out jets, as the
+    keywords of the library functions (``run``: run options of this command)."""
+    return {"read": _read_options(args), "run": _run_options(args, **run),
+            "bad_jets": _bad_jets(args)}
 
 
 def _dtype(args: argparse.Namespace):
@@ -469,8 +470,7 @@ def _add_train(sub) -> None:
         if args.max_particles is None:  # the mode's, not the features command's default
             del spec["max_particles"]
         common = dict(spec=presets.complete_spec(mode, spec), val_fraction=val_fraction,
-                      seed=args.seed, progress=not args.quiet, skip_bad=args.skip_bad,
-                      weight_branch=args.weight_branch, **_input_kwargs(args))
+                      seed=args.seed, weight_branch=args.weight_branch, **_options(args))
         if weak:
             model, report = run_weak(args, common)
         else:
@@ -520,37 +520,40 @@ def _add_skip_bad(p: argparse.ArgumentParser) -> None:
 
 
 def _read_options(args: argparse.Namespace):
-    """The reading options of a command's input arguments."""
+    """The reading options of a command's input arguments (--weight-branch included)."""
     from jetace.run.options import ReadOptions
+    from jetace.schema import with_weight
 
-    return ReadOptions(tree=args.tree, schema=_schema(args), step_size=args.step_size,
-                       max_jets=args.max_jets, skip_bad=getattr(args, "skip_bad", False))
+    return ReadOptions(tree=args.tree, schema=with_weight(_schema(args),
+                                                          getattr(args, "weight_branch", None)),
+                       step_size=args.step_size, max_jets=args.max_jets,
+                       skip_bad=getattr(args, "skip_bad", False))
 
 
 def _run_options(args: argparse.Namespace, **extra):
     """The run options of a command's arguments (``extra``: command-specific fields)."""
     from jetace.run.options import RunOptions
 
-    dtype = _dtype(args)
-    return RunOptions(device=args.device, batch_size=args.batch_size,
-                      workers=getattr(args, "workers", 1), progress=not args.quiet,
-                      **({} if dtype is None else {"dtype": dtype}), **extra)
+    return RunOptions(**{"device": args.device, "batch_size": args.batch_size,
+                         "dtype": _dtype(args), "workers": getattr(args, "workers", 1),
+                         "progress": not args.quiet, **extra})
 
 
-def _readable(paths: list[str], args: argparse.Namespace, command: str) -> list[str]:
-    """``paths`` as they are, or with --skip-bad the files that pass the input checks
-    (each skipped one reported on stderr; an error if none is left)."""
-    if not getattr(args, "skip_bad", False):
-        return paths
+def _readable(paths: list[str], args: argparse.Namespace, command: str):
+    """The input files checked once (:class:`jetace.io.JetFiles`, passed down to the
+    library function); with --skip-bad those that fail the checks are left out, each
+    reported on stderr (an error if none is left)."""
     from jetace.io import JetFiles
 
+    read = _read_options(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # reported below, once per file
-        files = JetFiles(paths, args.tree, _schema(args), extras=False, skip_bad=True)
+        files = JetFiles(paths, read.tree, read.schema, skip_bad=read.skip_bad,
+                         format=read.format)
     for path, reason in files.skipped:
         print(f"jetace {command}: warning: skipping bad input file {path}: {reason}",
               file=sys.stderr)
-    return files.files
+    return files
 
 
 def _add_evaluate(sub) -> None:
@@ -596,8 +599,8 @@ def _add_evaluate(sub) -> None:
         metrics, scores, labels = evaluate_files(
             model, files["signal"], files["background"], inputs=files["inputs"],
             signal_label=args.signal_label, signal_class=args.signal_class,
-            progress=not (args.json or args.quiet), weight_branch=args.weight_branch,
-            **_input_kwargs(args))
+            weight_branch=args.weight_branch,
+            **_options(args, progress=not (args.json or args.quiet)))
         if args.plot:
             plot_roc({model.metadata.get("model", "model"): (scores, labels)}, args.plot)
         metrics.update(model_cost_fields(model))
@@ -633,7 +636,7 @@ def _add_predict(sub) -> None:
         from jetace.scoring import predict_to_file
 
         n = predict_to_file(load_model(args.model), _readable(args.files, args, "predict"),
-                            args.output, progress=not args.quiet, **_input_kwargs(args))
+                            args.output, **_options(args))
         print(f"wrote scores of {n} jets to {args.output}")
 
     p.set_defaults(func=run, paths=lambda a: ([a.output], [a.model, *a.files, a.schema]))

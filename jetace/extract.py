@@ -52,7 +52,7 @@ def write_features(paths: Paths | JetFiles, output: str | os.PathLike,
     is left out and listed there (:func:`iter_features`).
     """
     read, run = resolve_options(read, run, **options)
-    check_output_of(output, paths.files if isinstance(paths, JetFiles) else paths)
+    check_output_of(output, paths)
     module, max_particles, names, metadata = feature_table_layout(spec)
     files = open_files(paths, read, extras=bool(getattr(module, "species", ())),
                        bad_jets=bad_jets)
@@ -97,6 +97,11 @@ def feature_table_layout(spec: Mapping[str, Any] | torch.nn.Module
     return module, max_particles, names, metadata
 
 
+#: Rows gathered before a write to the table: small compute batches (``--batch-size 17``)
+#: are joined first, so the writer sees a few large blocks, not thousands of small ones.
+WRITE_ROWS = 4096
+
+
 def write_feature_table(output: str | os.PathLike, names: list[str],
                         metadata: Mapping[str, str],
                         pieces: Iterable[tuple[np.ndarray, dict[str, np.ndarray]]],
@@ -104,21 +109,39 @@ def write_feature_table(output: str | os.PathLike, names: list[str],
     """Write ``pieces`` of (features (n, F) numpy, jet columns) to ``output`` in order.
 
     The writing half of :func:`write_features`: feature columns ``names`` then the jet
-    columns, through :class:`TableWriter` (temporary name, renamed at the end). With no
-    rows at all, ``empty()`` gives zero-length jet columns so the table still has every
-    column. Returns the number of rows written.
+    columns, through :class:`TableWriter` (temporary name, renamed at the end), in
+    blocks of at least :data:`WRITE_ROWS` rows. With no rows at all, ``empty()`` gives
+    zero-length jet columns so the table still has every column. Returns the number of
+    rows written.
     """
     n = 0
+    held: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+    held_rows = 0
+
+    def write() -> None:
+        values = np.concatenate([v for v, _ in held]) if len(held) > 1 else held[0][0]
+        jets = held[0][1] if len(held) == 1 else \
+            {k: np.concatenate([j[k] for _, j in held]) for k in held[0][1]}
+        held.clear()
+        values_t = np.ascontiguousarray(values.T)
+        del values  # one copy of the features at a time, the column-major one
+        writer.write(_table(names, values_t, jets))
+
     with TableWriter(output, metadata=metadata) as writer:
         for values, jets in pieces:
             rows = len(next(iter(jets.values()))) if jets else len(values)
             if values.shape != (rows, len(names)):
                 raise JetaceError(f"feature module returned shape {values.shape}, expected "
                                   f"({rows}, {len(names)})")
-            values_t = np.ascontiguousarray(values.T)
-            del values  # one copy of the features at a time, the column-major one
-            writer.write(_table(names, values_t, jets))
+            held.append((values, jets))
+            held_rows += rows
             n += rows
+            del values, jets
+            if held_rows >= WRITE_ROWS:
+                write()
+                held_rows = 0
+        if held:
+            write()
         if n == 0:
             writer.write(_table(names, np.zeros((len(names), 0), np.float32), empty()))
     return n

@@ -119,8 +119,11 @@ def expand_paths(paths: Paths) -> list[str]:
     """Files named by ``paths`` (a path, a glob pattern, or a list of them), in order.
 
     Glob matches are sorted; repeated files are kept (each is read again). A pattern
-    that matches nothing, or an empty list, raises :class:`InputError`.
+    that matches nothing, or an empty list, raises :class:`InputError`. A checked
+    :class:`JetFiles` names its files.
     """
+    if isinstance(paths, JetFiles):
+        return list(paths.files)
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not items:
         raise InputError("no input files given")

@@ -121,7 +121,10 @@ def check_outputs(outputs: Iterable[str | os.PathLike | None],
 def check_output_of(output: str | os.PathLike, paths: str | os.PathLike | Iterable) -> None:
     """:func:`check_outputs` for one output and ``paths`` as the readers take them (a
     path, a pattern or a list of them)."""
-    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    from jetace.io import JetFiles
+
+    items = paths.files if isinstance(paths, JetFiles) else \
+        [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     check_outputs([output], items)
 
 

@@ -16,6 +16,7 @@ scores) are ``jetace evaluate`` and ``jetace predict``; usable on their own::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import weakref
@@ -27,6 +28,7 @@ import torch
 from jetace.errors import InputError, JetaceError
 from jetace.model_file import JetaceModel
 from jetace.numerics import to_numpy
+from jetace.run.options import ReadOptions, RunOptions, resolve_options
 
 __all__ = ["score", "score_jets", "iter_scores", "signal_score", "fused_module",
            "evaluate_files", "predict_to_file", "rate_matched_threshold"]
@@ -96,19 +98,18 @@ def score_jets(model: JetaceModel, jets, batch_size: int = 4096,
     return np.concatenate(out)
 
 
-def iter_scores(model: JetaceModel, paths, *, tree: str = "tree", schema="jetclass",
-                step_size="100 MB", max_jets: int | None = None,
-                device: str | torch.device = "auto", batch_size: int = 4096,
-                progress: bool = True, desc: str | None = None, workers: int = 1,
-                bad_jets: list[tuple[str, int, str]] | None = None,
-                dtype: torch.dtype | None = None):
+def iter_scores(model: JetaceModel, paths, read: ReadOptions | None = None,
+                run: RunOptions | None = None, *, desc: str | None = None,
+                bad_jets: list[tuple[str, int, str]] | None = None, **options: Any):
     """Stream ROOT files: yield ``(jets_chunk, scores)`` per chunk, every jet in order.
 
     ``scores`` is a numpy array (n,) or (n, K) as :func:`score`; only one chunk of jets
-    and features is in memory at a time. ``workers`` > 1: that many CPU worker processes
-    compute features and scores (see :func:`jetace.extract.iter_features`;
-    ``jets_chunk`` then lacks the constituents). ``dtype``: the features' floating type
-    (default: the model's feature dtype). No NaN or infinite score is yielded: its jet
+    and features is in memory at a time. ``read``, ``run``: the option objects of
+    :mod:`jetace.run.options` (their field names also as keywords); ``workers`` > 1:
+    that many CPU worker processes compute features and scores (see
+    :func:`jetace.run.features.iter_features`; ``jets_chunk`` then lacks the
+    constituents). ``dtype``: the features' floating type (default: the model's feature
+    dtype). No NaN or infinite score is yielded: its jet
     raises, or with a ``bad_jets`` list is left out and listed there.
     """
     from jetace.run.features import iter_features
@@ -116,12 +117,12 @@ def iter_scores(model: JetaceModel, paths, *, tree: str = "tree", schema="jetcla
     fused = fused_module(model)
     module, finish = (model.features, functools.partial(_tagger_scores, model.tagger)) \
         if fused is None else (fused, _numpy_fused_scores)
-    yield from iter_features(paths, module, tree=tree, schema=schema,
-                             step_size=step_size, max_jets=max_jets, device=device,
-                             batch_size=batch_size, dtype=dtype or model.feature_dtype,
-                             progress=progress, desc=desc or "scoring",
-                             max_particles=model.max_particles, workers=workers,
-                             transform=finish, bad_jets=bad_jets)
+    read, run = resolve_options(read, run, **options)
+    if run.dtype is None:
+        run = dataclasses.replace(run, dtype=model.feature_dtype)
+    yield from iter_features(paths, module, read, run, desc=desc or "scoring",
+                             max_particles=model.max_particles, transform=finish,
+                             bad_jets=bad_jets)
 
 
 def signal_score(model: JetaceModel, scores: np.ndarray,
@@ -157,9 +158,10 @@ def _numpy_fused_scores(out: torch.Tensor) -> np.ndarray:
 
 
 def evaluate_files(model: JetaceModel, signal=None, background=None, *,
-                   signal_class: str | None = None, progress: bool = True,
-                   weight_branch: str | None = None, inputs=None,
-                   signal_label: str | None = None, **read_kw: Any,
+                   signal_class: str | None = None, weight_branch: str | None = None,
+                   inputs=None, signal_label: str | None = None,
+                   read: ReadOptions | None = None, run: RunOptions | None = None,
+                   bad_jets: list[tuple[str, int, str]] | None = None, **options: Any,
                    ) -> tuple[dict[str, float | int], np.ndarray, np.ndarray]:
     """Score signal and background files; returns (metrics, scores, labels).
 
@@ -174,8 +176,8 @@ def evaluate_files(model: JetaceModel, signal=None, background=None, *,
     and CWoLa models, whose scores only rank jets, :func:`rate_matched_threshold`.
     ``scores`` (n,) is the
     signal score (for a multi-class model that of ``signal_class``, default the first
-    class); ``labels`` (n,) bool, True for signal jets. ``read_kw`` are the reading
-    options of :func:`iter_scores` (tree, schema, step_size, max_jets, ...).
+    class); ``labels`` (n,) bool, True for signal jets. ``read``, ``run``, ``bad_jets``
+    and keyword ``options`` as :func:`iter_scores`.
     ``weight_branch`` (or the schema's ``weight``): a flat per-jet weight branch; the
     metrics are then weighted (:mod:`jetace.metrics`: negative weights are accepted) and
     carry ``sum_weight_signal`` / ``sum_weight_background``.
@@ -188,15 +190,17 @@ def evaluate_files(model: JetaceModel, signal=None, background=None, *,
             (inputs is not None and not signal_label):
         raise InputError("evaluation takes signal and background files, or input files "
                          "with both classes and the signal's label field")
-    schema = with_weight(read_kw.pop("schema", "jetclass"), weight_branch)
+    read, run = resolve_options(read, run, **options)
+    schema = with_weight(read.schema, weight_branch)
+    read = dataclasses.replace(read, schema=schema)
     signal_class = signal_class or model.classes[0]
     sets = [("inputs", inputs)] if inputs is not None else [("signal", signal),
                                                             ("background", background)]
     parts, weights, truth = [], [], []
     for name, paths in sets:
         scores, w = [], []
-        for chunk, s in iter_scores(model, paths, progress=progress,
-                                    desc=f"scoring ({name})", schema=schema, **read_kw):
+        for chunk, s in iter_scores(model, paths, read, run, desc=f"scoring ({name})",
+                                    bad_jets=bad_jets):
             scores.append(s)
             if schema.weight is not None:
                 w.append(np.asarray(chunk["weight"], dtype=np.float64))
@@ -237,13 +241,16 @@ def _check_float32(written: np.ndarray, scores: np.ndarray, offset: int, output)
                           "order) does not fit the float32 score column; nothing is written")
 
 
-def predict_to_file(model: JetaceModel, paths, output, *, progress: bool = True,
-                    **read_kw: Any) -> int:
+def predict_to_file(model: JetaceModel, paths, output, read: ReadOptions | None = None,
+                    run: RunOptions | None = None, *,
+                    bad_jets: list[tuple[str, int, str]] | None = None,
+                    **options: Any) -> int:
     """Write one row per input jet, in input order, to ``output`` (.parquet or .root).
 
     Columns: the jet-level fields and labels, and ``score`` (binary model: the signal
     logit) or ``score_<class>`` per class (multi-class: softmax probabilities). Returns
-    the number of jets written; no jets at all is an :class:`InputError`.
+    the number of jets written; no jets at all is an :class:`InputError`. Options as
+    :func:`iter_scores`.
     """
     from jetace.outputs import TableWriter, check_output_of, jet_columns
 
@@ -252,8 +259,9 @@ def predict_to_file(model: JetaceModel, paths, output, *, progress: bool = True,
     meta = {"jetace_model": json.dumps({"classes": model.classes, "features": model.spec})}
     n = 0
     with TableWriter(output, metadata=meta) as writer:
-        for chunk, scores in iter_scores(model, paths, progress=progress,
-                                         desc=f"predict -> {output}", **read_kw):
+        for chunk, scores in iter_scores(model, paths, read, run,
+                                         desc=f"predict -> {output}", bad_jets=bad_jets,
+                                         **options):
             cols = jet_columns(chunk)
             if scores.ndim == 1:
                 cols["score"] = scores.astype(np.float32)

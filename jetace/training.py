@@ -14,6 +14,7 @@ validation fraction, tagger parameters) are :mod:`jetace.presets`.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import time
@@ -27,6 +28,7 @@ from jetace import presets
 from jetace.errors import InputError
 from jetace.model_file import JetaceModel
 from jetace.numerics import split_indices, to_numpy
+from jetace.run.options import ReadOptions, RunOptions, resolve_device, resolve_options
 from jetace.taggers.base import Tagger
 
 __all__ = ["train_model", "train_unsupervised", "train_cwola", "collect_features",
@@ -37,12 +39,10 @@ def _stem(label: str) -> str:
     return label[len("label_"):] if label.startswith("label_") else label
 
 
-def collect_features(sets, spec, *, labels: list[str] | None = None, tree: str = "tree",
-                     schema="jetclass", step_size="100 MB", max_jets: int | None = None,
-                     device: str | torch.device = "auto", batch_size: int = 4096,
-                     dtype: torch.dtype = torch.float32, progress: bool = True,
-                     skip_bad: bool = False, workers: int = 1, weights: bool = False,
-                     bad_jets: list[tuple[str, int, str]] | None = None,
+def collect_features(sets, spec, read: ReadOptions | None = None,
+                     run: RunOptions | None = None, *, labels: list[str] | None = None,
+                     weights: bool = False, bad_jets: list[tuple[str, int, str]] | None = None,
+                     **options: Any,
                      ) -> tuple[torch.Tensor, np.ndarray] | tuple[torch.Tensor, np.ndarray,
                                                                   np.ndarray]:
     """Stream input files into a feature matrix and class indices.
@@ -50,11 +50,13 @@ def collect_features(sets, spec, *, labels: list[str] | None = None, tree: str =
     ``sets``: a list of ``(name, paths, class_index)``; with ``labels`` (label branch
     names) the class of every jet is instead the index of its true label branch among
     ``labels`` (jets with none of them are dropped; the class index of the set is then
-    ignored). ``max_jets`` applies per set; ``skip_bad`` skips unreadable files with a
-    warning and ``workers`` > 1 computes in that many CPU processes (see
-    :func:`jetace.run.features.iter_features`); ``bad_jets``: a list to leave jets with bad
+    ignored). ``read``, ``run``: :class:`~jetace.run.options.ReadOptions` and
+    ``RunOptions`` (their field names also as keywords): ``max_jets`` applies per set,
+    ``skip_bad`` skips unreadable files with a warning and ``workers`` > 1 computes in
+    that many CPU processes (see :func:`jetace.run.features.iter_features`); ``bad_jets``:
+    a list to leave jets with bad
     momenta or non-finite features out (listed there) instead of stopping
-    (:func:`jetace.run.features.iter_features`). Returns X (n, F) on ``device`` in ``dtype``
+    (:func:`jetace.run.features.iter_features`). Returns X (n, F) on the run's device in its dtype
     and y (n,) int64, and with ``weights`` the per-jet weights w (n,) float64 of the
     schema's weight branch (:attr:`jetace.schema.Schema.weight`, which must be set).
     Only the feature matrix stays in memory.
@@ -63,17 +65,14 @@ def collect_features(sets, spec, *, labels: list[str] | None = None, tree: str =
     from jetace.run.features import iter_features
     from jetace.schema import resolve_schema
 
-    if weights and resolve_schema(schema).weight is None:
+    read, run = resolve_options(read, run, **options)
+    if weights and resolve_schema(read.schema).weight is None:
         raise InputError("weights were asked for, but the schema names no weight branch "
                          "(--weight-branch NAME or the schema's 'weight')")
     xs, ys, ws = [], [], []
     for name, paths, index in sets:
         n_set, n_unlabelled = 0, 0
-        for chunk, feats in iter_features(paths, spec, tree=tree, schema=schema,
-                                          step_size=step_size, max_jets=max_jets,
-                                          device=device, batch_size=batch_size, dtype=dtype,
-                                          progress=progress, desc=f"features ({name})",
-                                          skip_bad=skip_bad, workers=workers,
+        for chunk, feats in iter_features(paths, spec, read, run, desc=f"features ({name})",
                                           bad_jets=bad_jets):
             n_set += len(chunk)
             w = np.asarray(chunk["weight"], dtype=np.float64) if weights else None
@@ -138,6 +137,13 @@ def _feature_module(spec: dict[str, Any]) -> tuple[torch.nn.Module, int]:
     return feature_module(dict(spec))
 
 
+def _options(read: ReadOptions | None, run: RunOptions | None, options: dict[str, Any]
+             ) -> dict[str, Any]:
+    """The ``read`` and ``run`` arguments of :func:`_fit_model` from a public function's."""
+    read, run = resolve_options(read, run, **options)
+    return {"read": read, "run": run}
+
+
 def _check_disjoint(first, second, names: tuple[str, str]) -> None:
     """Raise InputError if a file is given in both input sets."""
     from jetace.io import expand_paths
@@ -150,8 +156,9 @@ def _check_disjoint(first, second, names: tuple[str, str]) -> None:
 
 
 def _fit_model(sets, classes: list[str], tagger: Tagger, *, spec: dict[str, Any],
-               labels: list[str] | None, val_fraction: float, seed: int, device,
-               validate, read_kw: dict[str, Any], progress: bool, model_name: str,
+               labels: list[str] | None, val_fraction: float, seed: int, validate,
+               read: ReadOptions, run: RunOptions, weight_branch: str | None,
+               bad_jets: list[tuple[str, int, str]] | None, model_name: str,
                ) -> tuple[JetaceModel, dict[str, Any]]:
     """Shared pipeline: features of ``sets`` -> seeded split -> ``tagger.fit`` -> model.
 
@@ -160,20 +167,22 @@ def _fit_model(sets, classes: list[str], tagger: Tagger, *, spec: dict[str, Any]
     (``w_val``: their weights, None without a weight branch).
     When jets were held out, the tagger is then fitted again, with the same settings, on
     all jets: the report describes the held-out check, the saved model uses every jet.
+    ``weight_branch`` sets the schema's per-jet weight branch.
     """
     from jetace.io import expand_paths
-    from jetace.run.options import resolve_device
-    from jetace.schema import resolve_schema
+    from jetace.schema import resolve_schema, with_weight
 
+    if weight_branch is not None:
+        read = dataclasses.replace(read, schema=with_weight(read.schema, weight_branch))
     features, max_particles = _feature_module(spec)
-    dev = resolve_device(device)
-    weighted = resolve_schema(read_kw.get("schema", "jetclass")).weight is not None
+    run = dataclasses.replace(run, device=resolve_device(run.device))
+    weight = resolve_schema(read.schema).weight
+    weighted = weight is not None
     if weighted and "sample_weight" not in inspect.signature(tagger.fit).parameters:
         raise InputError(f"the {model_name} tagger does not take per-jet weights; drop the "
                          "weight branch")
-    out = collect_features(sets, {**features.spec, "max_particles": max_particles},
-                           labels=labels, device=dev, progress=progress, weights=weighted,
-                           **read_kw)
+    out = collect_features(sets, {**features.spec, "max_particles": max_particles}, read, run,
+                           labels=labels, weights=weighted, bad_jets=bad_jets)
     X, y = out[0], out[1]
     w = out[2] if weighted else None
     fit_kw = {} if w is None else {"sample_weight": w}
@@ -204,7 +213,7 @@ def _fit_model(sets, classes: list[str], tagger: Tagger, *, spec: dict[str, Any]
     result.metadata.update({
         "training_seconds": round(seconds, 3), "n_train": len(y), "n_val_check": len(va),
         "seed": seed, "val_fraction": val_fraction, "model": model_name,
-        "weight_branch": resolve_schema(read_kw.get("schema", "jetclass")).weight,
+        "weight_branch": weight,
         "validation": report.get("validation", {}),
         "inputs": {name: [os.path.basename(p) for p in expand_paths(paths)]
                    for name, paths, _ in sets},
@@ -212,29 +221,14 @@ def _fit_model(sets, classes: list[str], tagger: Tagger, *, spec: dict[str, Any]
     return result, report
 
 
-def _read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad, workers, bad_jets,
-             dtype, weight_branch: str | None = None) -> dict[str, Any]:
-    """Reading options; ``weight_branch`` sets the schema's per-jet weight branch."""
-    if weight_branch is not None:
-        from jetace.schema import with_weight
-
-        schema = with_weight(schema, weight_branch)
-    return {"tree": tree, "schema": schema, "step_size": step_size, "max_jets": max_jets,
-            "batch_size": batch_size, "skip_bad": skip_bad, "workers": workers,
-            "bad_jets": bad_jets, "dtype": dtype or torch.float32}
-
-
 def train_model(*, signal=None, background=None, inputs=None, labels: list[str] | None = None,
                 spec: dict[str, Any] | None = None, model: str = presets.SUPERVISED.model,
                 tagger_params: dict[str, Any] | None = None,
                 val_fraction: float = presets.SUPERVISED.val_fraction,
-                seed: int = 0, tree: str = "tree", schema="jetclass", step_size="100 MB",
-                max_jets: int | None = None, device: str | torch.device = "auto",
-                batch_size: int = 4096, progress: bool = True, skip_bad: bool = False,
-                workers: int = 1, weight_branch: str | None = None,
+                seed: int = 0, weight_branch: str | None = None,
                 bad_jets: list[tuple[str, int, str]] | None = None,
-                dtype: torch.dtype | None = None,
-                ) -> tuple[JetaceModel, dict[str, Any]]:
+                read: ReadOptions | None = None, run: RunOptions | None = None,
+                **options: Any) -> tuple[JetaceModel, dict[str, Any]]:
     """Train a supervised model on ROOT files; returns (model, report).
 
     Binary: ``signal`` and ``background`` paths. Multi-class: ``inputs`` paths and
@@ -278,10 +272,10 @@ def train_model(*, signal=None, background=None, inputs=None, labels: list[str] 
     tagger = make_tagger(model, **{**presets.tagger_params("supervised", model),
                                    **(tagger_params or {})})
     return _fit_model(sets, classes, tagger, spec=spec or presets.default_spec("supervised"),
-                      labels=labels, val_fraction=val_fraction, seed=seed, device=device,
-                      validate=validate, progress=progress, model_name=model,
-                      read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad,
-                                       workers, bad_jets, dtype, weight_branch))
+                      labels=labels, val_fraction=val_fraction, seed=seed,
+                      validate=validate, model_name=model,
+                      weight_branch=weight_branch, bad_jets=bad_jets,
+                      **_options(read, run, options))
 
 
 def train_unsupervised(*, background=None, inputs=None,
@@ -289,14 +283,10 @@ def train_unsupervised(*, background=None, inputs=None,
                        spec: dict[str, Any] | None = None,
                        tagger_params: dict[str, Any] | None = None,
                        val_fraction: float = presets.ANOMALY.val_fraction,
-                       seed: int = 0, tree: str = "tree", schema="jetclass",
-                       step_size="100 MB", max_jets: int | None = None,
-                       device: str | torch.device = "auto", batch_size: int = 4096,
-                       progress: bool = True, skip_bad: bool = False, workers: int = 1,
-                       weight_branch: str | None = None,
+                       seed: int = 0, weight_branch: str | None = None,
                        bad_jets: list[tuple[str, int, str]] | None = None,
-                       dtype: torch.dtype | None = None,
-                       ) -> tuple[JetaceModel, dict[str, Any]]:
+                       read: ReadOptions | None = None, run: RunOptions | None = None,
+                       **options: Any) -> tuple[JetaceModel, dict[str, Any]]:
     """Train an anomaly detector or a clustering tagger without labels; (model, report).
 
     ``method``: ``"gaussian"``, ``"gmm"``, ``"autoencoder"`` (anomaly scores fitted on
@@ -331,23 +321,19 @@ def train_unsupervised(*, background=None, inputs=None,
     return _fit_model([(name, inputs if background is None else background, 0)],
                       ["background", "signal"], tagger,
                       spec=spec or presets.default_spec("anomaly"),
-                      labels=None, val_fraction=val_fraction, seed=seed, device=device,
-                      validate=validate, progress=progress, model_name=method,
-                      read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad,
-                                       workers, bad_jets, dtype, weight_branch))
+                      labels=None, val_fraction=val_fraction, seed=seed,
+                      validate=validate, model_name=method,
+                      weight_branch=weight_branch, bad_jets=bad_jets,
+                      **_options(read, run, options))
 
 
 def train_cwola(*, mixture_a, mixture_b, model: str = presets.WEAK.model,
                 spec: dict[str, Any] | None = None, tagger_params: dict[str, Any] | None = None,
                 val_fraction: float = presets.WEAK.val_fraction, seed: int = 0,
-                tree: str = "tree",
-                schema="jetclass", step_size="100 MB", max_jets: int | None = None,
-                device: str | torch.device = "auto", batch_size: int = 4096,
-                progress: bool = True, skip_bad: bool = False, workers: int = 1,
                 weight_branch: str | None = None,
                 bad_jets: list[tuple[str, int, str]] | None = None,
-                dtype: torch.dtype | None = None,
-                ) -> tuple[JetaceModel, dict[str, Any]]:
+                read: ReadOptions | None = None, run: RunOptions | None = None,
+                **options: Any) -> tuple[JetaceModel, dict[str, Any]]:
     """Weakly supervised training (CWoLa) on two mixed samples; returns (model, report).
 
     ``mixture_a``: files of the mixture richer in signal; ``mixture_b``: the other one.
@@ -379,7 +365,7 @@ def train_cwola(*, mixture_a, mixture_b, model: str = presets.WEAK.model,
     return _fit_model([("mixture B", mixture_b, 0), ("mixture A", mixture_a, 1)],
                       ["background", "signal"], tagger,
                       spec=spec or presets.default_spec("weak"), labels=None,
-                      val_fraction=val_fraction, seed=seed, device=device, validate=validate,
-                      progress=progress, model_name=f"cwola-{model}",
-                      read_kw=_read_kw(tree, schema, step_size, max_jets, batch_size, skip_bad,
-                                       workers, bad_jets, dtype, weight_branch))
+                      val_fraction=val_fraction, seed=seed, validate=validate,
+                      model_name=f"cwola-{model}",
+                      weight_branch=weight_branch, bad_jets=bad_jets,
+                      **_options(read, run, options))

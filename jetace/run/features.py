@@ -24,6 +24,7 @@ features (about 0.9 GB per worker for BIP(4,7) at the defaults).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -90,6 +91,8 @@ def iter_features(paths: Paths | JetFiles, spec: Mapping[str, Any] | torch.nn.Mo
     The number of jets read is checked against the files' entry counts at the end.
     """
     read, run = resolve_options(read, run, **options)
+    if run.dtype is None:
+        run = dataclasses.replace(run, dtype=torch.float32)
     dev = resolve_device(run.device)
     if (run.workers > 1 or run.dask is not None) and dev.type != "cpu" \
             and run.dask is None:

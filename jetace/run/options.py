@@ -52,13 +52,14 @@ class RunOptions:
     """How the work is run.
 
     device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:1"`` ... dtype: of the
-    features. batch_size: jets per feature batch. workers: CPU worker processes
+    features (None: the caller's default, float32 for features, a model's own dtype for
+    its scores). batch_size: jets per feature batch. workers: CPU worker processes
     (:mod:`jetace.run.workers`). dask: an address or client of a dask cluster
     (:mod:`jetace.run.dask`) instead of local workers. progress: show tqdm bars.
     """
 
     device: str | torch.device = "auto"
-    dtype: torch.dtype = torch.float32
+    dtype: torch.dtype | None = None
     batch_size: int = 4096
     workers: int = 1
     progress: bool = True
@@ -72,7 +73,7 @@ class RunOptions:
         if self.workers > 1 and self.dask is not None:
             raise JetaceError("worker processes and a dask cluster cannot be combined: the "
                               "dask cluster's workers do the work")
-        if self.dtype not in (torch.float32, torch.float64):
+        if self.dtype not in (None, torch.float32, torch.float64):
             raise JetaceError(f"features are computed in float32 or float64, not {self.dtype}")
 
 
