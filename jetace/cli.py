@@ -460,7 +460,7 @@ def _add_train(sub) -> None:
         return params
 
     def run(args):
-        from jetace.training import train_model
+        from jetace.training import train_model, training_summary
 
         weak = bool(args.unsupervised or args.mixture_a or args.mixture_b)
         mode = "anomaly" if args.unsupervised else "weak" if weak else "supervised"
@@ -479,27 +479,7 @@ def _add_train(sub) -> None:
                                         inputs=args.inputs, labels=labels, model=args.model,
                                         tagger_params=supervised_params(args), **common)
         model.save(args.output)
-        counts = ", ".join(f"{k} {v}" for k, v in report["n_jets_per_class"].items())
-        print(f"trained {report['model']} tagger on {report['n_train']} jets ({counts}; "
-              f"{report['n_val']} held out) with {model.num_features} features in "
-              f"{report['training_seconds']:.1f} s on {report['device']}")
-        if report["n_val"]:
-            print(f"refitted on all {report['n_train'] + report['n_val']} jets for the saved "
-                  f"model in {report['refit_seconds']:.1f} s")
-        val = report.get("validation", {})
-        if "auc" in val:
-            print(f"validation: AUC {val['auc']:.4f}, accuracy {val['accuracy']:.4f}, "
-                  f"1/eps_B at eps_S=0.3: {val['rejection_at_0.3']:.1f}, "
-                  f"at 0.5: {val['rejection_at_0.5']:.1f}")
-        elif "accuracy" in val:
-            print(f"validation: accuracy {val['accuracy']:.4f}")
-        elif "mixture_auc" in val:
-            print(f"validation: mixture A vs B AUC {val['mixture_auc']:.4f} (truth-free; "
-                  f"below the signal-vs-background AUC)")
-        elif "background_score_quantiles" in val:
-            q = val["background_score_quantiles"]
-            print("validation: background score quantiles "
-                  + ", ".join(f"{k}: {v:.4g}" for k, v in q.items()))
+        print("\n".join(training_summary(model, report)))
         print(f"wrote {args.output}")
 
     p.set_defaults(func=run, paths=lambda a: ([a.output], [

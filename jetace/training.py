@@ -32,7 +32,7 @@ from jetace.run.options import ReadOptions, RunOptions, resolve_device, resolve_
 from jetace.taggers.base import Tagger
 
 __all__ = ["train_model", "train_unsupervised", "train_cwola", "collect_features",
-           "make_tagger", "split_indices"]
+           "make_tagger", "split_indices", "training_summary"]
 
 
 def _stem(label: str) -> str:
@@ -369,3 +369,30 @@ def train_cwola(*, mixture_a, mixture_b, model: str = presets.WEAK.model,
                       model_name=f"cwola-{model}",
                       weight_branch=weight_branch, bad_jets=bad_jets,
                       **_options(read, run, options))
+
+
+def training_summary(model: JetaceModel, report: dict[str, Any]) -> list[str]:
+    """The lines ``jetace train`` prints about a training run: jets, features, time,
+    device, and the validation metrics of the mode."""
+    counts = ", ".join(f"{k} {v}" for k, v in report["n_jets_per_class"].items())
+    lines = [f"trained {report['model']} tagger on {report['n_train']} jets ({counts}; "
+             f"{report['n_val']} held out) with {model.num_features} features in "
+             f"{report['training_seconds']:.1f} s on {report['device']}"]
+    if report["n_val"]:
+        lines.append(f"refitted on all {report['n_train'] + report['n_val']} jets for the "
+                     f"saved model in {report['refit_seconds']:.1f} s")
+    val = report.get("validation", {})
+    if "auc" in val:
+        lines.append(f"validation: AUC {val['auc']:.4f}, accuracy {val['accuracy']:.4f}, "
+                     f"1/eps_B at eps_S=0.3: {val['rejection_at_0.3']:.1f}, "
+                     f"at 0.5: {val['rejection_at_0.5']:.1f}")
+    elif "accuracy" in val:
+        lines.append(f"validation: accuracy {val['accuracy']:.4f}")
+    elif "mixture_auc" in val:
+        lines.append(f"validation: mixture A vs B AUC {val['mixture_auc']:.4f} (truth-free; "
+                     "below the signal-vs-background AUC)")
+    elif "background_score_quantiles" in val:
+        q = val["background_score_quantiles"]
+        lines.append("validation: background score quantiles "
+                     + ", ".join(f"{k}: {v:.4g}" for k, v in q.items()))
+    return lines
