@@ -97,6 +97,7 @@ def slow(chunks):
         time.sleep(0.2)
         yield piece
 extract._host_pieces = slow
+extract.WRITE_ROWS = 1  # every slow piece written as it comes
 sys.exit(main(sys.argv[1:]))
 """
 
