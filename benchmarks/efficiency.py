@@ -60,11 +60,87 @@ FEATURES: dict[str, tuple[str, dict[str, Any]]] = {
                                       "species": "default", "rank": 3}),
     "bip(4,7)m species r=2": ("bip", {"order": 4, "degree": 7, "mirror": True,
                                       "species": "default", "rank": 2}),
+    "bip(3,6)m species r=2": ("bip", {"order": 3, "degree": 6, "mirror": True,
+                                      "species": "default", "rank": 2}),
+    "bip(3,6)m species r=4": ("bip", {"order": 3, "degree": 6, "mirror": True,
+                                      "species": "default", "rank": 4}),
+    "bip(3,6)m species r=5": ("bip", {"order": 3, "degree": 6, "mirror": True,
+                                      "species": "default", "rank": 5}),
+    "bip(3,6)m charge r=2": ("bip", {"order": 3, "degree": 6, "mirror": True,
+                                     "species": ["charge"], "rank": 2}),
+    "bip(3,6)m charge,photon r=3": ("bip", {"order": 3, "degree": 6, "mirror": True,
+                                            "species": ["charge", "photon"], "rank": 3}),
+    "bip(3,6)m charge,hadron,photon r=3": ("bip", {
+        "order": 3, "degree": 6, "mirror": True,
+        "species": ["charge", "charged_hadron", "photon"], "rank": 3}),
+    "bip(4,7)m charge,photon r=2": ("bip", {"order": 4, "degree": 7, "mirror": True,
+                                            "species": ["charge", "photon"], "rank": 2}),
+    "efp d<=5": ("efp", {"dmax": 5}),
+}
+
+SP3 = "bip(3,6)m species r=3"
+#: the single-network MLP settings the study varies around (the old ensemble's settings
+#: per network: dropout 0.3, weight decay 1e-2, one-cycle cosine over 60 epochs)
+ONE = {"n_models": 1, "linear_blend": 0.0}
+
+#: candidates of the validation study: name -> (feature set, tagger, tagger parameters)
+CANDIDATES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    **{f"linear {f}": (f, "linear", {}) for f in FEATURES},
+    "linear efp d<=5 signed_log": ("efp d<=5", "linear", {"scaling": "signed_log"}),
+    "lda efp d<=5": ("efp d<=5", "linear", {"method": "lda"}),
+    "linear bip(3,6)m species r=3 C=1": (SP3, "linear", {"C": 1.0}),
+    "linear bip(3,6)m species r=3 C=100": (SP3, "linear", {"C": 100.0}),
+    "linear bip(3,6)m species r=3 signed_log": (SP3, "linear", {"scaling": "signed_log"}),
+    "mlp bip(3,6)m h5": ("bip(3,6)m", "mlp", {**ONE, "hidden": (5,)}),
+    "mlp bip(4,7)m h4": ("bip(4,7)m", "mlp", {**ONE, "hidden": (4,)}),
+    "mlp bip(4,7)m h13": ("bip(4,7)m", "mlp", {**ONE, "hidden": (13,)}),
+    "mlp bip(4,7)m budget blend": ("bip(4,7)m", "mlp", {"hidden": None, "n_models": 1,
+                                                        "linear_blend": 0.25}),
+    "mlp bip(4,7)m budget": ("bip(4,7)m", "mlp", {"hidden": None, **ONE}),
+    "mlp bip(4,7)m h12 skip": ("bip(4,7)m", "mlp", {**ONE, "hidden": (12,), "skip": True,
+                                                    "linear_start": 10.0}),
+    "mlp bip(4,7)m h43": ("bip(4,7)m", "mlp", {**ONE, "hidden": (43,)}),
+    "mlp sp3 h4": (SP3, "mlp", {**ONE, "hidden": (4,)}),
+    "mlp sp3 h16": (SP3, "mlp", {**ONE, "hidden": (16,)}),
+    "mlp sp3 h16 d0.1": (SP3, "mlp", {**ONE, "hidden": (16,), "dropout": 0.1}),
+    "mlp sp3 h16 signed_log": (SP3, "mlp", {**ONE, "hidden": (16,), "scaling": "signed_log"}),
+    "mlp sp3 budget blend": (SP3, "mlp", {"hidden": None, "n_models": 1,
+                                          "linear_blend": 0.25}),
+    "mlp sp3 budget": (SP3, "mlp", {"hidden": None, **ONE}),
+    "mlp sp3 h15 skip": (SP3, "mlp", {**ONE, "hidden": (15,), "skip": True,
+                                      "linear_start": 10.0}),
+    "mlp sp3 2x h8": (SP3, "mlp", {"n_models": 2, "linear_blend": 0.0, "hidden": (8,)}),
+    "mlp sp3 h16,8": (SP3, "mlp", {**ONE, "hidden": (16, 8)}),
+    "mlp sp3 h56": (SP3, "mlp", {**ONE, "hidden": (56,)}),
+    "mlp sp3 h16 d0": (SP3, "mlp", {**ONE, "hidden": (16,), "dropout": 0.0}),
+    "mlp sp3 h16 wd0.1": (SP3, "mlp", {**ONE, "hidden": (16,), "weight_decay": 0.1}),
+    "mlp sp3 h16 e120": (SP3, "mlp", {**ONE, "hidden": (16,), "max_epochs": 120,
+                                      "patience": 40}),
+    "mlp sp3 h16 lr3e-3": (SP3, "mlp", {**ONE, "hidden": (16,), "lr": 3e-3}),
+    "mlp sp3 3x h5": (SP3, "mlp", {"n_models": 3, "linear_blend": 0.0, "hidden": (5,)}),
+    "mlp sp2 h26": ("bip(3,6)m species r=2", "mlp", {**ONE, "hidden": (26,)}),
+    "mlp sp4 h13": ("bip(3,6)m species r=4", "mlp", {**ONE, "hidden": (13,)}),
+    "mlp bip(4,7)m sp2 h7": ("bip(4,7)m species r=2", "mlp", {**ONE, "hidden": (7,)}),
+    "mlp bip(3,6)m h55": ("bip(3,6)m", "mlp", {**ONE, "hidden": (55,)}),
+    "mlp bip(3,6)m h16": ("bip(3,6)m", "mlp", {**ONE, "hidden": (16,)}),
+    "mlp bip(4,7)m h13 d0.1": ("bip(4,7)m", "mlp", {**ONE, "hidden": (13,), "dropout": 0.1}),
+    "mlp bip(4,7)m h13 signed_log": ("bip(4,7)m", "mlp", {**ONE, "hidden": (13,),
+                                                          "scaling": "signed_log"}),
+    "mlp cp3 h16": ("bip(3,6)m charge,photon r=3", "mlp", {**ONE, "hidden": (16,)}),
+    "mlp chp3 h16": ("bip(3,6)m charge,hadron,photon r=3", "mlp", {**ONE, "hidden": (16,)}),
+    "mlp c2 h26": ("bip(3,6)m charge r=2", "mlp", {**ONE, "hidden": (26,)}),
+    "mlp bip(4,7)m cp2 h7": ("bip(4,7)m charge,photon r=2", "mlp", {**ONE, "hidden": (7,)}),
+    "mlp bip(4,7)m 2x h6": ("bip(4,7)m", "mlp", {"n_models": 2, "linear_blend": 0.0,
+                                                 "hidden": (6,)}),
 }
 
 
 def feature_module(name: str) -> torch.nn.Module:
     family, kw = FEATURES[name]
+    if family == "efp":
+        from observables import EFPFeatures
+
+        return EFPFeatures(**kw)
     return jetace.BIPFeatures(**kw) if family == "bip" else jetace.LorentzACEFeatures(**kw)
 
 
@@ -178,8 +254,13 @@ def cmd_features(args) -> None:
         module = feature_module(name)
         t0 = time.perf_counter()
         for part, (jets, y) in sets.items():
-            x = _features(module, jets)
-            torch.save({"x": x, "y": torch.as_tensor(y), "spec": module.spec},
+            if FEATURES[name][0] == "efp":  # numpy, one process
+                p4, mask = jetace.to_padded(jets, max_particles=MAX_PARTICLES)
+                x = torch.from_numpy(module.compute(p4, mask, n_jobs=1, desc=part))
+            else:
+                x = _features(module, jets)
+            torch.save({"x": x, "y": torch.as_tensor(y),
+                        "spec": getattr(module, "spec", FEATURES[name])},
                        cache / f"{_slug(name)}_{part}.pt")
         times[name] = time.perf_counter() - t0
         tqdm.write(f"{name}: {module.num_features} features, {times[name]:.1f} s")
@@ -188,6 +269,105 @@ def cmd_features(args) -> None:
 def load_features(work: Path, name: str, part: str) -> tuple[torch.Tensor, np.ndarray]:
     d = torch.load(work / "features" / f"{_slug(name)}_{part}.pt")
     return d["x"], d["y"].numpy()
+
+
+def make_tagger(kind: str, params: dict[str, Any]):
+    if kind == "linear":
+        return jetace.LinearTagger(**params)
+    return jetace.MLPTagger(**{"seed": 0, **params})
+
+
+def cost_of(feature_set: str, tagger) -> dict[str, Any]:
+    """Trainable parameters, features and FLOPs per jet at MULTIPLICITY constituents."""
+    from jetace.cost import model_cost, trainable_parameters
+
+    if FEATURES[feature_set][0] == "efp":  # numpy inside: not countable by count_flops
+        return {"parameters": trainable_parameters(tagger), "features": tagger.n_features_in_,
+                "flops_per_jet": None, "flops_note": "EFPs (energyflow, numpy): not counted"}
+    c = model_cost(feature_module(feature_set), tagger, MULTIPLICITY)
+    return {"parameters": c.parameters, "features": c.features,
+            "flops_per_jet": c.flops_per_jet, "feature_flops_per_jet": c.feature_flops,
+            "classifier_flops_per_jet": c.classifier_flops}
+
+
+def _metrics(scores: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    m = binary_metrics(scores.astype(np.float64), y)
+    return {k: m[k] for k in ("auc", "rejection_at_0.3", "rejection_at_0.5")}
+
+
+def cmd_select(args) -> None:
+    """Each candidate fitted on 80% of the training jets (seeded split), scored on the
+    other 20%; results merged into benchmarks/results/efficiency_selection.json."""
+    from jetace.training import split_indices
+
+    out = read_json("efficiency_selection") or {"rows": {}}
+    names = [n for n in CANDIDATES if not args.only or n in args.only]
+    cache: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
+    for name in tqdm(names, desc="candidates"):
+        fset, kind, params = CANDIDATES[name]
+        if fset not in cache:
+            cache[fset] = load_features(args.work, fset, "train")
+        x, y = cache[fset]
+        tr, va = split_indices(len(y), 0.2, seed=1)
+        t0 = time.perf_counter()
+        tagger = make_tagger(kind, params).fit(x[tr], y[tr])
+        fit_s = time.perf_counter() - t0
+        scores = np.asarray(tagger.decision_function(x[va]))
+        row = {"features_set": fset, "tagger": kind, "params": params,
+               "all_params": tagger.get_params(), "fit_s": fit_s,
+               "n_fit": len(tr), "n_val": len(va), **_metrics(scores, y[va]),
+               **cost_of(fset, tagger)}
+        out["rows"][name] = row
+        out["split"] = {"jets": "training jets (shared files)", "validation_fraction": 0.2,
+                        "seed": 1}
+        write_json("efficiency_selection", out)
+        tqdm.write(f"{name:45} P={row['parameters']:7d} AUC {row['auc']:.5f} "
+                   f"R30 {row['rejection_at_0.3']:6.0f} R50 {row['rejection_at_0.5']:6.1f} "
+                   f"MFLOPs {row['flops_per_jet'] / 1e6:.3f} ({fit_s:.0f} s)")
+
+
+#: the models of the benchmark table: label -> candidate name (CANDIDATES), chosen on the
+#: validation study before any test jet was scored
+FINAL: dict[str, str] = {
+    "linear, bip(3,6)m": "linear bip(3,6)m",
+    "linear, bip(4,7)m": "linear bip(4,7)m",
+    "linear, bip(4,8)m": "linear bip(4,8)m",
+    "linear, lorentz": "linear lorentz",
+    "linear, bip(3,6)m species r=3": "linear bip(3,6)m species r=3",
+    "MLP (5), bip(3,6)m": "mlp bip(3,6)m h5",
+    "MLP (4), bip(4,7)m": "mlp bip(4,7)m h4",
+    "MLP (13), bip(4,7)m": "mlp bip(4,7)m h13",
+    "MLP (43), bip(4,7)m": "mlp bip(4,7)m h43",
+    "MLP (16), bip(3,6)m species r=3": "mlp sp3 h16",
+    "MLP (56), bip(3,6)m species r=3": "mlp sp3 h56",
+}
+
+
+def cmd_final(args) -> None:
+    """The FINAL models refitted on all training jets and scored on the test jets."""
+    out_dir = args.work / "scores"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = args.work / "final.json"
+    done = json.loads(path.read_text()) if path.is_file() else {}
+    labels = [n for n in FINAL if not args.only or n in args.only]
+    for label in tqdm(labels, desc="final models"):
+        fset, kind, params = CANDIDATES[FINAL[label]]
+        x, y = load_features(args.work, fset, "train")
+        xt, yt = load_features(args.work, fset, "test")
+        t0 = time.perf_counter()
+        tagger = make_tagger(kind, params).fit(x, y)
+        fit_s = time.perf_counter() - t0
+        scores = np.asarray(tagger.decision_function(xt), dtype=np.float64)
+        np.save(out_dir / f"{_slug(label)}.npy", scores)
+        np.save(out_dir / "labels.npy", yt)
+        done[label] = {"candidate": FINAL[label], "features_set": fset, "tagger": kind,
+                       "params": params, "all_params": tagger.get_params(), "fit_s": fit_s,
+                       "n_train": len(y),
+                       **cost_of(fset, tagger), **_metrics(scores, yt)}
+        path.write_text(json.dumps(done, indent=1, default=float))
+        r = done[label]
+        tqdm.write(f"{label:40} P={r['parameters']:7d} AUC {r['auc']:.5f} "
+                   f"R30 {r['rejection_at_0.3']:6.0f} R50 {r['rejection_at_0.5']:6.1f}")
 
 
 def cmd_pnlite(args) -> None:
@@ -215,6 +395,167 @@ def cmd_pnlite(args) -> None:
           f"epochs {row['training']['epochs_completed']}")
 
 
+# ----------------------------------------------------------------------------- report
+
+
+def bootstrap_indices(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """(n, len(y)) resamples of the test jets: with replacement within each class, so
+    every resample keeps the class sizes."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.nonzero(y == 1)[0], np.nonzero(y == 0)[0]
+    return np.stack([np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+                     for _ in range(n)])
+
+
+def bootstrap_metrics(scores: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """(n resamples, 3): AUC, R30, R50 of each resample."""
+    return np.array([list(_metrics(scores[i], y[i]).values()) for i in idx])
+
+
+def _peer_flops() -> dict[str, float]:
+    """FLOPs per jet of ParticleNet-Lite and ParticleNet, counted as jetace's (cost.py)."""
+    from cost import peer_rows
+
+    return {r["model"]: r["flops_per_jet"] for r in peer_rows(MULTIPLICITY)}
+
+
+def pareto(rows: list[dict], key: str) -> list[str]:
+    """Models no other model beats in AUC at a lower or equal ``key`` (the frontier)."""
+    front, best = [], -1.0
+    for r in sorted((r for r in rows if r.get(key) is not None),
+                    key=lambda r: (r[key], -r["auc"])):
+        if r["auc"] > best:
+            front.append(r["model"])
+            best = r["auc"]
+    return front
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharey="row")
+    for col, (key, xlabel, scale) in enumerate(
+            [("parameters", "trainable parameters", 1.0),
+             ("flops_per_jet", "MFLOPs per jet (60 constituents)", 1e-6)]):
+        front = pareto(rows, key)
+        for row_i, (metric, ylabel) in enumerate([("auc", "AUC"),
+                                                  ("rejection_at_0.3", "1/eps_B at eps_S = 0.3")]):
+            ax = axes[row_i, col]
+            pts = [r for r in rows if r.get(key) is not None]
+            for r in pts:
+                peer = not r["model"].startswith(("linear", "MLP"))
+                color = "C3" if peer else ("C0" if r["model"].startswith("linear") else "C2")
+                ax.errorbar(r[key] * scale, r[metric], yerr=r[f"{metric}_sd"],
+                            fmt="s" if peer else "o", color=color, ms=5, capsize=2)
+                ax.annotate(r["model"], (r[key] * scale, r[metric]), fontsize=6,
+                            xytext=(3, 3), textcoords="offset points")
+            fr = sorted((r for r in pts if r["model"] in front), key=lambda r: r[key])
+            if row_i == 0:
+                ax.step([r[key] * scale for r in fr], [r["auc"] for r in fr], where="post",
+                        color="k", lw=0.7, alpha=0.5, label="Pareto frontier (AUC)")
+                ax.legend(fontsize=7, loc="lower right")
+            ax.set_xscale("log")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3, which="both")
+    fig.suptitle("top vs QCD, independent test jets (10k + 10k); "
+                 "blue: jetace linear, green: jetace MLP, red: peers; bars: bootstrap sd",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def table(rows: list[dict], reference: str) -> str:
+    lines = ["| model | parameters | MFLOPs / jet | AUC | AUC - " + reference
+             + " | R30 | R50 |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        flops = "-" if r.get("flops_per_jet") is None else f"{r['flops_per_jet'] / 1e6:.3g}"
+        d = r.get("auc_diff", {})
+        diff = f"{d['mean']:+.5f} ± {d['sd']:.5f}" if d else "-"
+        lines.append(f"| {r['model']} | {r['parameters']:,} | {flops} | "
+                     f"{r['auc']:.5f} ± {r['auc_sd']:.5f} | {diff} | "
+                     f"{r['rejection_at_0.3']:.0f} ± {r['rejection_at_0.3_sd']:.0f} | "
+                     f"{r['rejection_at_0.5']:.1f} ± {r['rejection_at_0.5_sd']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_report(args) -> None:
+    """Test metrics, bootstrap uncertainties, paired differences, Pareto fronts, the JSON,
+    the plot and the markdown table."""
+    y = np.load(args.work / "scores" / "labels.npy")
+    final = json.loads((args.work / "final.json").read_text())
+    scores = {label: np.load(args.work / "scores" / f"{_slug(label)}.npy") for label in final}
+    rows = []
+    for label, r in final.items():
+        rows.append({"model": label, **{k: r[k] for k in (
+            "features_set", "tagger", "params", "parameters", "features", "flops_per_jet",
+            "feature_flops_per_jet", "classifier_flops_per_jet", "fit_s", "n_train")}})
+    pn_path = args.work / "pnlite.json"
+    peers = _peer_flops()
+    if pn_path.is_file():
+        pn = json.loads(pn_path.read_text())
+        scores["ParticleNet-Lite"] = np.load(args.work / "scores" / "pnlite.npy")
+        rows.append({"model": "ParticleNet-Lite", "features_set": "100 constituents x 7",
+                     "parameters": pn["parameters"],
+                     "flops_per_jet": peers.get("ParticleNet-Lite"),
+                     "training": pn["training"], "fit_s": pn["train_time_s"],
+                     "inference_jets_per_s_1_thread": pn["inference_jets_per_s"]})
+    idx = bootstrap_indices(y, args.bootstrap, seed=0)
+    reference = "ParticleNet-Lite" if "ParticleNet-Lite" in scores else "linear, bip(4,7)m"
+    boot = {}
+    for r in tqdm(rows, desc="bootstrap"):
+        s = scores[r["model"]]
+        r.update(_metrics(s, y))
+        boot[r["model"]] = b = bootstrap_metrics(s, y, idx)
+        for j, key in enumerate(("auc", "rejection_at_0.3", "rejection_at_0.5")):
+            r[f"{key}_sd"] = float(b[:, j].std(ddof=1))
+            r[f"{key}_ci95"] = np.quantile(b[:, j], [0.025, 0.975]).tolist()
+    for r in rows:
+        for ref in dict.fromkeys([reference, "linear, bip(4,7)m"]):
+            if ref == r["model"] or ref not in boot:
+                continue
+            d = boot[r["model"]][:, 0] - boot[ref][:, 0]
+            entry = {"reference": ref, "mean": float(d.mean()), "sd": float(d.std(ddof=1)),
+                     "ci95": np.quantile(d, [0.025, 0.975]).tolist(),
+                     "fraction_above_0": float(np.mean(d > 0))}
+            r.setdefault("auc_differences", []).append(entry)
+            if ref == reference:
+                r["auc_diff"] = entry
+    rows.sort(key=lambda r: r["parameters"])
+    check = args.work / "check.json"
+    out = {
+        "machine": machine(),
+        "training_jets": {"files": default_files(), "n": int(rows[0].get("n_train") or 0)},
+        "test_jets": {"files": test_files(args.work), "seeds": TEST_SEEDS, "n": len(y),
+                      "n_signal": int(y.sum()),
+                      "generation": "jetace generate top/qcd with the default settings "
+                                    "(those of the shared files)",
+                      "check": json.loads(check.read_text()) if check.is_file() else None},
+        "selection": "every setting chosen on a seeded 80/20 validation split of the "
+                     "training jets (efficiency_selection.json); test jets scored once",
+        "bootstrap": {"resamples": args.bootstrap, "seed": 0,
+                      "method": "test jets resampled with replacement within each class; "
+                                "paired: the same resamples for both models"},
+        "reference": reference,
+        "flops": {"multiplicity": MULTIPLICITY,
+                  "method": "jetace.cost.count_flops: every arithmetic aten op (features "
+                            "included); peers counted the same way on 100 padded slots",
+                  "peers_flops_per_jet": peers},
+        "pareto_parameters": pareto(rows, "parameters"),
+        "pareto_flops": pareto(rows, "flops_per_jet"),
+        "rows": rows,
+    }
+    write_json("efficiency", out)
+    plot(rows, RESULTS / "efficiency_pareto.png")
+    md = table(rows, reference)
+    (RESULTS / "efficiency_table.md").write_text(md)
+    print(md)
+
+
 # ------------------------------------------------------------------------------ main
 
 
@@ -230,7 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=200, help="report: resamples")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    {"generate": cmd_generate, "check": cmd_check, "features": cmd_features, "pnlite": cmd_pnlite}[args.step](args)
+    {"generate": cmd_generate, "check": cmd_check, "features": cmd_features, "select": cmd_select,
+     "final": cmd_final, "report": cmd_report,
+     "pnlite": cmd_pnlite}[args.step](args)
     return 0
 
 
