@@ -375,14 +375,18 @@ def _add_train(sub) -> None:
     p.add_argument("--mixture-b", nargs="+", help="CWoLa: ROOT files of the other mixture")
     p.add_argument("-o", "--output", required=True, help="model file to write")
     p.add_argument("--model", default="linear", choices=["linear", "mlp"],
-                   help="linear: logistic regression (default); mlp: small neural network "
-                        "(also the classifier of CWoLa)")
+                   help="linear: logistic regression (default); mlp: small neural network, "
+                        "by default the widest one hidden layer within 10,000 trainable "
+                        "parameters (also the classifier of CWoLa)")
     p.add_argument("--method", default="logistic", choices=["logistic", "lda"],
                    help="linear model: logistic regression (default) or shrinkage LDA")
     p.add_argument("--C", default=None, type=_strength,
                    help="linear model: inverse L2 strength, or 'auto' for a validation scan")
     p.add_argument("--hidden", default=None, type=_widths,
                    help="mlp, autoencoder: comma-separated hidden layer widths (e.g. 64,32)")
+    p.add_argument("--ensemble", action="store_true",
+                   help="mlp: the earlier large default instead, three (128, 64) networks "
+                        "(292,538 parameters on the 694 default features)")
     u = p.add_argument_group("unsupervised")
     u.add_argument("--n-components", default=None,
                    help="principal components kept: an integer, or a variance fraction in "
@@ -462,8 +466,13 @@ def _add_train(sub) -> None:
             params["method"] = args.method
             if args.C is not None:
                 params["C"] = args.C if args.C == "auto" else float(args.C)
-        elif args.hidden:
-            params["hidden"] = tuple(int(h) for h in args.hidden.split(","))
+        else:
+            if args.ensemble:
+                from jetace.taggers.mlp import ENSEMBLE
+
+                params.update(ENSEMBLE)
+            if args.hidden:
+                params["hidden"] = tuple(int(h) for h in args.hidden.split(","))
         return params
 
     def run(args):
