@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 import jetace
 from jetace.metrics import binary_metrics
+from jetace.taggers.mlp import ENSEMBLE
 
 WORK = REPO.parent / "efficiency_work"
 TEST_SEEDS = {"top": 9001, "qcd": 9002}
@@ -75,6 +76,26 @@ FEATURES: dict[str, tuple[str, dict[str, Any]]] = {
         "species": ["charge", "charged_hadron", "photon"], "rank": 3}),
     "bip(4,7)m charge,photon r=2": ("bip", {"order": 4, "degree": 7, "mirror": True,
                                             "species": ["charge", "photon"], "rank": 2}),
+    "bip(3,6)m lepton r=2": ("bip", {"order": 3, "degree": 6, "mirror": True,
+                                     "species": ["lepton"], "rank": 2}),
+    "bip(3,6)m neutral r=2": ("bip", {"order": 3, "degree": 6, "mirror": True,
+                                      "species": ["neutral_hadron"], "rank": 2}),
+    "bip(3,6)m lepton,neutral r=3": ("bip", {"order": 3, "degree": 6, "mirror": True,
+                                             "species": ["lepton", "neutral_hadron"],
+                                             "rank": 3}),
+    "bip(3,6)m lepton,charge r=3": ("bip", {"order": 3, "degree": 6, "mirror": True,
+                                            "species": ["lepton", "charge"], "rank": 3}),
+    "bip(4,7)m lepton r=2": ("bip", {"order": 4, "degree": 7, "mirror": True,
+                                     "species": ["lepton"], "rank": 2}),
+    "bip(4,6)m lepton r=2": ("bip", {"order": 4, "degree": 6, "mirror": True,
+                                     "species": ["lepton"], "rank": 2}),
+    "bip(3,7)m lepton r=2": ("bip", {"order": 3, "degree": 7, "mirror": True,
+                                     "species": ["lepton"], "rank": 2}),
+    "bip(3,8)m lepton r=2": ("bip", {"order": 3, "degree": 8, "mirror": True,
+                                     "species": ["lepton"], "rank": 2}),
+    "bip(3,7)m lepton,neutral r=3": ("bip", {"order": 3, "degree": 7, "mirror": True,
+                                             "species": ["lepton", "neutral_hadron"],
+                                             "rank": 3}),
     "efp d<=5": ("efp", {"dmax": 5}),
 }
 
@@ -128,8 +149,74 @@ CANDIDATES: dict[str, tuple[str, str, dict[str, Any]]] = {
                                                           "scaling": "signed_log"}),
     "mlp cp3 h16": ("bip(3,6)m charge,photon r=3", "mlp", {**ONE, "hidden": (16,)}),
     "mlp chp3 h16": ("bip(3,6)m charge,hadron,photon r=3", "mlp", {**ONE, "hidden": (16,)}),
+    "mlp cp3 budget blend": ("bip(3,6)m charge,photon r=3", "mlp",
+                             {"hidden": None, "n_models": 1, "linear_blend": 0.25}),
+    "mlp chp3 budget blend": ("bip(3,6)m charge,hadron,photon r=3", "mlp",
+                              {"hidden": None, "n_models": 1, "linear_blend": 0.25}),
+    "mlp cp3 h16 signed_log": ("bip(3,6)m charge,photon r=3", "mlp",
+                               {**ONE, "hidden": (16,), "scaling": "signed_log"}),
     "mlp c2 h26": ("bip(3,6)m charge r=2", "mlp", {**ONE, "hidden": (26,)}),
     "mlp bip(4,7)m cp2 h7": ("bip(4,7)m charge,photon r=2", "mlp", {**ONE, "hidden": (7,)}),
+    "mlp sp3 budget blend0.5": (SP3, "mlp", {"hidden": None, "n_models": 1,
+                                             "linear_blend": 0.5}),
+    "mlp sp3 budget blend0.75": (SP3, "mlp", {"hidden": None, "n_models": 1,
+                                              "linear_blend": 0.75}),
+    "mlp bip(4,7)m budget blend0.5": ("bip(4,7)m", "mlp", {"hidden": None, "n_models": 1,
+                                                           "linear_blend": 0.5}),
+    "mlp sp3 budget blend d0.1": (SP3, "mlp", {"hidden": None, "n_models": 1,
+                                               "linear_blend": 0.25, "dropout": 0.1}),
+    "mlp sp3 budget blend d0.5": (SP3, "mlp", {"hidden": None, "n_models": 1,
+                                               "linear_blend": 0.25, "dropout": 0.5}),
+    "mlp sp3 budget blend lr3e-3": (SP3, "mlp", {"hidden": None, "n_models": 1,
+                                                 "linear_blend": 0.25, "lr": 3e-3}),
+    "mlp sp3 budget blend e120": (SP3, "mlp", {"hidden": None, "n_models": 1,
+                                               "linear_blend": 0.25, "max_epochs": 120,
+                                               "patience": 40}),
+    "mlp sp3 budget blend signed_log": (SP3, "mlp", {"hidden": None, "n_models": 1,
+                                                     "linear_blend": 0.25,
+                                                     "scaling": "signed_log"}),
+    "mlp sp3 budget blend 2x": (SP3, "mlp", {"hidden": None, "n_models": 2,
+                                             "linear_blend": 0.25}),
+    "mlp sp3 budget blend wd0.1": (SP3, "mlp", {"hidden": None, "n_models": 1,
+                                                "linear_blend": 0.25, "weight_decay": 0.1}),
+    "mlp lepton2 budget blend": ("bip(3,6)m lepton r=2", "mlp",
+                                 {"hidden": None, "n_models": 1, "linear_blend": 0.25}),
+    "mlp ln3 budget blend": ("bip(3,6)m lepton,neutral r=3", "mlp",
+                             {"hidden": None, "n_models": 1, "linear_blend": 0.25}),
+    "mlp lc3 budget blend": ("bip(3,6)m lepton,charge r=3", "mlp",
+                             {"hidden": None, "n_models": 1, "linear_blend": 0.25}),
+    "mlp bip(4,7)m lepton2 budget blend": ("bip(4,7)m lepton r=2", "mlp",
+                                           {"hidden": None, "n_models": 1,
+                                            "linear_blend": 0.25}),
+    **{f"mlp {f} budget blend lr{lr}": (f, "mlp", {"hidden": None, "n_models": 1,
+                                                    "linear_blend": 0.25, "lr": lr})
+       for f in ("bip(4,7)m", SP3, "bip(3,6)m lepton r=2", "bip(4,7)m lepton r=2",
+                 "bip(3,6)m lepton,neutral r=3", "bip(3,7)m lepton r=2",
+                 "bip(4,6)m lepton r=2", "bip(3,7)m lepton,neutral r=3")
+       for lr in (3e-3, 1e-2)},
+    **{f"mlp {f} budget blend lr{lr} e120": (f, "mlp", {
+        "hidden": None, "n_models": 1, "linear_blend": 0.25, "lr": lr, "max_epochs": 120,
+        "patience": 40})
+       for f in ("bip(4,7)m", "bip(4,7)m lepton r=2", "bip(4,6)m lepton r=2",
+                 "bip(3,7)m lepton r=2") for lr in (3e-3, 1e-2)},
+    **{f"mlp {f} budget blend lr0.003 d0.1": (f, "mlp", {
+        "hidden": None, "n_models": 1, "linear_blend": 0.25, "lr": 3e-3, "dropout": 0.1})
+       for f in ("bip(4,7)m", "bip(4,7)m lepton r=2")},
+    "mlp bip(4,6)m lepton r=2 h12,8 blend lr0.003": ("bip(4,6)m lepton r=2", "mlp", {
+        "hidden": (12, 8), "n_models": 1, "linear_blend": 0.25, "lr": 3e-3}),
+    "mlp sp3 budget blend lr3e-3 e120": (SP3, "mlp", {"hidden": None, "n_models": 1,
+                                                      "linear_blend": 0.25, "lr": 3e-3,
+                                                      "max_epochs": 120, "patience": 40}),
+    "mlp sp3 budget blend lr3e-3 d0.1": (SP3, "mlp", {"hidden": None, "n_models": 1,
+                                                      "linear_blend": 0.25, "lr": 3e-3,
+                                                      "dropout": 0.1}),
+    "mlp sp3 budget blend0.5 lr3e-3": (SP3, "mlp", {"hidden": None, "n_models": 1,
+                                                    "linear_blend": 0.5, "lr": 3e-3}),
+    # the MLPTagger default (parameter budget, blend, lr 3e-3) at other budgets
+    **{f"mlp {f} default max{n}": (f, "mlp", {"max_parameters": n})
+       for f in ("bip(3,6)m", "bip(4,7)m", "bip(4,6)m lepton r=2", SP3)
+       for n in (1000, 3000, 10000, 30000)},
+    "mlp bip(4,7)m ensemble": ("bip(4,7)m", "mlp", dict(ENSEMBLE)),
     "mlp bip(4,7)m 2x h6": ("bip(4,7)m", "mlp", {"n_models": 2, "linear_blend": 0.0,
                                                  "hidden": (6,)}),
 }
@@ -305,6 +392,9 @@ def cmd_select(args) -> None:
     cache: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
     for name in tqdm(names, desc="candidates"):
         fset, kind, params = CANDIDATES[name]
+        if not (args.work / "features" / f"{_slug(fset)}_train.pt").is_file():
+            tqdm.write(f"{name}: no features {fset} yet (run the features step), skipped")
+            continue
         if fset not in cache:
             cache[fset] = load_features(args.work, fset, "train")
         x, y = cache[fset]
@@ -323,7 +413,7 @@ def cmd_select(args) -> None:
         write_json("efficiency_selection", out)
         tqdm.write(f"{name:45} P={row['parameters']:7d} AUC {row['auc']:.5f} "
                    f"R30 {row['rejection_at_0.3']:6.0f} R50 {row['rejection_at_0.5']:6.1f} "
-                   f"MFLOPs {row['flops_per_jet'] / 1e6:.3f} ({fit_s:.0f} s)")
+                   f"MFLOPs {(row['flops_per_jet'] or 0) / 1e6:.3f} ({fit_s:.0f} s)")
 
 
 #: the models of the benchmark table: label -> candidate name (CANDIDATES), chosen on the
@@ -334,12 +424,19 @@ FINAL: dict[str, str] = {
     "linear, bip(4,8)m": "linear bip(4,8)m",
     "linear, lorentz": "linear lorentz",
     "linear, bip(3,6)m species r=3": "linear bip(3,6)m species r=3",
-    "MLP (5), bip(3,6)m": "mlp bip(3,6)m h5",
-    "MLP (4), bip(4,7)m": "mlp bip(4,7)m h4",
-    "MLP (13), bip(4,7)m": "mlp bip(4,7)m h13",
-    "MLP (43), bip(4,7)m": "mlp bip(4,7)m h43",
-    "MLP (16), bip(3,6)m species r=3": "mlp sp3 h16",
-    "MLP (56), bip(3,6)m species r=3": "mlp sp3 h56",
+    "linear, bip(3,6)m lepton r=2": "linear bip(3,6)m lepton r=2",
+    "linear, bip(4,6)m lepton r=2": "linear bip(4,6)m lepton r=2",
+    "linear, bip(4,7)m lepton r=2": "linear bip(4,7)m lepton r=2",
+    "MLP 1k, bip(3,6)m": "mlp bip(3,6)m default max1000",
+    "MLP 3k, bip(4,7)m": "mlp bip(4,7)m default max3000",
+    "MLP 10k (default), bip(4,7)m": "mlp bip(4,7)m default max10000",
+    "MLP 30k, bip(4,7)m": "mlp bip(4,7)m default max30000",
+    "MLP 3k, bip(4,6)m lepton r=2": "mlp bip(4,6)m lepton r=2 default max3000",
+    "MLP 10k, bip(4,6)m lepton r=2": "mlp bip(4,6)m lepton r=2 default max10000",
+    "MLP 30k, bip(4,6)m lepton r=2": "mlp bip(4,6)m lepton r=2 default max30000",
+    "MLP 10k, bip(3,6)m species r=3": "mlp bip(3,6)m species r=3 default max10000",
+    "EFP d<=5 + logistic (signed log)": "linear efp d<=5 signed_log",
+    "MLP ensemble (earlier default), bip(4,7)m": "mlp bip(4,7)m ensemble",
 }
 
 
@@ -448,7 +545,11 @@ def plot(rows: list[dict], path: Path) -> None:
             for r in pts:
                 peer = not r["model"].startswith(("linear", "MLP"))
                 color = "C3" if peer else ("C0" if r["model"].startswith("linear") else "C2")
-                ax.errorbar(r[key] * scale, r[metric], yerr=r[f"{metric}_sd"],
+                lo, hi = r[f"{metric}_ci68"] if metric != "auc" else (
+                    r["auc"] - r["auc_sd"], r["auc"] + r["auc_sd"])
+                hi = hi if np.isfinite(hi) else 2 * r[metric]
+                yerr = [[max(r[metric] - lo, 0)], [max(hi - r[metric], 0)]]
+                ax.errorbar(r[key] * scale, r[metric], yerr=yerr,
                             fmt="s" if peer else "o", color=color, ms=5, capsize=2)
                 ax.annotate(r["model"], (r[key] * scale, r[metric]), fontsize=6,
                             xytext=(3, 3), textcoords="offset points")
@@ -458,28 +559,36 @@ def plot(rows: list[dict], path: Path) -> None:
                         color="k", lw=0.7, alpha=0.5, label="Pareto frontier (AUC)")
                 ax.legend(fontsize=7, loc="lower right")
             ax.set_xscale("log")
+            if metric != "auc":
+                ax.set_yscale("log")
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3, which="both")
     fig.suptitle("top vs QCD, independent test jets (10k + 10k); "
-                 "blue: jetace linear, green: jetace MLP, red: peers; bars: bootstrap sd",
+                 "blue: jetace linear, green: jetace MLP, red: peers; bars: bootstrap sd (AUC), "
+                 "68% interval (R30)",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
 
 
+def _interval(ci: list[float], digits: int) -> str:
+    return "-".join("inf" if not np.isfinite(v) else f"{v:.{digits}f}" for v in ci)
+
+
 def table(rows: list[dict], reference: str) -> str:
-    lines = ["| model | parameters | MFLOPs / jet | AUC | AUC - " + reference
-             + " | R30 | R50 |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | parameters | MFLOPs / jet | AUC ± sd | AUC - " + reference
+             + " (paired) | R30 (68% interval) | R50 (68% interval) |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         flops = "-" if r.get("flops_per_jet") is None else f"{r['flops_per_jet'] / 1e6:.3g}"
         d = r.get("auc_diff", {})
         diff = f"{d['mean']:+.5f} ± {d['sd']:.5f}" if d else "-"
         lines.append(f"| {r['model']} | {r['parameters']:,} | {flops} | "
                      f"{r['auc']:.5f} ± {r['auc_sd']:.5f} | {diff} | "
-                     f"{r['rejection_at_0.3']:.0f} ± {r['rejection_at_0.3_sd']:.0f} | "
-                     f"{r['rejection_at_0.5']:.1f} ± {r['rejection_at_0.5_sd']:.1f} |")
+                     f"{r['rejection_at_0.3']:.0f} ({_interval(r['rejection_at_0.3_ci68'], 0)}) | "
+                     f"{r['rejection_at_0.5']:.0f} ({_interval(r['rejection_at_0.5_ci68'], 0)}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -491,7 +600,7 @@ def cmd_report(args) -> None:
     scores = {label: np.load(args.work / "scores" / f"{_slug(label)}.npy") for label in final}
     rows = []
     for label, r in final.items():
-        rows.append({"model": label, **{k: r[k] for k in (
+        rows.append({"model": label, "flops_note": r.get("flops_note"), **{k: r.get(k) for k in (
             "features_set", "tagger", "params", "parameters", "features", "flops_per_jet",
             "feature_flops_per_jet", "classifier_flops_per_jet", "fit_s", "n_train")}})
     pn_path = args.work / "pnlite.json"
@@ -512,8 +621,12 @@ def cmd_report(args) -> None:
         r.update(_metrics(s, y))
         boot[r["model"]] = b = bootstrap_metrics(s, y, idx)
         for j, key in enumerate(("auc", "rejection_at_0.3", "rejection_at_0.5")):
-            r[f"{key}_sd"] = float(b[:, j].std(ddof=1))
-            r[f"{key}_ci95"] = np.quantile(b[:, j], [0.025, 0.975]).tolist()
+            v = b[:, j]  # a rejection is infinite where a resample keeps no background jet
+            finite = v[np.isfinite(v)]
+            r[f"{key}_sd"] = float(finite.std(ddof=1))
+            r[f"{key}_ci68"] = np.quantile(v, [0.16, 0.84], method="nearest").tolist()
+            r[f"{key}_ci95"] = np.quantile(v, [0.025, 0.975], method="nearest").tolist()
+            r[f"{key}_resamples_infinite"] = int(len(v) - len(finite))
     for r in rows:
         for ref in dict.fromkeys([reference, "linear, bip(4,7)m"]):
             if ref == r["model"] or ref not in boot:
