@@ -217,6 +217,14 @@ CANDIDATES: dict[str, tuple[str, str, dict[str, Any]]] = {
        for f in ("bip(3,6)m", "bip(4,7)m", "bip(4,6)m lepton r=2", SP3)
        for n in (1000, 3000, 10000, 30000)},
     "mlp bip(4,7)m ensemble": ("bip(4,7)m", "mlp", dict(ENSEMBLE)),
+    # distillation into the 10k default recipe from larger jetace MLPs
+    "distill bip(4,6)m lepton r=2 from 30k a0": ("bip(4,6)m lepton r=2", "distill", {
+        "teacher": {"max_parameters": 30000}, "alpha": 0.0}),
+    "distill bip(4,6)m lepton r=2 from 30k a0.5": ("bip(4,6)m lepton r=2", "distill", {
+        "teacher": {"max_parameters": 30000}, "alpha": 0.5}),
+    "distill bip(4,6)m lepton r=2 from ensemble a0.5": ("bip(4,6)m lepton r=2", "distill", {
+        "teacher": dict(ENSEMBLE), "alpha": 0.5}),
+    "mlp bip(4,6)m lepton r=2 ensemble": ("bip(4,6)m lepton r=2", "mlp", dict(ENSEMBLE)),
     "mlp bip(4,7)m 2x h6": ("bip(4,7)m", "mlp", {"n_models": 2, "linear_blend": 0.0,
                                                  "hidden": (6,)}),
 }
@@ -358,9 +366,47 @@ def load_features(work: Path, name: str, part: str) -> tuple[torch.Tensor, np.nd
     return d["x"], d["y"].numpy()
 
 
+class DistilledMLP:
+    """A budgeted MLP student trained on a larger jetace teacher's probabilities.
+
+    Soft targets through sample weights: every jet enters twice, as signal with weight
+    ``(1 - alpha) p + alpha y`` and as background with ``(1 - alpha)(1 - p) + alpha (1 - y)``
+    (p: the teacher's signal probability on the training jets, y: the label), which is
+    the cross entropy against the blended target. Only the student is kept (its cost is
+    the model's cost)."""
+
+    def __init__(self, teacher: dict[str, Any], alpha: float = 0.0, **student: Any):
+        self.teacher, self.alpha, self.student = teacher, float(alpha), student
+
+    def get_params(self) -> dict[str, Any]:
+        return {"teacher": self.teacher, "alpha": self.alpha, "student": self.student}
+
+    def fit(self, X: torch.Tensor, y: np.ndarray) -> DistilledMLP:
+        teacher = jetace.MLPTagger(**{"seed": 0, **self.teacher}).fit(X, y)
+        p = torch.sigmoid(torch.as_tensor(np.asarray(teacher.decision_function(X)),
+                                          dtype=torch.float64))
+        yt = torch.as_tensor(y, dtype=torch.float64)
+        soft = (1 - self.alpha) * p + self.alpha * yt
+        X2 = torch.cat([X, X])
+        y2 = np.concatenate([np.ones(len(y), np.int64), np.zeros(len(y), np.int64)])
+        w = torch.cat([soft, 1 - soft]).clamp_min(0.0)
+        self.model_ = jetace.MLPTagger(**{"seed": 0, **self.student}).fit(
+            X2, y2, sample_weight=w)
+        self.n_features_in_ = self.model_.n_features_in_
+        return self
+
+    def decision_function(self, X: torch.Tensor):
+        return self.model_.decision_function(X)
+
+    def as_module(self) -> torch.nn.Module:
+        return self.model_.as_module()
+
+
 def make_tagger(kind: str, params: dict[str, Any]):
     if kind == "linear":
         return jetace.LinearTagger(**params)
+    if kind == "distill":
+        return DistilledMLP(**params)
     return jetace.MLPTagger(**{"seed": 0, **params})
 
 
