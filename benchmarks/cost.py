@@ -32,7 +32,11 @@ JETACE = {
     "linear, bip(4,8) mirror": ({"order": 4, "degree": 8, "mirror": True}, "linear"),
     "linear, bip(3,6) mirror, species r=3": ({"order": 3, "degree": 6, "mirror": True,
                                               "species": "default", "rank": 3}, "linear"),
+    "linear, bip(4,6) mirror, lepton r=2": ({"order": 4, "degree": 6, "mirror": True,
+                                             "species": ["lepton"], "rank": 2}, "linear"),
     "MLP (default), bip(4,7) mirror": ({"order": 4, "degree": 7, "mirror": True}, "mlp"),
+    "MLP (default), bip(4,6) mirror, lepton r=2": ({"order": 4, "degree": 6, "mirror": True,
+                                                    "species": ["lepton"], "rank": 2}, "mlp"),
     "MLP ensemble (3 x (128, 64), the earlier default), bip(4,7) mirror": (
         {"order": 4, "degree": 7, "mirror": True}, "mlp-ensemble"),
 }
