@@ -32,7 +32,13 @@ JETACE = {
     "linear, bip(4,8) mirror": ({"order": 4, "degree": 8, "mirror": True}, "linear"),
     "linear, bip(3,6) mirror, species r=3": ({"order": 3, "degree": 6, "mirror": True,
                                               "species": "default", "rank": 3}, "linear"),
+    "linear, bip(4,6) mirror, lepton r=2": ({"order": 4, "degree": 6, "mirror": True,
+                                             "species": ["lepton"], "rank": 2}, "linear"),
     "MLP (default), bip(4,7) mirror": ({"order": 4, "degree": 7, "mirror": True}, "mlp"),
+    "MLP (default), bip(4,6) mirror, lepton r=2": ({"order": 4, "degree": 6, "mirror": True,
+                                                    "species": ["lepton"], "rank": 2}, "mlp"),
+    "MLP ensemble (3 x (128, 64), the earlier default), bip(4,7) mirror": (
+        {"order": 4, "degree": 7, "mirror": True}, "mlp-ensemble"),
 }
 
 
@@ -40,8 +46,11 @@ def _fitted(kind: str, n_features: int):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, n_features)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64)
-    tagger = jetace.LinearTagger() if kind == "linear" else jetace.MLPTagger(max_epochs=1)
-    return tagger.fit(x, y)
+    if kind == "linear":
+        return jetace.LinearTagger().fit(x, y)
+    from jetace.taggers.mlp import ENSEMBLE
+
+    return jetace.MLPTagger(max_epochs=1, **(ENSEMBLE if kind == "mlp-ensemble" else {})).fit(x, y)
 
 
 def jetace_rows(multiplicity: int) -> list[dict]:

@@ -119,10 +119,12 @@ def train_and_evaluate(p4_train: torch.Tensor, mask_train: torch.Tensor, y_train
                        p4_test: torch.Tensor, mask_test: torch.Tensor, y_test: np.ndarray,
                        kind: str = "pnlite", budget_minutes: float = 20.0, seed: int = 0,
                        batch_size: int = 256, lr: float = 3e-3, max_epochs: int = 1000,
-                       throughput_threads: int = 1) -> dict[str, Any]:
+                       throughput_threads: int = 1, keep_scores: bool = False
+                       ) -> dict[str, Any]:
     """Train ``kind`` on the training jets for ``budget_minutes`` of wall time (at most
     ``max_epochs``), score the test jets, measure CPU inference throughput; returns a
-    result row (see benchmarks/common.py)."""
+    result row (see benchmarks/common.py), with ``keep_scores`` also the test scores
+    (``scores``, a list of logits in test-jet order)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     p4_train, mask_train = p4_train[:, :MAX_PARTICLES].float(), mask_train[:, :MAX_PARTICLES]
@@ -170,6 +172,8 @@ def train_and_evaluate(p4_train: torch.Tensor, mask_train: torch.Tensor, y_train
         scores = torch.cat([model(p4_test[i:i + 1024], mask_test[i:i + 1024])
                             for i in range(0, len(p4_test), 1024)])
     row = metrics_row(scores, y_test)
+    if keep_scores:
+        row["scores"] = scores.tolist()
     rate = throughput(model, p4_test, mask_test, batch=256, n_threads=throughput_threads,
                       max_jets=4096)
     row.update(model=NAMES[kind], features=f"{MAX_PARTICLES} constituents x 7",

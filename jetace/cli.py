@@ -366,8 +366,9 @@ def _add_train(sub) -> None:
     p.add_argument("--mixture-b", nargs="+", help="CWoLa: ROOT files of the other mixture")
     p.add_argument("-o", "--output", required=True, help="model file to write")
     p.add_argument("--model", default=sup.model, choices=sup.models,
-                   help=f"linear: logistic regression; mlp: small neural network (also the "
-                        f"classifier of CWoLa; default: {sup.model})")
+                   help=f"linear: logistic regression; mlp: small neural network, by "
+                        f"default the widest one hidden layer within 10,000 trainable "
+                        f"parameters (also the classifier of CWoLa; default: {sup.model})")
     linear_method = presets.tagger_params("supervised", "linear")["method"]
     p.add_argument("--method", default=linear_method, choices=["logistic", "lda"],
                    help=f"linear model: logistic regression or shrinkage LDA (default: "
@@ -376,6 +377,9 @@ def _add_train(sub) -> None:
                    help="linear model: inverse L2 strength, or 'auto' for a validation scan")
     p.add_argument("--hidden", default=None, type=_widths,
                    help="mlp, autoencoder: comma-separated hidden layer widths (e.g. 64,32)")
+    p.add_argument("--ensemble", action="store_true",
+                   help="mlp: the earlier large default instead, three (128, 64) networks "
+                        "(292,538 parameters on the 694 default features)")
     u = p.add_argument_group("unsupervised")
     u.add_argument("--n-components", default=None,
                    help="principal components kept: an integer, or a variance fraction in "
@@ -455,8 +459,13 @@ def _add_train(sub) -> None:
             params["method"] = args.method
             if args.C is not None:
                 params["C"] = args.C if args.C == "auto" else float(args.C)
-        elif args.hidden:
-            params["hidden"] = tuple(int(h) for h in args.hidden.split(","))
+        else:
+            if args.ensemble:
+                from jetace.taggers.mlp import ENSEMBLE
+
+                params.update(ENSEMBLE)
+            if args.hidden:
+                params["hidden"] = tuple(int(h) for h in args.hidden.split(","))
         return params
 
     def run(args):

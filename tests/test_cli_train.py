@@ -333,3 +333,24 @@ def test_quiet_silences_progress_bars_of_every_reading_command(files, trained, c
         assert code == 0 and "jets/s" in loud  # tqdm's rate
         code, _, err = _run(capsys, *argv, "--quiet")
         assert code == 0 and "jets/s" not in err
+
+
+def test_default_mlp_keeps_the_parameter_budget(files, capsys, tmp_path):
+    """`jetace train --model mlp` on the default features trains a network of at most
+    DEFAULT_MAX_PARAMETERS trainable parameters; --ensemble is the earlier large one."""
+    from jetace.cost import trainable_parameters
+    from jetace.model_file import load_model
+    from jetace.taggers.mlp import DEFAULT_MAX_PARAMETERS, ENSEMBLE
+
+    small, two = tmp_path / "small.jetace", tmp_path / "ensemble.jetace"
+    base = ["train", "--signal", files["sig"], "--background", files["bkg"], "--model", "mlp",
+            "--val-fraction", "0", "--quiet"]
+    assert _run(capsys, *base, "-o", small)[0] == 0
+    model = load_model(small)
+    assert model.spec["order"] == 4 and model.spec["degree"] == 7  # the default features
+    assert trainable_parameters(model.tagger) <= DEFAULT_MAX_PARAMETERS
+    assert _run(capsys, *base, "-o", two, "--ensemble", *FEATURES)[0] == 0
+    tagger = load_model(two).tagger
+    assert len(tagger.net_.members) == ENSEMBLE["n_models"]
+    assert tagger.hidden_ == ENSEMBLE["hidden"] and tagger.lr == ENSEMBLE["lr"]
+    assert trainable_parameters(tagger) > DEFAULT_MAX_PARAMETERS

@@ -7,11 +7,12 @@ import pytest
 import torch
 from tolerances import DIFFERS, MLP_ENSEMBLE, PROBABILITY_SUM
 
+from jetace.cost import trainable_parameters
 from jetace.errors import InputError
 from jetace.metrics import roc_auc
 from jetace.taggers import tagger_from_state
 from jetace.taggers.linear import LinearTagger
-from jetace.taggers.mlp import MLPTagger
+from jetace.taggers.mlp import DEFAULT_MAX_PARAMETERS, ENSEMBLE, MLPTagger
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,7 +67,8 @@ def test_bad_parameters():
                           ({"val_fraction": 1.0}, "val_fraction"),
                           ({"schedule": "step"}, "schedule"), ({"n_models": 0}, "n_models"),
                           ({"linear_blend": 1.0}, "linear_blend"),
-                          ({"linear_C": 0.0}, "linear_C")]:
+                          ({"linear_C": 0.0}, "linear_C"),
+                          ({"max_parameters": 0}, "max_parameters")]:
         t = MLPTagger(**params)
         assert t.get_params()[next(iter(params))] == next(iter(params.values()))
         with pytest.raises(InputError, match=match):
@@ -138,3 +140,32 @@ def test_linear_blend_mixes_in_the_logistic_logit():
     t3 = MLPTagger(hidden=(8,), n_models=1, max_epochs=2, linear_blend=0.25).fit(X, y3)
     assert t3.net_.linear.weight.shape == (3, X.shape[1])
     assert t3.decision_function(X).shape == (len(X), 3)
+
+
+@pytest.mark.parametrize("n_features,n_classes", [(178, 2), (694, 2), (1198, 2), (694, 3)])
+def test_default_network_is_the_widest_within_the_parameter_budget(n_features, n_classes):
+    """The default (hidden=None) is one hidden layer, as wide as the budget allows: the
+    fitted model has at most DEFAULT_MAX_PARAMETERS trainable parameters (blended linear
+    model included), one unit more would exceed it, and a model file keeps the width."""
+    rng = np.random.default_rng(n_features)
+    X = rng.normal(size=(200, n_features)).astype(np.float32)
+    y = rng.integers(0, n_classes, len(X))
+    t = MLPTagger(max_epochs=1).fit(X, y)
+    n = trainable_parameters(t)
+    assert n <= DEFAULT_MAX_PARAMETERS and len(t.hidden_) == 1
+    params = {k: v for k, v in t.get_params().items() if k != "hidden"}
+    wider = MLPTagger(**{**params, "hidden": (t.hidden_[0] + 1,)}).fit(X, y)
+    assert trainable_parameters(wider) > DEFAULT_MAX_PARAMETERS
+    back = tagger_from_state("mlp", t.get_state())
+    assert back.hidden_ == t.hidden_ and trainable_parameters(back) == n
+    np.testing.assert_array_equal(back.decision_function(X), t.decision_function(X))
+    smaller = MLPTagger(max_parameters=DEFAULT_MAX_PARAMETERS // 2, max_epochs=1).fit(X, y)
+    assert trainable_parameters(smaller) <= DEFAULT_MAX_PARAMETERS // 2
+
+
+def test_ensemble_preset_is_the_earlier_large_default():
+    X, y = _xor(11, n=300)
+    X = np.concatenate([X] * 4, axis=1)  # wide enough to be well over the budget
+    t = MLPTagger(**ENSEMBLE, max_epochs=1).fit(X, y)
+    assert len(t.net_.members) == ENSEMBLE["n_models"] and t.hidden_ == ENSEMBLE["hidden"]
+    assert trainable_parameters(t) > DEFAULT_MAX_PARAMETERS
