@@ -93,9 +93,9 @@ def iter_features(paths: Paths | JetFiles, spec: Mapping[str, Any] | torch.nn.Mo
     read, run = resolve_options(read, run, **options)
     if run.dtype is None:
         run = dataclasses.replace(run, dtype=torch.float32)
-    dev = resolve_device(run.device)
-    if (run.workers > 1 or run.dask is not None) and dev.type != "cpu" \
-            and run.dask is None:
+    # a dask run resolves the device on each worker ("auto": the worker's GPU if any)
+    dev = resolve_device(run.device) if run.dask is None else None
+    if run.workers > 1 and dev.type != "cpu":
         raise JetaceError(f"worker processes compute on the CPU; got device {dev} with "
                           f"{run.workers} workers (use one process for a GPU)")
     module, spec_particles = feature_module(spec)
