@@ -51,51 +51,41 @@ TEST_SEEDS = {"top": 9001, "qcd": 9002}
 MULTIPLICITY = 60
 MAX_PARTICLES = 128
 
+
+def _mirrored(order: int, degree: int, species: Any = None, rank: int | None = None
+              ) -> tuple[str, dict[str, Any]]:
+    """A mirrored BIP feature set, with species channels at a rank when given."""
+    kw: dict[str, Any] = {"order": order, "degree": degree, "mirror": True}
+    if species is not None:
+        kw.update(species=species, rank=rank)
+    return "bip", kw
+
+
 #: feature sets: name -> (family, keyword arguments)
 FEATURES: dict[str, tuple[str, dict[str, Any]]] = {
-    "bip(3,6)m": ("bip", {"order": 3, "degree": 6, "mirror": True}),
-    "bip(4,7)m": ("bip", {"order": 4, "degree": 7, "mirror": True}),
-    "bip(4,8)m": ("bip", {"order": 4, "degree": 8, "mirror": True}),
+    "bip(3,6)m": _mirrored(3, 6),
+    "bip(4,7)m": _mirrored(4, 7),
+    "bip(4,8)m": _mirrored(4, 8),
     "lorentz": ("lorentz", {}),
-    "bip(3,6)m species r=3": ("bip", {"order": 3, "degree": 6, "mirror": True,
-                                      "species": "default", "rank": 3}),
-    "bip(4,7)m species r=2": ("bip", {"order": 4, "degree": 7, "mirror": True,
-                                      "species": "default", "rank": 2}),
-    "bip(3,6)m species r=2": ("bip", {"order": 3, "degree": 6, "mirror": True,
-                                      "species": "default", "rank": 2}),
-    "bip(3,6)m species r=4": ("bip", {"order": 3, "degree": 6, "mirror": True,
-                                      "species": "default", "rank": 4}),
-    "bip(3,6)m species r=5": ("bip", {"order": 3, "degree": 6, "mirror": True,
-                                      "species": "default", "rank": 5}),
-    "bip(3,6)m charge r=2": ("bip", {"order": 3, "degree": 6, "mirror": True,
-                                     "species": ["charge"], "rank": 2}),
-    "bip(3,6)m charge,photon r=3": ("bip", {"order": 3, "degree": 6, "mirror": True,
-                                            "species": ["charge", "photon"], "rank": 3}),
-    "bip(3,6)m charge,hadron,photon r=3": ("bip", {
-        "order": 3, "degree": 6, "mirror": True,
-        "species": ["charge", "charged_hadron", "photon"], "rank": 3}),
-    "bip(4,7)m charge,photon r=2": ("bip", {"order": 4, "degree": 7, "mirror": True,
-                                            "species": ["charge", "photon"], "rank": 2}),
-    "bip(3,6)m lepton r=2": ("bip", {"order": 3, "degree": 6, "mirror": True,
-                                     "species": ["lepton"], "rank": 2}),
-    "bip(3,6)m neutral r=2": ("bip", {"order": 3, "degree": 6, "mirror": True,
-                                      "species": ["neutral_hadron"], "rank": 2}),
-    "bip(3,6)m lepton,neutral r=3": ("bip", {"order": 3, "degree": 6, "mirror": True,
-                                             "species": ["lepton", "neutral_hadron"],
-                                             "rank": 3}),
-    "bip(3,6)m lepton,charge r=3": ("bip", {"order": 3, "degree": 6, "mirror": True,
-                                            "species": ["lepton", "charge"], "rank": 3}),
-    "bip(4,7)m lepton r=2": ("bip", {"order": 4, "degree": 7, "mirror": True,
-                                     "species": ["lepton"], "rank": 2}),
-    "bip(4,6)m lepton r=2": ("bip", {"order": 4, "degree": 6, "mirror": True,
-                                     "species": ["lepton"], "rank": 2}),
-    "bip(3,7)m lepton r=2": ("bip", {"order": 3, "degree": 7, "mirror": True,
-                                     "species": ["lepton"], "rank": 2}),
-    "bip(3,8)m lepton r=2": ("bip", {"order": 3, "degree": 8, "mirror": True,
-                                     "species": ["lepton"], "rank": 2}),
-    "bip(3,7)m lepton,neutral r=3": ("bip", {"order": 3, "degree": 7, "mirror": True,
-                                             "species": ["lepton", "neutral_hadron"],
-                                             "rank": 3}),
+    "bip(3,6)m species r=3": _mirrored(3, 6, "default", 3),
+    "bip(4,7)m species r=2": _mirrored(4, 7, "default", 2),
+    "bip(3,6)m species r=2": _mirrored(3, 6, "default", 2),
+    "bip(3,6)m species r=4": _mirrored(3, 6, "default", 4),
+    "bip(3,6)m species r=5": _mirrored(3, 6, "default", 5),
+    "bip(3,6)m charge r=2": _mirrored(3, 6, ["charge"], 2),
+    "bip(3,6)m charge,photon r=3": _mirrored(3, 6, ["charge", "photon"], 3),
+    "bip(3,6)m charge,hadron,photon r=3": _mirrored(3, 6, ["charge", "charged_hadron",
+                                                           "photon"], 3),
+    "bip(4,7)m charge,photon r=2": _mirrored(4, 7, ["charge", "photon"], 2),
+    "bip(3,6)m lepton r=2": _mirrored(3, 6, ["lepton"], 2),
+    "bip(3,6)m neutral r=2": _mirrored(3, 6, ["neutral_hadron"], 2),
+    "bip(3,6)m lepton,neutral r=3": _mirrored(3, 6, ["lepton", "neutral_hadron"], 3),
+    "bip(3,6)m lepton,charge r=3": _mirrored(3, 6, ["lepton", "charge"], 3),
+    "bip(4,7)m lepton r=2": _mirrored(4, 7, ["lepton"], 2),
+    "bip(4,6)m lepton r=2": _mirrored(4, 6, ["lepton"], 2),
+    "bip(3,7)m lepton r=2": _mirrored(3, 7, ["lepton"], 2),
+    "bip(3,8)m lepton r=2": _mirrored(3, 8, ["lepton"], 2),
+    "bip(3,7)m lepton,neutral r=3": _mirrored(3, 7, ["lepton", "neutral_hadron"], 3),
     "efp d<=5": ("efp", {"dmax": 5}),
 }
 

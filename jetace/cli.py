@@ -187,8 +187,7 @@ def _add_features(sub) -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             n = write_features(args.files, args.output, feature_spec_from_args(args),
-                               _read_options(args), _run_options(args, dask=args.dask),
-                               bad_jets=_bad_jets(args))
+                               **_options(args, dask=args.dask))
         print(f"wrote features of {n} jets to {args.output}")
         for w in caught:
             print(f"jetace features: warning: {w.message}", file=sys.stderr)

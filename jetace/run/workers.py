@@ -265,8 +265,6 @@ def map_blocks(files: JetFiles, blocks: Sequence[tuple[int, int, int]],
     computed by ``workers`` processes (:class:`WorkerPool` through
     :func:`jetace.run.executor.ordered_map`, at most two blocks per worker in flight).
     Closing the generator early stops the workers."""
-    if workers < 1:
-        raise ValueError(f"need at least one worker, got {workers}")
     blocks = list(blocks)
     with WorkerPool(files, fn, min(workers, max(1, len(blocks)))) as pool:
         for _, result in ordered_map(pool.submit, blocks, _PER_WORKER * pool.workers):
