@@ -126,6 +126,27 @@ def load_split(signal: Sequence[str], background: Sequence[str], max_jets: int |
                  {"signal": list(map(str, signal)), "background": list(map(str, background))})
 
 
+def load_train_test(signal: Sequence[str], background: Sequence[str],
+                    test_signal: Sequence[str], test_background: Sequence[str],
+                    max_jets: int | None = None, seed: int = 0) -> Split:
+    """All jets (up to ``max_jets`` per class) of the training files and of separate test
+    files (independently generated jets), each set shuffled with a permutation seeded by
+    ``seed``."""
+    rng = np.random.default_rng(seed)
+    sets = []
+    for sig, bkg in ((signal, background), (test_signal, test_background)):
+        parts = [jetace.read_jets(list(f), max_jets=max_jets) for f in (sig, bkg)]
+        y = np.concatenate([np.full(len(p), label, dtype=np.int64)
+                            for p, label in zip(parts, (1, 0), strict=True)])
+        order = rng.permutation(len(y))
+        sets.append((ak.concatenate(parts)[order], y[order]))
+    (train, y_train), (test, y_test) = sets
+    files = {"signal": list(map(str, signal)), "background": list(map(str, background)),
+             "test_signal": list(map(str, test_signal)),
+             "test_background": list(map(str, test_background))}
+    return Split(train, test, y_train, y_test, files)
+
+
 def padded(jets: ak.Array, max_particles: int = 128,
            dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """``jetace.to_padded`` on CPU: p4 (B, P, 4) as (E, px, py, pz) in GeV, mask (B, P)."""
@@ -272,13 +293,15 @@ def _fmt(v: Any, digits: int) -> str:
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """The comparison table, one line per result row."""
-    head = ("| model | features | parameters | training time [s] | inference [jets/s] "
-            "| accuracy | AUC | 1/eps_B @ 0.3 | 1/eps_B @ 0.5 |")
-    lines = [head, "|" + "---|" * 9]
+    head = ("| model | features | parameters | MFLOPs / jet | training time [s] "
+            "| inference [jets/s] | accuracy | AUC | 1/eps_B @ 0.3 | 1/eps_B @ 0.5 |")
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
         inf = r.get("inference_jets_per_s")
+        flops = r.get("flops_per_jet")
         lines.append("| " + " | ".join([
             r["model"], r["features"], _fmt(r.get("parameters"), 3),
+            _fmt(None if flops is None else flops / 1e6, 3),
             _fmt(r.get("train_time_s"), 3), _fmt(inf, 3),
             _fmt(r.get("accuracy"), 4), _fmt(r.get("auc"), 5),
             _fmt(r.get("rejection_at_0.3"), 4), _fmt(r.get("rejection_at_0.5"), 4),

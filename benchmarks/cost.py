@@ -42,15 +42,29 @@ JETACE = {
 }
 
 
-def _fitted(kind: str, n_features: int):
+def shaped_tagger(tagger: str, params: dict, n_features: int):
+    """The jetace tagger class ``tagger`` with ``params``, fitted for one epoch on random
+    features of width ``n_features``: its shape, parameters and FLOPs are those of the
+    real fit (they do not depend on the data)."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, n_features)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64)
+    cls = getattr(jetace, tagger)
+    known = cls().get_params()
+    renamed = {"transform": "scaling"}  # names of settings stored by earlier versions
+    params = {renamed.get(k, k): v for k, v in params.items() if renamed.get(k, k) in known}
+    if "max_epochs" in params:
+        params["max_epochs"] = 1
+    return cls(**params).fit(x, y)
+
+
+def _fitted(kind: str, n_features: int):
     if kind == "linear":
-        return jetace.LinearTagger().fit(x, y)
+        return shaped_tagger("LinearTagger", {}, n_features)
     from jetace.taggers.mlp import ENSEMBLE
 
-    return jetace.MLPTagger(max_epochs=1, **(ENSEMBLE if kind == "mlp-ensemble" else {})).fit(x, y)
+    params = ENSEMBLE if kind == "mlp-ensemble" else {}
+    return shaped_tagger("MLPTagger", {**params, "max_epochs": 1}, n_features)
 
 
 def jetace_rows(multiplicity: int) -> list[dict]:

@@ -1,22 +1,23 @@
 """The economical frontier: AUC, R30 and R50 against trainable parameters and FLOPs per jet.
 
 Training jets: the development samples (``../shared/data/{top,qcd}_train.root``, 25k per
-class). Test jets: generated independently with the same settings (``jetace generate``,
-seeds 9001 / 9002 that no shared file uses), so no test jet was ever seen in model
-selection. Every choice of model is made on a seeded validation split of the training
-jets (``select``); the chosen models are then refitted on all training jets and scored
-once on the test jets (``final``). Uncertainties: a seeded bootstrap of the test jets
-(resampling jets with replacement, per class sizes kept) of AUC, R30 = 1/eps_B at
-eps_S = 0.3 and R50, and a paired bootstrap (the same resamples for both models) of
-AUC differences to a reference model. Costs: :func:`jetace.cost.model_cost` (every
-arithmetic aten operation counted, features included) at 60 constituents; the peers are
+class). Test jets: generated independently with the same settings (``jetace generate``:
+10k top with seed 9001, 10k + 40k QCD with seeds 9002 and 9003, which no shared file
+uses), so no test jet was ever seen in model selection. Every choice of model is made on
+a seeded validation split of the training jets (``select``); the chosen models are then
+refitted on all training jets and scored once on the test jets (``final``).
+Uncertainties: a seeded bootstrap of the test jets (resampling jets with replacement,
+per class sizes kept) of AUC, R30 = 1/eps_B at eps_S = 0.3 and R50, and a paired
+bootstrap (the same resamples for both models) of AUC differences to a reference model.
+Costs: :func:`jetace.cost.model_cost` (every arithmetic aten operation counted, features
+included) at 60 constituents; the peers are
 counted the same way (benchmarks/cost.py). ParticleNet-Lite (weaver-core) is trained on
 the same training jets for a stated wall-time budget on one CPU thread (``pnlite``).
 
 Steps (each writes under ``--work``, outside the repository, and results under
 benchmarks/results)::
 
-    python benchmarks/efficiency.py generate   # 10k top + 10k QCD test jets (~5 min / core)
+    python benchmarks/efficiency.py generate   # 10k top + 50k QCD test jets (~17 min / core)
     python benchmarks/efficiency.py check      # test jets vs training jets: pT, eta, mass, n
     python benchmarks/efficiency.py features   # feature matrices of every feature set
     python benchmarks/efficiency.py select     # validation-split study (efficiency_selection.json)
@@ -47,7 +48,11 @@ from jetace.metrics import binary_metrics
 from jetace.taggers.mlp import ENSEMBLE
 
 WORK = REPO.parent / "efficiency_work"
-TEST_SEEDS = {"top": 9001, "qcd": 9002}
+#: test file -> (process, seed, jets as a multiple of --n-jets): 10k top and 50k QCD, so
+#: that R30 (1/eps_B at eps_S = 0.3, about 1,000) rests on about 50 background jets
+TEST_FILES = {"top_test": ("top", 9001, 1), "qcd_test": ("qcd", 9002, 1),
+              "qcd_test_extra": ("qcd", 9003, 4)}
+TEST_SEEDS = {name: seed for name, (_, seed, _) in TEST_FILES.items()}
 MULTIPLICITY = 60
 MAX_PARTICLES = 128
 
@@ -230,7 +235,9 @@ def feature_module(name: str) -> torch.nn.Module:
 
 
 def test_files(work: Path) -> tuple[list[str], list[str]]:
-    return [str(work / "top_test.root")], [str(work / "qcd_test.root")]
+    files = {p: [str(work / f"{name}.root") for name, (q, _, _) in TEST_FILES.items() if q == p]
+             for p in ("top", "qcd")}
+    return files["top"], files["qcd"]
 
 
 def _slug(name: str) -> str:
@@ -242,13 +249,14 @@ def _slug(name: str) -> str:
 
 def cmd_generate(args) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
-    for process, seed in TEST_SEEDS.items():
-        out = args.work / f"{process}_test.root"
+    for name, (process, seed, multiple) in TEST_FILES.items():
+        out = args.work / f"{name}.root"
         if out.exists():
             print(f"{out} exists, kept")
             continue
         subprocess.run([sys.executable, "-m", "jetace", "generate", process, "-n",
-                        str(args.n_jets), "-o", str(out), "--seed", str(seed)], check=True)
+                        str(multiple * args.n_jets), "-o", str(out), "--seed", str(seed)],
+                       check=True)
 
 
 # ------------------------------------------------------------------------------- check
@@ -276,8 +284,10 @@ def cmd_check(args) -> None:
     sig, bkg = default_files()
     tsig, tbkg = test_files(args.work)
     out = {}
-    for process, train, test in (("top", sig[0], tsig[0]), ("qcd", bkg[0], tbkg[0])):
-        a, b = _jet_columns(train), _jet_columns(test)
+    for process, train, tests in (("top", sig[0], tsig), ("qcd", bkg[0], tbkg)):
+        a = _jet_columns(train)
+        parts = [_jet_columns(t) for t in tests]
+        b = {k: np.concatenate([c[k] for c in parts]) for k in a}
         rows = {}
         for key in a:
             # KS of n independent samples: ~1.36 sqrt(1/n1 + 1/n2) at 95%
@@ -291,7 +301,7 @@ def cmd_check(args) -> None:
         rows["fraction_mass_150_200"] = {
             "train": float(np.mean((a["jet_mass"] > 150) & (a["jet_mass"] < 200))),
             "test": float(np.mean((b["jet_mass"] > 150) & (b["jet_mass"] < 200)))}
-        out[process] = {"train_file": train, "test_file": test, "n_train": len(a["jet_pt"]),
+        out[process] = {"train_file": train, "test_files": tests, "n_train": len(a["jet_pt"]),
                         "n_test": len(b["jet_pt"]), "columns": rows}
         for key, r in rows.items():
             print(process, key, {k: (np.round(v, 3) if not isinstance(v, dict) else v)
@@ -714,7 +724,8 @@ def main(argv: list[str] | None = None) -> int:
                                      "final", "report"])
     ap.add_argument("--work", type=Path, default=WORK,
                     help="folder of the test jets, feature matrices and scores")
-    ap.add_argument("--n-jets", type=int, default=10000, help="generate: test jets per class")
+    ap.add_argument("--n-jets", type=int, default=10000,
+                    help="generate: top test jets (QCD: 5 times as many)")
     ap.add_argument("--budget-minutes", type=float, default=30.0, help="pnlite: wall time")
     ap.add_argument("--only", nargs="*", help="features/select/final: names to run")
     ap.add_argument("--bootstrap", type=int, default=200, help="report: resamples")

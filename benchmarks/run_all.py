@@ -52,6 +52,7 @@ from observables import EFPFeatures, HistRatio, jet_mass, nsubjettiness
 from tqdm import tqdm
 
 import jetace
+from jetace.cost import REPORT_MULTIPLICITY, model_cost
 
 __all__ = ["jetace_models", "run_jetace", "run_efp", "run_substructure", "run_unsupervised",
            "feature_throughput", "main"]
@@ -114,12 +115,37 @@ def run_jetace(data: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
         rate = throughput(score, data["p4_test"], data["mask_test"], batch=INFERENCE["batch"])
         row.update(model=model_name, features=f"{feat_name}: {feats.num_features}",
                    parameters=sum(p.numel() for p in head.parameters()),
+                   flops_per_jet=model_cost(feats, tagger, REPORT_MULTIPLICITY).flops_per_jet,
                    train_time_s=t["features"] + t["fit"], feature_time_s=t["features"],
                    fit_time_s=t["fit"], inference_jets_per_s=rate, inference=dict(INFERENCE),
                    tagger=type(tagger).__name__, tagger_params=_jsonable(tagger.get_params()))
         rows.append(row)
         _say(row)
     return rows
+
+
+def add_costs(rows: list[dict[str, Any]], multiplicity: int = REPORT_MULTIPLICITY) -> None:
+    """Fill ``flops_per_jet`` where a row has none: jetace rows by jetace.cost.model_cost
+    of their feature module and tagger (rebuilt from the row's stored tagger settings),
+    ParticleNet-Lite by the same operation count (benchmarks/cost.py); None for the rows
+    computed in numpy or FastJet (EFPs, N-subjettiness, jet mass), which it cannot see."""
+    from cost import peer_rows, shaped_tagger
+
+    factories = {(m, f): make for m, f, make, _ in jetace_models(quick=False)}
+    peers: dict[str, Any] = {}
+    for row in rows:
+        if "flops_per_jet" in row:
+            continue
+        key = (row["model"], row["features"].split(":")[0])
+        if key in factories and "tagger" in row:
+            feats = factories[key]()
+            tagger = shaped_tagger(row["tagger"], row["tagger_params"], feats.num_features)
+            row["flops_per_jet"] = model_cost(feats, tagger, multiplicity).flops_per_jet
+        elif row["model"] == "ParticleNet-Lite":
+            peers = peers or {r["model"]: r for r in peer_rows(multiplicity)}
+            row["flops_per_jet"] = peers.get("ParticleNet-Lite", {}).get("flops_per_jet")
+        else:
+            row["flops_per_jet"] = None
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
@@ -283,7 +309,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                               "particlenet", "unsupervised"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table-only", action="store_true", help="re-read unsupervised.json into "
-                    "results/suite.json and rewrite results/table.md, training nothing")
+                    "results/suite.json, add missing FLOPs per jet and rewrite "
+                    "results/table.md, training nothing")
     args = ap.parse_args(argv)
     if args.table_only:
         return rewrite_table()
@@ -322,6 +349,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             _say(row)
         elif stage == "unsupervised":
             rows += run_unsupervised()
+    add_costs(rows)
     efp_rate = {d: feature_rate(EFPFeatures(d), data) for d in (5, 6)} if "efp" in stages else {}
     feats = feature_throughput(data, efp_rate)
 
@@ -354,7 +382,11 @@ def write_table(result: dict[str, Any]) -> str:
               f"1024 (EFP 256, ParticleNet 256), features included. Produced by "
               f"`{result['command']}` in {result['wall_time_s'] / 60:.1f} min (load "
               f"{info['load_1min_at_start']} on {info['cores']} cores). Unsupervised rows come "
-              f"from results/unsupervised.json (own split, background-only training).\n\n")
+              f"from results/unsupervised.json (own split, background-only training). "
+              f"MFLOPs per jet: jetace.cost.count_flops at {REPORT_MULTIPLICITY} constituents, "
+              "features included (every arithmetic torch operation; ParticleNet-Lite "
+              "counted the same way on its 100 slots); '-' for rows computed in numpy or "
+              "FastJet, which that count cannot see.\n\n")
     (RESULTS / "table.md").write_text(header + table)
     return table
 
@@ -367,6 +399,7 @@ def rewrite_table() -> dict[str, Any]:
     result.setdefault("command", "python benchmarks/run_all.py --quick"
                       if result["settings"].get("quick") else "python benchmarks/run_all.py")
     result["rows"] = [r for r in result["rows"] if "source" not in r] + run_unsupervised()
+    add_costs(result["rows"])
     write_json("suite", result)
     print(write_table(result))
     return result

@@ -61,6 +61,9 @@ def add_feature_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rank", type=int, default=None,
                    help="with --species and reduced channels: mixtures per body order "
                         "(default: 2)")
+    g.add_argument("--species-weight", default=None, choices=["radial", "count"],
+                   help="with --species: a species channel weights its constituents by the "
+                        "family's radial weight (radial, default) or counts them (count)")
 
 
 def add_input_arguments(p: argparse.ArgumentParser) -> None:
@@ -156,11 +159,11 @@ def feature_spec_from_args(args: argparse.Namespace, mirror: bool = False) -> di
         spec["select"] = list(args.select)
     if getattr(args, "species", None):
         spec["species"] = args.species
-        for key in ("channel_mode", "rank"):
-            if getattr(args, key) is not None:
+        for key in ("channel_mode", "rank", "species_weight"):
+            if getattr(args, key, None) is not None:
                 spec[key] = getattr(args, key)
-    elif getattr(args, "channel_mode", None) or getattr(args, "rank", None):
-        raise InputError("--channel-mode and --rank apply with --species only")
+    elif any(getattr(args, k, None) for k in ("channel_mode", "rank", "species_weight")):
+        raise InputError("--channel-mode, --rank and --species-weight apply with --species only")
     return spec
 
 

@@ -35,7 +35,8 @@ import torch
 
 from jetace.errors import InputError
 
-__all__ = ["SPECIES", "DEFAULT_SPECIES", "FLAG_FIELDS", "check_species", "identity_source",
+__all__ = ["SPECIES", "DEFAULT_SPECIES", "FLAG_FIELDS", "SPECIES_WEIGHTS", "check_species",
+           "check_species_weight", "identity_source",
            "species_columns", "channel_mixing", "input_hint"]
 
 FLAG_FIELDS = ("is_charged_hadron", "is_neutral_hadron", "is_photon", "is_electron",
@@ -84,6 +85,21 @@ def check_species(species: str | Sequence[str] | None) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise ValueError(f"species channels repeat: {list(names)}")
     return names
+
+
+#: how a species channel weights its constituents: "radial", the channel weight times the
+#: family's own radial weight (t_M in bip, ln(1 + E*) in lorentz), or "count", the channel
+#: weight alone (its pooled sums count the channel's constituents, by momentum fraction
+#: and angle; docs/definition.md, section 2.13)
+SPECIES_WEIGHTS = ("radial", "count")
+
+
+def check_species_weight(species_weight: str) -> str:
+    """``species_weight`` if it is one of :data:`SPECIES_WEIGHTS`, else ValueError."""
+    if species_weight not in SPECIES_WEIGHTS:
+        raise ValueError(f"species_weight must be one of {SPECIES_WEIGHTS}, "
+                         f"got {species_weight!r}")
+    return str(species_weight)
 
 
 def input_hint(species: Sequence[str]) -> str:

@@ -15,6 +15,7 @@ from tolerances import (
     EXACT,
     FEATURE_RTOL,
     LORENTZ_INVARIANCE,
+    REFERENCE,
     assert_reproduced,
 )
 from toyjets import toy_jets
@@ -22,6 +23,7 @@ from toyjets import toy_jets
 import jetace
 from jetace import BIPFeatures
 from jetace.errors import InputError
+from jetace.features.bip import R_OFFSET, U_SCALE, U_SHIFT
 from jetace.species import DEFAULT_SPECIES, check_species, species_columns
 
 PIDS = np.array([211, -211, 22, 130, 2112, 11, -13, 321, 22, 22])
@@ -90,6 +92,7 @@ def species_jets():
 
 
 @pytest.mark.parametrize("kw", [{"channel_mode": "reduced", "rank": 2},
+                                {"channel_mode": "reduced", "rank": 2, "species_weight": "count"},
                                 {"channel_mode": "full", "mirror": True}])
 def test_species_features_are_symmetric(species_jets, kw):
     p4, mask = species_jets
@@ -160,6 +163,72 @@ def test_species_spec_round_trip_and_shape_error(species_jets):
         f(p4[..., :4], mask)
 
 
+def _u_reference(jet: np.ndarray) -> np.ndarray:
+    """u_j of docs/definition.md 2.3, per constituent, from a plain float64 loop: r_t is
+    the momentum transverse to the jet's total three-momentum."""
+    axis = jet[:, 1:].sum(0)
+    axis = axis / np.linalg.norm(axis)
+    r = np.array([np.linalg.norm(p - (p @ axis) * axis) for p in jet[:, 1:]]) + R_OFFSET
+    return (np.log(r / r.sum()) + U_SHIFT) / U_SCALE
+
+
+@pytest.mark.parametrize("family", ["bip", "lorentz"])
+def test_counting_channels_count_constituents(family):
+    """species_weight="count": a species channel's k = 0 body-order-1 column is the
+    number of the jet's constituents of that species (the "radial" weighting is not);
+    in bip its k = 1 column is the sum of u_j over them (a slow reference)."""
+    jets = _jets(10, seed=5)
+    names = ["charged_hadron", "photon"]
+    p4, mask = jetace.to_padded(jets, max_particles=None, dtype=torch.float64, species=names)
+    kw = {"species": names, "channel_mode": "full"}
+    if family == "bip":
+        f, radial = BIPFeatures(1, 6, species_weight="count", **kw), BIPFeatures(1, 6, **kw)
+    else:
+        f = jetace.LorentzACEFeatures(order=1, species_weight="count", **kw)
+        radial = jetace.LorentzACEFeatures(order=1, **kw)
+    prefix = family[:3]
+    x, xr = f(p4, mask), radial(p4, mask)
+    pid = [np.abs(np.asarray(c.pid)) for c in jets.constituents]
+    charge = [np.asarray(c.charge) for c in jets.constituents]
+    expected = {1: [np.sum((q != 0) & ~np.isin(a, (11, 13)))
+                    for a, q in zip(pid, charge, strict=True)],
+                2: [np.sum(a == 22) for a in pid]}
+    suffix = "k0l0n0" if family == "bip" else "k0l0"
+    for c, counts in expected.items():
+        col = f.feature_names.index(f"{prefix}_c{c}{suffix}")
+        assert_reproduced(x[:, col], torch.tensor(counts, dtype=torch.float64),
+                          f"channel {c} count")
+        assert not torch.allclose(xr[:, col], x[:, col])
+    if family == "bip":
+        col = f.feature_names.index("bip_c1k1l0n0")
+        ref = []
+        for j, jet in enumerate(jets.constituents):
+            arr = np.stack([np.asarray(jet[k], dtype=np.float64)
+                            for k in ("energy", "px", "py", "pz")], 1)
+            sel = (charge[j] != 0) & ~np.isin(pid[j], (11, 13))
+            ref.append(_u_reference(arr)[sel].sum())
+        tol = REFERENCE["bip"]
+        torch.testing.assert_close(x[:, col], torch.tensor(ref, dtype=torch.float64),
+                                   rtol=tol, atol=tol)
+    # the "all" channel keeps its radial weight: it equals the kinematic family
+    kin = BIPFeatures(1, 6) if family == "bip" else jetace.LorentzACEFeatures(order=1)
+    assert_reproduced(x[:, :kin.num_features], kin(p4[..., :4], mask), "'all' channel")
+
+
+def test_species_weight_spec_and_errors():
+    from jetace.features import features_from_spec
+
+    f = BIPFeatures(2, 4, species="photon", species_weight="count")
+    assert f.spec["species_weight"] == "count"
+    assert features_from_spec(f.spec).species_weight == "count"
+    assert "species_weight" not in BIPFeatures(2, 4, species="photon").spec
+    with pytest.raises(ValueError, match="species_weight must be one of"):
+        BIPFeatures(2, 4, species="photon", species_weight="counts")
+    with pytest.raises(ValueError, match="not with irc_safe"):
+        jetace.LorentzACEFeatures(order=2, irc_safe=True, species="photon",
+                                  species_weight="count")
+
+
 # ------------------------------------------------------------------ the lorentz family
 
 def _lorentz_matrix(rng: np.random.Generator, gamma_max: float = 5.0) -> torch.Tensor:
@@ -176,6 +245,7 @@ def _lorentz_matrix(rng: np.random.Generator, gamma_max: float = 5.0) -> torch.T
 
 
 @pytest.mark.parametrize("kw", [{"channel_mode": "reduced", "rank": 2},
+                                {"channel_mode": "reduced", "rank": 2, "species_weight": "count"},
                                 {"channel_mode": "full", "irc_safe": True}])
 def test_lorentz_species_features_are_invariant(species_jets, kw):
     from jetace.reproducibility import deviation
@@ -242,6 +312,27 @@ def test_features_command_with_species(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "bare.root" in err and "particle identity" in err
     assert not (tmp_path / "g.parquet").exists()
+
+
+def test_features_command_species_weight(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    from jetace.cli import main
+
+    path = _write_identity_file(tmp_path / "id.root", _jets(8))
+    out = tmp_path / "f.parquet"
+    common = [str(path), "--order", "2", "--degree", "3", "--quiet", "--device", "cpu"]
+    assert main(["features", *common, "-o", str(out), "--species", "photon,charged_hadron",
+                 "--species-weight", "count"]) == 0
+    f = BIPFeatures(2, 3, species="photon,charged_hadron", species_weight="count")
+    table = pq.read_table(out)
+    p4, mask = jetace.to_padded(jetace.read_jets(str(path)), species=f.species)
+    cols = [c for c in table.column_names if c.startswith("bip_")]
+    assert_reproduced(np.stack([table[c].to_numpy() for c in cols], 1), f(p4, mask),
+                      "jetace features --species-weight count")
+    assert main(["features", *common, "-o", str(tmp_path / "g.parquet"),
+                 "--species-weight", "count"]) == 1
+    assert "apply with --species only" in capsys.readouterr().err
 
 
 def test_feature_modules_take_numpy():

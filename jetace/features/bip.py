@@ -44,7 +44,7 @@ from jetace.basis import chebyshev, fourier_powers
 from jetace.features.bip_plan import COLUMN_PROPERTIES, L_MAX, N_CHEB, N_MAX, bip_plan
 from jetace.features.plan import optional_spec, parse_selection
 from jetace.frames import axis_frame_kinematics
-from jetace.species import channel_mixing, check_species, input_hint
+from jetace.species import channel_mixing, check_species, check_species_weight, input_hint
 
 __all__ = ["BIPFeatures", "R_OFFSET", "U_SHIFT", "U_SCALE"]
 
@@ -99,7 +99,7 @@ class BIPFeatures(torch.nn.Module):
     def __init__(self, order: int = 4, degree: int = 7, complete: bool = False,
                  mirror: bool = False, select: str | Sequence[str] | None = None,
                  species: str | Sequence[str] | None = None, channel_mode: str = "reduced",
-                 rank: int = 2, mixing_seed: int = 0) -> None:
+                 rank: int = 2, mixing_seed: int = 0, species_weight: str = "radial") -> None:
         super().__init__()
         self.order, self.degree = int(order), int(degree)
         self.complete, self.mirror = bool(complete), bool(mirror)
@@ -108,6 +108,7 @@ class BIPFeatures(torch.nn.Module):
         self.species = check_species(species)
         self.channel_mode, self.rank = str(channel_mode), int(rank)
         self.mixing_seed = int(mixing_seed)
+        self.species_weight = check_species_weight(species_weight)
         self.n_inputs = 4 + len(self.species)  #: columns of p4: momenta, channel weights
         self.plan = plan = bip_plan(self.order, self.degree, self.complete, self.mirror,
                                     selection, 1 + len(self.species), self.channel_mode,
@@ -166,9 +167,12 @@ class BIPFeatures(torch.nn.Module):
         # particle index last in the left factor, so broadcasts run over contiguous memory
         weight = torch.log1p(kin.mt2) * m
         if self.species:  # per channel: "all" (1), then the species weights, (B, C, P)
-            channels = torch.cat([torch.ones_like(m)[:, None], p4[..., 4:].transpose(1, 2)], 1)
+            species = p4[..., 4:].transpose(1, 2)  # (B, C - 1, P)
+            # "radial": the channel weight times t_M; "count": the channel weight alone
+            species = species * (weight if self.species_weight == "radial" else m)[:, None]
+            channels = torch.cat([weight[:, None], species], 1)
             radial = chebyshev(u[:, None].expand_as(channels), N_CHEB, dim=2,
-                               weight=weight[:, None] * channels).flatten(1, 2)  # (B, C K, P)
+                               weight=channels).flatten(1, 2)  # (B, C K, P)
         else:
             radial = chebyshev(u, N_CHEB, dim=1, weight=weight)  # (B, K, P)
         y = kin.y  # finite everywhere; padded positions have radial weight 0

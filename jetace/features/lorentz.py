@@ -86,7 +86,7 @@ import torch
 from jetace.basis import chebyshev
 from jetace.features.angular import real_coupling, real_spherical_harmonics
 from jetace.features.plan import enumerate_multisets, optional_spec, parse_selection
-from jetace.species import channel_mixing, check_species, input_hint
+from jetace.species import channel_mixing, check_species, check_species_weight, input_hint
 
 __all__ = ["LorentzACEFeatures", "RestFrame", "rest_frame", "column_meta", "U_SHIFT",
            "U_SCALE", "RESOLVED_EPS", "COLUMN_PROPERTIES"]
@@ -292,7 +292,7 @@ class LorentzACEFeatures(torch.nn.Module):
                  n_radial: int = 6, irc_safe: bool = False, weight: str = "log",
                  select: str | Sequence[str] | None = None,
                  species: str | Sequence[str] | None = None, channel_mode: str = "reduced",
-                 rank: int = 2, mixing_seed: int = 0) -> None:
+                 rank: int = 2, mixing_seed: int = 0, species_weight: str = "radial") -> None:
         super().__init__()
         if weight not in ("none", "log"):
             raise ValueError(f"weight must be 'none' or 'log', got {weight!r}")
@@ -313,6 +313,9 @@ class LorentzACEFeatures(torch.nn.Module):
         self.species = check_species(species)
         self.channel_mode, self.rank = str(channel_mode), int(rank)
         self.mixing_seed = int(mixing_seed)
+        self.species_weight = check_species_weight(species_weight)
+        if self.irc_safe and self.species and self.species_weight == "count":
+            raise ValueError("species_weight='count' counts constituents: not with irc_safe")
         if self.channel_mode not in ("full", "reduced") or self.rank < 1:
             raise ValueError(f"need channel_mode 'full' or 'reduced' and rank >= 1, got "
                              f"{channel_mode!r}, {rank}")
@@ -450,10 +453,12 @@ class LorentzACEFeatures(torch.nn.Module):
             tiny = torch.finfo(p4.dtype).tiny
             u = ((torch.log(e_star.clamp_min(tiny)) - U_SHIFT) / U_SCALE).clamp(-1, 1)
             w = torch.log1p(e_star) if self.weight == "log" else mask.to(p4.dtype)
-            radial = chebyshev(u, self.n_radial) * (w * mask)[..., None]
+            basis = chebyshev(u, self.n_radial) * mask.to(p4.dtype)[..., None]
+            radial = basis * w[..., None]
         if self.species:  # one block of radial parts per channel: "all", then the species
-            channels = torch.cat([torch.ones_like(p4[..., :1]), p4[..., 4:]], -1)
-            radial = (channels[..., :, None] * radial[..., None, :]).flatten(2)
+            own = radial if self.species_weight == "radial" else basis  # "count": no w_j
+            species = p4[..., 4:, None] * own[..., None, :]
+            radial = torch.cat([radial[..., None, :], species], -2).flatten(2)
         return radial, ylm
 
     def one_particle_basis(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -139,4 +139,6 @@ def optional_spec(module: object) -> dict:
     if getattr(module, "species", None):
         out.update(species=list(module.species), channel_mode=module.channel_mode,
                    rank=module.rank, mixing_seed=module.mixing_seed)
+        if getattr(module, "species_weight", "radial") != "radial":
+            out["species_weight"] = module.species_weight
     return out
