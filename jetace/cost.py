@@ -154,8 +154,9 @@ def bip_flops(plan: Any, multiplicity: int) -> dict[str, float]:
 
     p, k, t, y = multiplicity, N_CHEB, 2 * L_MAX + 1, 2 * N_MAX + 1
     c = plan.channels
-    # the shared 2u, u w and 2 per recurrence step (per channel), the channel weights
-    cheb = 2 * k - 3 if c == 1 else c * (2 * k - 1) - 1
+    # the shared 2u, u w and 2 per recurrence step (per channel), the C - 1 species
+    # weights times t_M (or the mask, counting channels)
+    cheb = 2 * k - 3 if c == 1 else c * (2 * k - 1) - 2
     fourier = 2 * (6 * (L_MAX - 1) + 2)  # per angle: (m_max - 1) complex steps, cos/sin
     basis = p * (BASIS_PER_CONSTITUENT + cheb + fourier + c * k * y) + BASIS_PER_JET
     pooling = 2 * t * p * c * k * y
