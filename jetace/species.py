@@ -36,7 +36,7 @@ import torch
 from jetace.errors import InputError
 
 __all__ = ["SPECIES", "DEFAULT_SPECIES", "FLAG_FIELDS", "SPECIES_WEIGHTS", "check_species",
-           "check_species_weight", "identity_source",
+           "check_species_weight", "store_species_settings", "identity_source",
            "species_columns", "channel_mixing", "input_hint"]
 
 FLAG_FIELDS = ("is_charged_hadron", "is_neutral_hadron", "is_photon", "is_electron",
@@ -100,6 +100,18 @@ def check_species_weight(species_weight: str) -> str:
         raise ValueError(f"species_weight must be one of {SPECIES_WEIGHTS}, "
                          f"got {species_weight!r}")
     return str(species_weight)
+
+
+def store_species_settings(module: object, species: str | Sequence[str] | None,
+                           channel_mode: str, rank: int, mixing_seed: int,
+                           species_weight: str) -> None:
+    """Check and store a feature module's species settings as its attributes
+    ``species``, ``channel_mode``, ``rank``, ``mixing_seed`` and ``species_weight``
+    (those its spec writes back)."""
+    module.species = check_species(species)
+    module.channel_mode, module.rank = str(channel_mode), int(rank)
+    module.mixing_seed = int(mixing_seed)
+    module.species_weight = check_species_weight(species_weight)
 
 
 def input_hint(species: Sequence[str]) -> str:

@@ -44,7 +44,7 @@ from jetace.basis import chebyshev, fourier_powers
 from jetace.features.bip_plan import COLUMN_PROPERTIES, L_MAX, N_CHEB, N_MAX, bip_plan
 from jetace.features.plan import optional_spec, parse_selection
 from jetace.frames import axis_frame_kinematics
-from jetace.species import channel_mixing, check_species, check_species_weight, input_hint
+from jetace.species import channel_mixing, input_hint, store_species_settings
 
 __all__ = ["BIPFeatures", "R_OFFSET", "U_SHIFT", "U_SCALE"]
 
@@ -105,10 +105,7 @@ class BIPFeatures(torch.nn.Module):
         self.complete, self.mirror = bool(complete), bool(mirror)
         selection = parse_selection(select, COLUMN_PROPERTIES)
         self.select = selection.texts()
-        self.species = check_species(species)
-        self.channel_mode, self.rank = str(channel_mode), int(rank)
-        self.mixing_seed = int(mixing_seed)
-        self.species_weight = check_species_weight(species_weight)
+        store_species_settings(self, species, channel_mode, rank, mixing_seed, species_weight)
         self.n_inputs = 4 + len(self.species)  #: columns of p4: momenta, channel weights
         self.plan = plan = bip_plan(self.order, self.degree, self.complete, self.mirror,
                                     selection, 1 + len(self.species), self.channel_mode,

@@ -86,7 +86,7 @@ import torch
 from jetace.basis import chebyshev
 from jetace.features.angular import real_coupling, real_spherical_harmonics
 from jetace.features.plan import enumerate_multisets, optional_spec, parse_selection
-from jetace.species import channel_mixing, check_species, check_species_weight, input_hint
+from jetace.species import channel_mixing, input_hint, store_species_settings
 
 __all__ = ["LorentzACEFeatures", "RestFrame", "rest_frame", "column_meta", "U_SHIFT",
            "U_SCALE", "RESOLVED_EPS", "COLUMN_PROPERTIES"]
@@ -310,10 +310,7 @@ class LorentzACEFeatures(torch.nn.Module):
         self._n_radial_arg = int(n_radial)
         selection = parse_selection(select, COLUMN_PROPERTIES)
         self.select = selection.texts()
-        self.species = check_species(species)
-        self.channel_mode, self.rank = str(channel_mode), int(rank)
-        self.mixing_seed = int(mixing_seed)
-        self.species_weight = check_species_weight(species_weight)
+        store_species_settings(self, species, channel_mode, rank, mixing_seed, species_weight)
         if self.irc_safe and self.species and self.species_weight == "count":
             raise ValueError("species_weight='count' counts constituents: not with irc_safe")
         if self.channel_mode not in ("full", "reduced") or self.rank < 1:
