@@ -53,7 +53,7 @@ def shaped_tagger(tagger: str, params: dict, n_features: int):
     known = cls().get_params()
     renamed = {"transform": "scaling"}  # names of settings stored by earlier versions
     params = {renamed.get(k, k): v for k, v in params.items() if renamed.get(k, k) in known}
-    if "max_epochs" in params:
+    if "max_epochs" in known:
         params["max_epochs"] = 1
     return cls(**params).fit(x, y)
 
@@ -63,8 +63,7 @@ def _fitted(kind: str, n_features: int):
         return shaped_tagger("LinearTagger", {}, n_features)
     from jetace.taggers.mlp import ENSEMBLE
 
-    params = ENSEMBLE if kind == "mlp-ensemble" else {}
-    return shaped_tagger("MLPTagger", {**params, "max_epochs": 1}, n_features)
+    return shaped_tagger("MLPTagger", ENSEMBLE if kind == "mlp-ensemble" else {}, n_features)
 
 
 def jetace_rows(multiplicity: int) -> list[dict]:

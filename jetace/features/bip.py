@@ -163,7 +163,7 @@ class BIPFeatures(torch.nn.Module):
         u = (torch.log(r) - shift) * (1.0 / U_SCALE)
         # particle index last in the left factor, so broadcasts run over contiguous memory
         weight = torch.log1p(kin.mt2) * m
-        if self.species:  # per channel: "all" (1), then the species weights, (B, C, P)
+        if self.species:  # per channel: "all" (t_M), then the species weights, (B, C, P)
             species = p4[..., 4:].transpose(1, 2)  # (B, C - 1, P)
             # "radial": the channel weight times t_M; "count": the channel weight alone
             species = species * (weight if self.species_weight == "radial" else m)[:, None]

@@ -450,10 +450,12 @@ class LorentzACEFeatures(torch.nn.Module):
             tiny = torch.finfo(p4.dtype).tiny
             u = ((torch.log(e_star.clamp_min(tiny)) - U_SHIFT) / U_SCALE).clamp(-1, 1)
             w = torch.log1p(e_star) if self.weight == "log" else mask.to(p4.dtype)
-            basis = chebyshev(u, self.n_radial) * mask.to(p4.dtype)[..., None]
-            radial = basis * w[..., None]
+            cheb = chebyshev(u, self.n_radial)
+            radial = cheb * (w * mask)[..., None]
         if self.species:  # one block of radial parts per channel: "all", then the species
-            own = radial if self.species_weight == "radial" else basis  # "count": no w_j
+            # "count" (never with irc_safe): T_k(u_j) without w_j
+            own = radial if self.species_weight == "radial" else \
+                cheb * mask.to(p4.dtype)[..., None]
             species = p4[..., 4:, None] * own[..., None, :]
             radial = torch.cat([radial[..., None, :], species], -2).flatten(2)
         return radial, ylm
